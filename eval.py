@@ -1,0 +1,107 @@
+"""Evaluate a checkpoint on the config's val split: per-class IoU table, mIoU, and a JSON file.
+
+python eval.py --config exps/toy/suponly.yaml --checkpoint runs/toy/suponly/best.pth
+python eval.py --config ... --checkpoint ... --model student --mode sliding --opt eval.flip=true
+torchrun --nproc_per_node 4 eval.py --config ... --checkpoint ...   (each val image counted once)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from imas.checkpoint import load_checkpoint, load_model_state
+from imas.config import EvalMode, EvalModel, load_config
+from imas.data import build_datasets, build_val_loader, class_names
+from imas.dist import cleanup, init_distributed
+from imas.engine import build_model, evaluate_model
+from imas.errors import CheckpointError, UserError, user_message
+from imas.logging import setup_logging
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", required=True, help="latest.pth or best.pth of a run")
+    parser.add_argument(
+        "--model", choices=[m.value for m in EvalModel], default=None, help="default: eval.model"
+    )
+    parser.add_argument(
+        "--mode", choices=[m.value for m in EvalMode], default=None, help="default: eval.mode"
+    )
+    parser.add_argument("--opt", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--output", default=None, help="JSON path (default: <checkpoint>.<model>.eval.json)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    overrides = list(args.opt)
+    if args.model:
+        overrides.append(f"eval.model={args.model}")
+    if args.mode:
+        overrides.append(f"eval.mode={args.mode}")
+    cfg = load_config(args.config, overrides)
+    info = init_distributed(args.device)
+    log = setup_logging(None, info.is_main)
+    ckpt = load_checkpoint(args.checkpoint)
+    which = cfg.eval.model.value
+    if which not in ckpt:
+        if which == "teacher" and "model" in ckpt:
+            log.info("checkpoint has no teacher (a supervised run): evaluating its model")
+            which = "model"
+        else:
+            raise CheckpointError(f"checkpoint {args.checkpoint} holds no {which!r} weights")
+    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
+    if stored_classes is not None and stored_classes != cfg.data.num_classes:
+        raise CheckpointError(
+            f"checkpoint {args.checkpoint} predicts {stored_classes} classes but the config has "
+            f"data.num_classes {cfg.data.num_classes}"
+        )
+    model = build_model(cfg, info, pretrained=False)
+    load_model_state(model, ckpt[which], args.checkpoint)
+
+    datasets = build_datasets(cfg.data, with_unlabeled=False)
+    loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
+    start = time.perf_counter()
+    confusion = evaluate_model(cfg, model, loader, info.device)
+    seconds = time.perf_counter() - start
+    names = class_names(cfg.data)
+    result = confusion.to_dict(names) | {
+        "checkpoint": str(args.checkpoint),
+        "model": which,
+        "mode": cfg.eval.mode.value,
+        "scales": cfg.eval.scales,
+        "flip": cfg.eval.flip,
+        "images": len(datasets.val),
+        "seconds": round(seconds, 2),
+        "epoch": ckpt.get("epoch"),
+    }
+    if info.is_main:
+        print(confusion.table(names))
+        output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        log.info("%d images in %.1fs; wrote %s", len(datasets.val), seconds, output)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Typed experiment configuration: the schema with every default, strict YAML loading, dotted overrides.
+
+A config file is YAML with the sections below; every key is optional (the default is used) but an unknown key
+or a value of the wrong type is an error that names the key. ``--opt section.key=value`` overrides are parsed
+to the field's type. The resolved config is written to the run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imas.errors import ConfigError
+
+
+class Method(str, enum.Enum):
+    supervised = "supervised"
+    imas = "imas"
+
+
+class DatasetKind(str, enum.Enum):
+    voc = "voc"
+    cityscapes = "cityscapes"
+    custom = "custom"
+
+
+class ResizeRule(str, enum.Enum):
+    long_side = "long_side"  # VOC: long side ~ randint[a, b], aspect kept
+    scale = "scale"  # Cityscapes: (base_h, base_w) x U[a, b]
+    none = "none"
+
+
+class LossKind(str, enum.Enum):
+    ce = "ce"
+    ohem = "ohem"
+
+
+class Precision(str, enum.Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class EvalMode(str, enum.Enum):
+    whole = "whole"
+    sliding = "sliding"
+
+
+class Stem(str, enum.Enum):
+    deep = "deep"
+    standard = "standard"
+
+
+class EvalModel(str, enum.Enum):
+    teacher = "teacher"
+    student = "student"
+
+
+@dataclass
+class DataConfig:
+    dataset: DatasetKind = DatasetKind.voc
+    root: str = "data/toy"
+    # Split files: one id per line, or "image mask" relative path pairs per line. "" = not used.
+    labeled_split: str = "data/toy/splits/labeled.txt"
+    unlabeled_split: str = ""
+    val_split: str = "data/toy/splits/val.txt"
+    num_classes: int = 21
+    class_names: list[str] = field(default_factory=list)  # empty: the dataset's own names
+    palette: list[list[int]] = field(default_factory=list)  # empty: the dataset's own palette
+    label_dir: str = "SegmentationClassAug"  # VOC: SegmentationClassAug (index PNG) or SegmentationClass
+    image_dir: str = "images"  # custom layout: folder of images under root
+    mask_dir: str = "masks"  # custom layout: folder of index-PNG masks under root
+    crop_size: int = 513
+    resize: ResizeRule = ResizeRule.long_side
+    long_side: list[int] = field(default_factory=lambda: [250, 1000])
+    base_size: list[int] = field(default_factory=lambda: [1024, 2048])  # (H, W) for resize: scale
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet101"
+    output_stride: int = 16
+    multi_grid: bool = False
+    aux_head: bool = False
+    stem: Stem = Stem.deep
+    pretrained: str = ""  # path to backbone weights; "" = random init
+    sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
+
+
+@dataclass
+class LossConfig:
+    kind: LossKind = LossKind.ce
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100000
+    aux_weight: float = 0.4
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    decoder_lr_mult: float = 10.0
+    poly_power: float = 0.9
+
+
+@dataclass
+class TrainConfig:
+    method: Method = Method.supervised
+    epochs: int = 80
+    batch_size: int = 4  # labeled (and unlabeled) images per device per iteration
+    precision: Precision = Precision.fp32
+    channels_last: bool = False
+    eval_every: int = 1  # epochs
+    log_every: int = 20  # iterations
+    seed: int = 0
+    deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
+    run_dir: str = ""  # "" = runs/<config file name>
+
+
+@dataclass
+class EvalConfig:
+    mode: EvalMode = EvalMode.whole
+    window: int = 769
+    stride: int = 0  # 0 = floor(2 * window / 3)
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    batch_size: int = 4  # sliding windows per forward pass
+    model: EvalModel = EvalModel.teacher
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, check every key and type against the schema, then apply "a.b=c" overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    config = _build(Config, raw, prefix="")
+    for override in overrides:
+        apply_override(config, override)
+    validate(config)
+    return config
+
+
+def apply_override(config: Config, override: str) -> None:
+    """Apply one "section.key=value" override in place; the value is parsed to the field's type."""
+    dotted, sep, text = override.partition("=")
+    if not sep or not dotted.strip():
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    names = dotted.strip().split(".")
+    node: Any = config
+    for depth, name in enumerate(names):
+        valid = [f.name for f in dataclasses.fields(node)]
+        if name not in valid:
+            where = ".".join(names[:depth]) or "the config"
+            raise ConfigError(
+                f"unknown key {'.'.join(names[: depth + 1])!r} in {where}; valid keys: {', '.join(valid)}"
+            )
+        if depth == len(names) - 1:
+            hint = _field_types(type(node))[name]
+            if dataclasses.is_dataclass(hint):
+                raise ConfigError(f"override {dotted!r} names a whole section; give one of its keys")
+            value = text if hint is str else _parse_text(text, dotted)
+            setattr(node, name, _convert(value, hint, dotted))
+        else:
+            node = getattr(node, name)
+            if not dataclasses.is_dataclass(node):
+                raise ConfigError(f"{'.'.join(names[: depth + 1])!r} is a value, not a section")
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    d, m, t = config.data, config.model, config.train
+    positive = {
+        "data.num_classes": d.num_classes,
+        "data.crop_size": d.crop_size,
+        "train.epochs": t.epochs,
+        "train.batch_size": t.batch_size,
+        "train.eval_every": t.eval_every,
+        "train.log_every": t.log_every,
+        "eval.window": config.eval.window,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if not 1 <= d.num_classes <= 255:
+        raise ConfigError(
+            f"data.num_classes must be in [1, 255] (255 is the ignore label), got {d.num_classes}"
+        )
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if d.class_names and len(d.class_names) != d.num_classes:
+        raise ConfigError(
+            f"data.class_names has {len(d.class_names)} names but data.num_classes is {d.num_classes}"
+        )
+    if d.palette and (len(d.palette) < d.num_classes or any(len(c) != 3 for c in d.palette)):
+        raise ConfigError(f"data.palette must give one [r, g, b] per class ({d.num_classes} classes)")
+    if len(d.long_side) != 2 or not 1 <= d.long_side[0] <= d.long_side[1]:
+        raise ConfigError(f"data.long_side must be [low, high] with 1 <= low <= high, got {d.long_side}")
+    if len(d.base_size) != 2 or min(d.base_size) < 1:
+        raise ConfigError(f"data.base_size must be two positive integers [height, width], got {d.base_size}")
+    if len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]:
+        raise ConfigError(f"data.scale_range must be [low, high] with 0 < low <= high, got {d.scale_range}")
+    if not d.labeled_split:
+        raise ConfigError("data.labeled_split must name a split file")
+    if m.output_stride not in (8, 16):
+        raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
+    if config.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {config.optim.lr}")
+    if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
+        raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML/JSON-able data (enums as their values)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, list):
+            value = [list(v) if isinstance(v, list) else v for v in value]
+        out[f.name] = value
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint)."""
+    config = _build(Config, data, prefix="")
+    validate(config)
+    return config
+
+
+def save_config(config: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML (atomically, so a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ type checks
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of keys, got {raw!r}")
+    hints = _field_types(cls)
+    unknown = [key for key in raw if key not in hints]
+    if unknown:
+        section = f"section {where!r}" if prefix else where
+        raise ConfigError(
+            f"unknown key {prefix + str(unknown[0])!r} in {section}; valid keys: {', '.join(hints)}"
+        )
+    kwargs = {}
+    for name, hint in hints.items():
+        if name not in raw:
+            continue
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw[name] if raw[name] is not None else {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _convert(raw[name], hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _parse_text(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"value {text!r} for {key} is not valid YAML") from None
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + " | ".join(m.value for m in hint)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, str(hint))
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type `hint`; return it converted (int -> float, str -> enum)."""
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{key} = {value!r} is invalid: expected {_type_name(hint)}")
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unions are not supported in the schema ({key})")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        (item,) = typing.get_args(hint)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise bad() from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            # PyYAML reads "1e-3" (no dot) as a string; accept every spelling Python accepts.
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise TypeError(f"unsupported type {hint!r} in the schema ({key})")

@@ -1,0 +1,196 @@
+"""Loop pieces shared by every method: model and optimiser set-up, mixed precision, the optimiser step,
+evaluation during training, checkpoint state and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from imas.checkpoint import code_version, load_checkpoint, load_model_state, rng_state, save_checkpoint
+from imas.checkpoint import set_rng_state as restore_rng_state
+from imas.config import Config, Precision, to_dict
+from imas.dist import DistInfo
+from imas.errors import CheckpointError
+from imas.inference import evaluate
+from imas.models import build_deeplabv3plus
+from imas.schedule import build_optimizer
+
+log = logging.getLogger("imas")
+
+AUTOCAST_DTYPES = {Precision.fp32: None, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+
+
+def build_model(cfg: Config, info: DistInfo, pretrained: bool = True) -> nn.Module:
+    """The DeepLabv3+ of cfg.model on info.device; SyncBN when training on several CUDA devices."""
+    m = cfg.model
+    model = build_deeplabv3plus(
+        m.backbone,
+        cfg.data.num_classes,
+        output_stride=m.output_stride,
+        aux_head=m.aux_head,
+        multi_grid=m.multi_grid,
+        pretrained=(m.pretrained or None) if pretrained else None,
+        stem=m.stem.value,
+        # SyncBatchNorm has CUDA kernels only; on CPU (gloo) each process keeps its own statistics.
+        sync_bn=m.sync_bn and info.distributed and info.device.type == "cuda",
+    )
+    model.to(info.device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_sgd(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    backbone_params, decoder_params = model.param_groups()
+    o = cfg.optim
+    return build_optimizer(
+        backbone_params, decoder_params, o.lr, o.momentum, o.weight_decay, o.decoder_lr_mult
+    )
+
+
+def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """torch.autocast for bf16/fp16, disabled for fp32 (one code path for all precisions)."""
+    dtype = AUTOCAST_DTYPES[cfg.train.precision]
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def make_grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only; for fp32/bf16 the scaler is a pass-through."""
+    return torch.amp.GradScaler(device.type, enabled=cfg.train.precision is Precision.fp16)
+
+
+def optimizer_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    """Move the tensors of a collated batch to the device (images stay uint8 until normalised there)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def evaluate_model(cfg: Config, model: nn.Module, loader: Any, device: torch.device) -> Any:
+    """Confusion matrix of `model` on the val loader with cfg.eval's mode, scales and flip (all ranks)."""
+    e = cfg.eval
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate(
+            model,
+            loader,
+            num_classes=cfg.data.num_classes,
+            device=device,
+            mode=e.mode.value,
+            window=e.window,
+            stride=e.stride or None,
+            scales=e.scales,
+            flip=e.flip,
+            batch_size=e.batch_size,
+            autocast_dtype=AUTOCAST_DTYPES[cfg.train.precision],
+        )
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    iteration: int = 0  # optimiser steps taken
+    best_miou: float = -1.0
+
+
+def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG state, so a resumed run continues each rank's random stream exactly."""
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_training_state(
+    path: Path,
+    cfg: Config,
+    state: TrainState,
+    models: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None,
+    rng_states: list[dict[str, Any]] | None,
+) -> None:
+    """Write a checkpoint (rank 0 only calls this). best.pth omits optimiser and RNG state."""
+    payload: dict[str, Any] = {
+        "epoch": state.epoch,
+        "iteration": state.iteration,
+        "best_miou": state.best_miou,
+        "config": to_dict(cfg),
+        "version": code_version(),
+    }
+    for name, model in models.items():
+        payload[name] = model.state_dict()
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if scaler is not None:
+        payload["scaler"] = scaler.state_dict()
+    if rng_states is not None:
+        payload["rng"] = rng_states
+    save_checkpoint(payload, path)
+
+
+def resume_training_state(
+    path: Path,
+    cfg: Config,
+    info: DistInfo,
+    models: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> TrainState:
+    """Load latest.pth into the models, optimiser and scaler; restore this rank's RNG stream."""
+    ckpt = load_checkpoint(path)
+    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
+    if stored_classes is not None and stored_classes != cfg.data.num_classes:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with {stored_classes} classes but the config has "
+            f"data.num_classes {cfg.data.num_classes}; use another train.run_dir"
+        )
+    for name, model in models.items():
+        if name not in ckpt:
+            raise CheckpointError(f"checkpoint {path} holds no {name!r} weights")
+        load_model_state(model, ckpt[name], path)
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState(int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt["best_miou"]))
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a resumable training checkpoint ({exc})") from None
+    rng = ckpt.get("rng", [])
+    if len(rng) == info.world_size:
+        restore_rng_state(rng[info.rank])
+    else:
+        log.warning(
+            "checkpoint was written by %d processes, this run has %d: random streams restart from the seed",
+            len(rng),
+            info.world_size,
+        )
+    return state

@@ -1,0 +1,37 @@
+"""User-facing errors: one plain sentence naming the bad key, path or value, never a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base class of every error caused by the user's input (config, data, checkpoint, command line)."""
+
+
+class ConfigError(UserError):
+    """A config file, key, value or override is invalid."""
+
+
+class DataError(UserError):
+    """A data root, split file, image or label is missing or invalid."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+def user_message(exc: BaseException) -> str:
+    """The one-sentence message of a user error, also when a DataLoader worker re-raised it.
+
+    DataLoader workers re-raise with the worker's whole traceback in the message; its last line is
+    ``module.ClassName: message``, and only the message is for the user.
+    """
+    text = str(exc).strip()
+    if "Traceback (most recent call last)" not in text:
+        return text
+    last = text.splitlines()[-1]
+    name, sep, message = last.partition(": ")
+    return message if sep and name.endswith(type(exc).__name__) else last
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run stops before any checkpoint could store poisoned weights."""

@@ -1,0 +1,57 @@
+"""Model construction: ``build_deeplabv3plus`` is the one entry point the rest of the code uses."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from imas.models.deeplabv3plus import DeepLabV3Plus
+from imas.models.pretrained import LoadReport, load_backbone_weights
+from imas.models.resnet import ResNet, resnet18, resnet50, resnet101
+
+BACKBONES = {"resnet18": resnet18, "resnet50": resnet50, "resnet101": resnet101}
+OUTPUT_STRIDES = (8, 16)
+STEMS = ("deep", "standard")
+
+__all__ = [
+    "BACKBONES",
+    "DeepLabV3Plus",
+    "LoadReport",
+    "ResNet",
+    "build_deeplabv3plus",
+    "load_backbone_weights",
+]
+
+
+def build_deeplabv3plus(
+    backbone: str,
+    num_classes: int,
+    output_stride: int = 16,
+    aux_head: bool = False,
+    multi_grid: bool = True,
+    pretrained: str | None = None,
+    stem: str = "deep",
+    sync_bn: bool = False,
+) -> nn.Module:
+    """DeepLabv3+ of spec §7, randomly initialised, then the backbone loaded from ``pretrained`` if given.
+
+    ``model(x)``: x [B, 3, H, W] -> logits [B, K, H, W] (train mode with ``aux_head``: (logits, aux_logits)).
+    Raises ValueError on an unknown backbone / output stride / stem, CheckpointError on a bad ``pretrained``.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    stem = str(getattr(stem, "value", stem))  # accept the config's Stem enum as well as a plain string
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+
+    net = BACKBONES[backbone](output_stride=output_stride, multi_grid=multi_grid, stem=stem)
+    if pretrained:
+        load_backbone_weights(net, pretrained)
+    model = DeepLabV3Plus(net, num_classes, output_stride=output_stride, aux_head=aux_head)
+    if sync_bn:
+        # Conversion keeps the loaded weights and statistics; SyncBN only syncs inside a process group.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

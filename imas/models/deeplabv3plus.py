@@ -1,0 +1,89 @@
+"""DeepLabv3+ as in spec §7: ASPP on layer4, a 48-channel layer1 shortcut, optional aux head on layer3.
+
+The backbone lives in ``model.backbone`` and every other module is decoder, so the two learning-rate groups of
+§7 are ``model.param_groups()``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from imas.models.resnet import ResNet, init_weights
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Sequential:
+    """conv (no bias: the BN's shift replaces it) + BN + ReLU, size-preserving."""
+    padding = dilation * (kernel // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class ASPP(nn.Module):
+    """Five 256-channel branches (image pooling, 1x1, three dilated 3x3), concatenated and projected to 256.
+
+    The image-pooling BN sees one value per channel and sample, so in train mode it needs a batch of at least
+    2 (PyTorch raises otherwise); training batches are always ≥ 2 per device, evaluation runs in eval mode.
+    """
+
+    def __init__(self, cin: int, rates: tuple[int, int, int], cout: int = 256) -> None:
+        super().__init__()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_bn_relu(cin, cout, 1))
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(cin, cout, 1)] + [conv_bn_relu(cin, cout, 3, dilation=r) for r in rates]
+        )
+        self.project = conv_bn_relu(5 * cout, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, cin, h, w] -> [B, 256, h, w]."""
+        pooled = _resize(self.pool(x), x.shape[-2:])
+        return self.project(torch.cat([pooled] + [branch(x) for branch in self.branches], dim=1))
+
+
+class DeepLabV3Plus(nn.Module):
+    """Dilated ResNet + ASPP + low-level decoder (+ aux head on layer3 for the Cityscapes recipe)."""
+
+    def __init__(self, backbone: ResNet, num_classes: int, output_stride: int = 16, aux_head: bool = False):
+        super().__init__()
+        rates = {16: (6, 12, 18), 8: (12, 24, 36)}[output_stride]
+        c_low, c_mid, c_high = backbone.channels
+        self.backbone = backbone
+        self.aspp = ASPP(c_high, rates)
+        self.low_proj = nn.Sequential(
+            nn.Conv2d(c_low, 48, 1, bias=True),  # with bias, as in the released head (counted in §7)
+            nn.BatchNorm2d(48),
+            nn.ReLU(inplace=True),
+        )
+        self.fuse = nn.Sequential(conv_bn_relu(256 + 48, 256, 3), conv_bn_relu(256, 256, 3))
+        self.classifier = nn.Conv2d(256, num_classes, 1)
+        self.aux = None
+        if aux_head:
+            self.aux = nn.Sequential(conv_bn_relu(c_mid, 256, 3), nn.Conv2d(256, num_classes, 1))
+        for module in self.children():
+            if module is not backbone:  # the backbone came initialised (maybe pretrained): keep it
+                init_weights(module)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """x: [B, 3, H, W] -> logits [B, K, H, W]; train mode with aux head -> (logits, aux [B, K, H, W])."""
+        size = x.shape[-2:]
+        low, mid, high = self.backbone(x)
+        low = self.low_proj(low)
+        high = _resize(self.aspp(high), low.shape[-2:])
+        logits = _resize(self.classifier(self.fuse(torch.cat([low, high], dim=1))), size)
+        if self.aux is not None and self.training:
+            return logits, _resize(self.aux(mid), size)
+        return logits
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, decoder parameters) for the per-group learning rates of §7."""
+        backbone = list(self.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        return backbone, [p for p in self.parameters() if id(p) not in ids]

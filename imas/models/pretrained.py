@@ -1,0 +1,118 @@
+"""Strict loading of ImageNet backbone weights (spec §7): every backbone tensor must come from the file.
+
+The released code loaded with ``strict=False`` and a print, so a wrong file silently trained from scratch;
+here a file that leaves any backbone weight unloaded is refused with a hint at the likely cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from imas.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+_PREFIXES = ("module.", "backbone.")  # DDP wrapper, then a segmentation model's backbone attribute
+
+
+@dataclass
+class LoadReport:
+    """Key lists of one backbone load; ``missing`` is always empty after a successful load."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def _read_state_dict(path: str) -> dict[str, Tensor]:
+    """The tensors of a plain state_dict or of the one under "state_dict" / "model", prefixes stripped."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"pretrained backbone file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors all mean "not a checkpoint we can read"
+        raise CheckpointError(
+            f"pretrained backbone file {path} is not a PyTorch checkpoint readable with "
+            f"torch.load(weights_only=True) ({type(exc).__name__})"
+        ) from exc
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    tensors = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if isinstance(key, str) and isinstance(value, Tensor):
+                for prefix in _PREFIXES:
+                    key = key.removeprefix(prefix)
+                tensors[key] = value
+    if not tensors:
+        raise CheckpointError(f"pretrained backbone file {path} holds no state_dict of tensors")
+    return tensors
+
+
+def _hint(model_keys: Mapping[str, Tensor], ckpt: Mapping[str, Tensor]) -> str:
+    """The most likely reason a checkpoint does not fit, phrased as what to change."""
+    ckpt_standard = "conv1.weight" in ckpt and ckpt["conv1.weight"].ndim == 4
+    ckpt_deep = "conv1.0.weight" in ckpt
+    model_deep = "conv1.0.weight" in model_keys
+    if model_deep and ckpt_standard:
+        return "this looks like a torchvision/standard-stem checkpoint; set model.stem: standard"
+    if not model_deep and ckpt_deep:
+        return "this looks like a deep-stem checkpoint (the released iMAS/U2PL layout); set model.stem: deep"
+    if not any(k.startswith("layer1.") for k in ckpt):
+        return "it holds no ResNet backbone keys (expected e.g. 'layer1.0.conv1.weight')"
+    return "check that model.backbone (resnet18/50/101) matches the network the file was saved from"
+
+
+def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
+    """Copy every backbone tensor from ``path`` into ``backbone`` or raise CheckpointError.
+
+    ``fc.*`` keys (the ImageNet classifier) are ignored; extra ``layer*`` keys (a deeper ResNet) are an error;
+    other extra keys are reported and logged, not fatal.
+    ``num_batches_tracked`` counters may be absent (converted checkpoints often lack them).
+    """
+    ckpt = _read_state_dict(path)
+    expected = backbone.state_dict()
+    report = LoadReport()
+
+    mismatched = [k for k in expected if k in ckpt and ckpt[k].shape != expected[k].shape]
+    if mismatched:
+        k = mismatched[0]
+        raise CheckpointError(
+            f"pretrained backbone file {path} has {k} of shape {tuple(ckpt[k].shape)} but the model expects "
+            f"{tuple(expected[k].shape)} ({len(mismatched)} tensors differ in shape); {_hint(expected, ckpt)}"
+        )
+    required = [k for k in expected if not k.endswith("num_batches_tracked")]
+    report.missing = [k for k in required if k not in ckpt]
+    if report.missing:
+        raise CheckpointError(
+            f"pretrained backbone file {path} leaves {len(report.missing)} of {len(required)} backbone "
+            f"tensors unloaded (e.g. {report.missing[0]}); {_hint(expected, ckpt)}"
+        )
+    report.loaded = [k for k in expected if k in ckpt]
+    report.unexpected = [k for k in ckpt if k not in expected and not k.startswith("fc.")]
+    extra_blocks = [k for k in report.unexpected if k.startswith("layer")]
+    if extra_blocks:
+        # e.g. a ResNet-101 file into a ResNet-50: every tensor "loads" but from the wrong network.
+        raise CheckpointError(
+            f"pretrained backbone file {path} has {len(extra_blocks)} ResNet block tensors the model lacks "
+            f"(e.g. {extra_blocks[0]}); check that model.backbone matches the network the file was saved from"
+        )
+    backbone.load_state_dict({k: ckpt[k] for k in report.loaded}, strict=False)
+    if report.unexpected:
+        log.warning(
+            "pretrained backbone file %s has %d keys the backbone does not use (e.g. %s); they were ignored",
+            path,
+            len(report.unexpected),
+            report.unexpected[0],
+        )
+    log.info("loaded %d backbone tensors from %s", len(report.loaded), path)
+    return report

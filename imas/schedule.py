@@ -1,0 +1,52 @@
+"""SGD with a backbone and a decoder parameter group, and the poly learning-rate schedule (spec §7).
+
+The schedule is a pure function of the global iteration, so the only schedule state a checkpoint needs is
+that iteration; each parameter group keeps its own multiplier under "lr_mult" (saved with the optimizer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def poly_lr(base_lr: float, iteration: int, total_iterations: int, power: float = 0.9) -> float:
+    """base_lr · (1 − t/T)^power at iteration t of T; 0 from t = T on (never negative)."""
+    if total_iterations <= 0:
+        raise ValueError(f"total_iterations must be positive, got {total_iterations}")
+    if iteration < 0:
+        raise ValueError(f"iteration must be >= 0, got {iteration}")
+    progress = min(iteration, total_iterations) / total_iterations
+    return base_lr * (1.0 - progress) ** power
+
+
+def build_optimizer(
+    backbone_params: Iterable[nn.Parameter],
+    decoder_params: Iterable[nn.Parameter],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    decoder_lr_mult: float,
+) -> torch.optim.SGD:
+    """SGD over two groups: the backbone at lr × 1 and the decoder (ASPP, heads) at lr × decoder_lr_mult.
+
+    Weight decay applies to every parameter, BN included, as in the released runs.
+    """
+    groups = [
+        {"params": list(backbone_params), "lr": lr, "lr_mult": 1.0, "name": "backbone"},
+        {
+            "params": list(decoder_params),
+            "lr": lr * decoder_lr_mult,
+            "lr_mult": decoder_lr_mult,
+            "name": "decoder",
+        },
+    ]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate to lr × its "lr_mult"."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]

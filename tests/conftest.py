@@ -1,0 +1,127 @@
+"""Shared helpers: tiny fake datasets written in the real VOC / Cityscapes / custom layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imas.config import DataConfig, DatasetKind
+from imas.data.classes import voc_palette
+
+
+def class_color(label: np.ndarray) -> np.ndarray:
+    """An RGB colour per class value, so an image can encode its own label: [H, W] -> [H, W, 3].
+
+    Random colours rather than a formula: colours on a line would make a blend of two look like a third.
+    """
+    return _CLASS_COLORS[label]
+
+
+_CLASS_COLORS = np.random.default_rng(1234).integers(0, 256, size=(256, 3)).astype(np.uint8)
+
+
+def block_label(
+    rng: np.random.Generator, height: int, width: int, num_classes: int, block: int = 8
+) -> np.ndarray:
+    """Random class per block x block tile, uint8 [H, W]: asymmetric, so a flip or shift would show."""
+    tiles = rng.integers(0, num_classes, size=(-(-height // block), -(-width // block)))
+    return np.kron(tiles, np.ones((block, block), dtype=np.int64))[:height, :width].astype(np.uint8)
+
+
+def write_split(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_pair(image_path: Path, label_path: Path | None, label: np.ndarray) -> None:
+    """Write an image whose colours encode `label`, and (if a path is given) the label as an 'L' PNG."""
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(class_color(label))
+    if image_path.suffix == ".jpg":
+        image.save(image_path, quality=95)
+    else:
+        image.save(image_path)
+    if label_path is not None:
+        label_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(label, mode="L").save(label_path)
+
+
+def make_voc(
+    root: Path, ids: list[str], num_classes: int = 21, label_mode: str = "L", seed: int = 0
+) -> dict[str, np.ndarray]:
+    """VOC layout: JPEGImages/<id>.jpg and SegmentationClassAug/<id>.png ('L') or SegmentationClass ('P')."""
+    rng = np.random.default_rng(seed)
+    labels = {}
+    label_dir = "SegmentationClassAug" if label_mode == "L" else "SegmentationClass"
+    for image_id in ids:
+        height, width = (int(v) for v in rng.integers(24, 48, size=2))
+        label = block_label(rng, height, width, num_classes)
+        label[0, 0] = 255  # VOC labels hold 255 on object borders
+        write_pair(root / "JPEGImages" / f"{image_id}.jpg", None, label)
+        path = root / label_dir / f"{image_id}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if label_mode == "P":
+            palette_image = Image.fromarray(label, mode="P")
+            palette_image.putpalette([v for color in voc_palette(256) for v in color])
+            palette_image.save(path)
+        else:
+            Image.fromarray(label, mode="L").save(path)
+        labels[image_id] = label
+    return labels
+
+
+def make_cityscapes(root: Path, names: dict[str, list[str]], seed: int = 0) -> dict[str, np.ndarray]:
+    """leftImg8bit/<split>/<city>/<name>_leftImg8bit.png + gtFine/.../<name>_gtFine_labelTrainIds.png."""
+    rng = np.random.default_rng(seed)
+    labels = {}
+    for split, stems in names.items():
+        for stem in stems:
+            city = stem.split("_")[0]
+            label = block_label(rng, 32, 64, 19)
+            write_pair(
+                root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png",
+                label,
+            )
+            labels[stem] = label
+    return labels
+
+
+def make_custom(root: Path, ids: list[str], num_classes: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """images/<id>.<png|jpg|bmp> (rotating extensions) + masks/<id>.png."""
+    rng = np.random.default_rng(seed)
+    labels = {}
+    for n, image_id in enumerate(ids):
+        label = block_label(rng, 40, 56, num_classes)
+        ext = (".png", ".jpg", ".bmp")[n % 3]
+        write_pair(root / "images" / f"{image_id}{ext}", root / "masks" / f"{image_id}.png", label)
+        labels[image_id] = label
+    return labels
+
+
+@pytest.fixture
+def voc_cfg(tmp_path: Path) -> DataConfig:
+    """A VOC dataset of 5 labeled, 13 unlabeled (no masks needed, so none for 3 of them) and 4 val images."""
+    root = tmp_path / "voc"
+    labeled = [f"l{i}" for i in range(5)]
+    unlabeled = [f"u{i}" for i in range(13)]
+    val = [f"v{i}" for i in range(4)]
+    make_voc(root, labeled + unlabeled[:10] + val)
+    rng = np.random.default_rng(1)
+    for image_id in unlabeled[10:]:
+        write_pair(root / "JPEGImages" / f"{image_id}.jpg", None, block_label(rng, 30, 40, 21))
+    return DataConfig(
+        dataset=DatasetKind.voc,
+        root=str(root),
+        labeled_split=str(write_split(root / "splits" / "labeled.txt", labeled)),
+        unlabeled_split=str(write_split(root / "splits" / "unlabeled.txt", unlabeled)),
+        val_split=str(write_split(root / "splits" / "val.txt", val)),
+        num_classes=21,
+        crop_size=32,
+        long_side=[24, 64],
+        num_workers=0,
+    )

@@ -1,0 +1,64 @@
+"""The toy dataset: byte-identical for a seed, every class in every split, readable by the VOC reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imas.config import DataConfig, DatasetKind
+from imas.data import build_datasets
+from imas.data.toy import SPLIT_SIZES, TOY_CLASSES, dataset_digest, main, make_toy_dataset, make_toy_sample
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_dataset(tmp_path_factory.mktemp("toy"), seed=0)
+
+
+def test_same_seed_gives_byte_identical_files(toy_root: Path, tmp_path: Path) -> None:
+    assert main(["--out", str(tmp_path / "again"), "--seed", "0"]) == 0
+    assert dataset_digest(tmp_path / "again") == dataset_digest(toy_root)
+    image, label = make_toy_sample(1, "val", 3)
+    assert not np.array_equal(image, make_toy_sample(0, "val", 3)[0])
+    assert np.array_equal(image, make_toy_sample(1, "val", 3)[0])
+    assert np.array_equal(label, make_toy_sample(1, "val", 3)[1])
+
+
+def test_layout_counts_and_every_class_in_every_split(toy_root: Path) -> None:
+    assert (toy_root / "class_names.txt").read_text().split() == TOY_CLASSES
+    all_ids: set[str] = set()
+    for split, count in SPLIT_SIZES.items():
+        ids = (toy_root / "splits" / f"{split}.txt").read_text().split()
+        assert len(ids) == count
+        all_ids |= set(ids)
+        pixels = np.zeros(len(TOY_CLASSES), dtype=np.int64)
+        for image_id in ids:
+            label_image = Image.open(toy_root / "SegmentationClassAug" / f"{image_id}.png")
+            assert label_image.mode == "L"
+            label = np.asarray(label_image)
+            image = Image.open(toy_root / "JPEGImages" / f"{image_id}.jpg")
+            assert image.size == label.shape[::-1] and 80 <= min(image.size) <= max(image.size) <= 128
+            pixels += np.bincount(label.ravel(), minlength=len(TOY_CLASSES))
+        assert (pixels[1:] > 0.02 * pixels.sum()).all(), f"a class is (nearly) missing from {split}: {pixels}"
+    assert len(all_ids) == sum(SPLIT_SIZES.values())  # the splits are disjoint
+
+
+def test_toy_reads_through_the_voc_reader(toy_root: Path) -> None:
+    cfg = DataConfig(
+        dataset=DatasetKind.voc,
+        root=str(toy_root),
+        labeled_split=str(toy_root / "splits" / "labeled.txt"),
+        unlabeled_split=str(toy_root / "splits" / "unlabeled.txt"),
+        val_split=str(toy_root / "splits" / "val.txt"),
+        num_classes=len(TOY_CLASSES),
+        crop_size=80,
+        long_side=[64, 128],
+    )
+    data = build_datasets(cfg, with_unlabeled=True)
+    assert data.labeled.class_names == TOY_CLASSES
+    assert data.labeled[0]["mask"].shape == (80, 80)
+    assert data.unlabeled is not None and data.unlabeled[5]["valid"].shape == (80, 80)
+    assert int(data.val[0]["mask"].max()) < len(TOY_CLASSES)

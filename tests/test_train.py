@@ -1,0 +1,228 @@
+"""End-to-end: train + evaluate on a small toy subset, resume, bad input, torchrun with gloo."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import eval as eval_cli
+import train_semi
+from imas.data.toy import make_toy_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    """A toy dataset with short split lists: 8 labeled, 16 unlabeled, 6 val images."""
+    root = make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", seed=0)
+    for name, count in (("labeled", 8), ("unlabeled", 16), ("val", 6)):
+        ids = (root / "splits" / f"{name}.txt").read_text().split()[:count]
+        (root / "splits" / f"small_{name}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
+    cfg = {
+        "data": {
+            "dataset": "voc",
+            "root": str(toy),
+            "labeled_split": str(toy / "splits/small_labeled.txt"),
+            "unlabeled_split": str(toy / "splits/small_unlabeled.txt"),
+            "val_split": str(toy / "splits/small_val.txt"),
+            "num_classes": 6,
+            "crop_size": 64,
+            "long_side": [64, 96],
+            "num_workers": 0,
+        },
+        "model": {"backbone": "resnet18", "output_stride": 16},
+        "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
+        "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "eval_every": 1},
+    }
+    for section, values in sections.items():
+        cfg[section].update(values)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_then_eval(tmp_path, toy, capsys):
+    config = small_config(tmp_path, toy)
+    run_dir = tmp_path / "run"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    for name in ("config.yaml", "train.log", "metrics.jsonl", "latest.pth", "best.pth"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(0.0 <= r["miou"] <= 1.0 for r in records)
+
+    ckpt = torch.load(run_dir / "latest.pth", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["iteration"] == 2 * (16 // 4)
+    assert {"model", "optimizer", "scaler", "rng", "config", "version", "best_miou"} <= set(ckpt)
+    assert ckpt["config"]["data"]["num_classes"] == 6
+    log = (run_dir / "train.log").read_text()
+    assert "eta" in log and "mIoU" in log
+
+    out = tmp_path / "eval.json"
+    code = eval_cli.main(
+        [
+            "--config",
+            str(config),
+            "--checkpoint",
+            str(run_dir / "latest.pth"),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["miou"] == pytest.approx(records[-1]["miou"], abs=1e-9)
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch):
+    config = small_config(tmp_path, toy)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
+
+    original = train_semi.save_training_state
+
+    def save_then_crash(path, cfg, state, *args, **kwargs):
+        original(path, cfg, state, *args, **kwargs)
+        if path.name == "latest.pth" and state.epoch == 1:
+            raise KeyboardInterrupt  # the job is killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(train_semi, "save_training_state", save_then_crash)
+    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
+    assert torch.load(resumed / "latest.pth", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(train_semi, "save_training_state", original)
+    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
+
+    a = torch.load(full / "latest.pth", weights_only=True)
+    b = torch.load(resumed / "latest.pth", weights_only=True)
+    assert a["iteration"] == b["iteration"]
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    metrics_a = (full / "metrics.jsonl").read_text().splitlines()
+    metrics_b = (resumed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["miou"] for x in metrics_a] == [json.loads(x)["miou"] for x in metrics_b]
+    assert "resumed from" in (resumed / "train.log").read_text()
+
+
+def test_nonfinite_loss_stops_without_checkpoint(tmp_path, toy, monkeypatch, capsys):
+    config = small_config(tmp_path, toy)
+    original = train_semi.supervised_step
+    calls = []
+
+    def nan_on_second_step(*args, **kwargs):
+        loss, values = original(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 2 else loss), values
+
+    monkeypatch.setattr(train_semi, "supervised_step", nan_on_second_step)
+    run_dir = tmp_path / "nan"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the loss became NaN") and "\n" not in err
+    assert not (run_dir / "latest.pth").exists() and not (run_dir / "best.pth").exists()
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: "), err
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"root": "/no/such/root"}, "/no/such/root"),
+        ({"labeled_split": "/no/such/split.txt"}, "/no/such/split.txt"),
+    ],
+)
+def test_bad_data_is_one_sentence(tmp_path, toy, capsys, data, needle):
+    config = small_config(tmp_path, toy, data=data)
+    assert (
+        train_semi.main(["--config", str(config), "--run-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
+    )
+    assert needle in one_error_line(capsys)
+
+
+def test_bad_config_is_one_sentence(tmp_path, toy, capsys):
+    config = small_config(tmp_path, toy)
+    assert train_semi.main(["--config", str(config), "--opt", "train.epoch=3"]) == 2
+    assert "train.epoch" in one_error_line(capsys)
+    assert train_semi.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in one_error_line(capsys)
+
+
+def test_eval_refuses_checkpoint_with_other_classes(tmp_path, toy, capsys):
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    args = ["--config", str(config), "--checkpoint", str(run_dir / "best.pth"), "--device", "cpu"]
+    assert eval_cli.main([*args, "--opt", "data.num_classes=5"]) == 2
+    assert "6 classes" in one_error_line(capsys)
+    assert eval_cli.main(["--config", str(config), "--checkpoint", str(tmp_path / "none.pth")]) == 2
+    assert "none.pth" in one_error_line(capsys)
+
+
+def test_torchrun_two_processes_gloo(tmp_path, toy):
+    """DDP over 2 CPU processes (gloo): trains, evaluates every val image once, checkpoints."""
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    train = subprocess.run(
+        [*cmd, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
+    assert ckpt["iteration"] == 16 // (4 * 2)  # each of 2 ranks takes 4 images per step
+    assert len(ckpt["rng"]) == 2
+    ddp_miou = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["miou"]
+
+    out = tmp_path / "ddp_eval.json"
+    evaluation = subprocess.run(
+        [*cmd, "eval.py", "--config", str(config), "--checkpoint", str(run_dir / "latest.pth")]
+        + ["--output", str(out), "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    single = tmp_path / "single_eval.json"
+    assert (
+        eval_cli.main(
+            [
+                "--config",
+                str(config),
+                "--checkpoint",
+                str(run_dir / "latest.pth"),
+                "--output",
+                str(single),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    two, one = json.loads(out.read_text()), json.loads(single.read_text())
+    assert two["miou"] == pytest.approx(one["miou"], abs=1e-12) == pytest.approx(ddp_miou, abs=1e-12)

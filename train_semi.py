@@ -1,0 +1,246 @@
+"""Train a DeepLabv3+ semantic segmentation model: supervised-only (SupOnly) or iMAS.
+
+    python train_semi.py --config exps/toy/suponly.yaml [--opt key.path=value ...] [--run-dir DIR] [--seed N]
+    torchrun --nproc_per_node 4 train_semi.py --config ...
+
+An existing run directory is resumed from its latest.pth. Outputs: config.yaml, train.log, metrics.jsonl,
+TensorBoard events, latest.pth and best.pth in the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from imas.config import Config, Method, load_config, save_config
+from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names
+from imas.dist import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_buffers,
+    broadcast_flag,
+    cleanup,
+    init_distributed,
+)
+from imas.engine import (
+    TrainState,
+    autocast_context,
+    build_model,
+    build_sgd,
+    evaluate_model,
+    gather_rng_states,
+    make_grad_scaler,
+    optimizer_step,
+    resume_training_state,
+    save_training_state,
+    to_device,
+)
+from imas.errors import ConfigError, TrainingDiverged, UserError, user_message
+from imas.inference import normalize
+from imas.logging import Progress, RunWriter, setup_logging
+from imas.losses import SupervisedLoss, build_supervised_loss
+from imas.schedule import poly_lr, set_lr
+
+log = logging.getLogger("imas")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="experiment YAML, e.g. exps/toy/suponly.yaml")
+    parser.add_argument(
+        "--opt", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. optim.lr=0.01"
+    )
+    parser.add_argument(
+        "--run-dir", default=None, help="output folder (default: train.run_dir or runs/<exp>)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return parser.parse_args(argv)
+
+
+def default_run_dir(config_path: str) -> Path:
+    """runs/<path below exps/ without .yaml>, e.g. exps/toy/imas.yaml -> runs/toy/imas."""
+    path = Path(config_path).resolve().with_suffix("")
+    parts = path.parts
+    if "exps" in parts:
+        return Path("runs", *parts[len(parts) - parts[::-1].index("exps") :])
+    return Path("runs", path.name)
+
+
+# ------------------------------------------------------------------------------------------ the steps
+
+
+def supervised_step(
+    model: nn.Module, criterion: SupervisedLoss, batch: dict, cfg: Config, device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SupOnly: L = L_x on the labeled batch. Returns the loss and detached values to log."""
+    image = normalize(batch["image"])
+    with autocast_context(cfg, device):
+        outputs = model(image)
+    loss_x = criterion(outputs, batch["mask"])
+    return loss_x, {"loss_x": loss_x.detach()}
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+
+def train(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.opt)
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    if cfg.train.method is Method.imas:
+        raise ConfigError(
+            "train.method imas is not available yet in this version; use train.method supervised"
+        )
+    run_dir = Path(args.run_dir or cfg.train.run_dir or default_run_dir(args.config))
+    info = init_distributed(args.device)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    barrier()
+    setup_logging(run_dir, info.is_main)
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    log.info("run %s on %s x %d (%s)", run_dir, info.device, info.world_size, cfg.train.precision.value)
+
+    # Every rank builds the same initial weights; the data and augmentation streams then differ per rank.
+    torch.manual_seed(cfg.train.seed)
+    datasets = build_datasets(cfg.data, with_unlabeled=cfg.train.method is Method.imas)
+    loaders = build_train_loaders(
+        cfg.data, datasets, cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size
+    )
+    val_loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
+    names = class_names(cfg.data)
+    model = build_model(cfg, info)
+    optimizer = build_sgd(cfg, model)
+    scaler = make_grad_scaler(cfg, info.device)
+    criterion = build_supervised_loss(
+        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
+    )
+    torch.manual_seed(cfg.train.seed + 1_000_003 * (info.rank + 1))
+
+    state = TrainState()
+    latest, best = run_dir / "latest.pth", run_dir / "best.pth"
+    if latest.is_file():
+        state = resume_training_state(latest, cfg, info, {"model": model}, optimizer, scaler)
+        log.info("resumed from %s: %d epochs done, iteration %d", latest, state.epoch, state.iteration)
+    net: nn.Module = model
+    if info.distributed:
+        net = DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
+        )
+
+    total_iters = cfg.train.epochs * loaders.iters_per_epoch
+    log.info(
+        "%d labeled, %d unlabeled, %d val images; %d epochs x %d iterations",
+        len(datasets.labeled),
+        len(datasets.unlabeled) if datasets.unlabeled is not None else 0,
+        len(datasets.val),
+        cfg.train.epochs,
+        loaders.iters_per_epoch,
+    )
+    writer = RunWriter(run_dir, enabled=info.is_main)
+    progress = Progress(state.iteration, total_iters)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)
+    model.train()
+    for epoch in range(state.epoch, cfg.train.epochs):
+        loaders.set_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        for step, labeled in enumerate(loaders.labeled):
+            lr = poly_lr(cfg.optim.lr, state.iteration, total_iters, cfg.optim.poly_power)
+            set_lr(optimizer, lr)
+            batch = to_device(labeled, info.device, cfg.train.channels_last)
+            loss, values = supervised_step(net, criterion, batch, cfg, info.device)
+            nonfinite |= ~torch.isfinite(loss.detach())
+            optimizer_step(loss, optimizer, scaler)
+            state.iteration += 1
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value.float()
+            if state.iteration % cfg.train.log_every == 0 or step + 1 == loaders.iters_per_epoch:
+                stop_if_diverged(nonfinite, info, state, epoch, latest)
+                means = {k: all_reduce_mean(v / (step + 1)).item() for k, v in sums.items()}
+                log.info(
+                    "epoch %d/%d %s lr %.3g %s",
+                    epoch + 1,
+                    cfg.train.epochs,
+                    progress.line(state.iteration),
+                    lr,
+                    " ".join(f"{k} {v:.4f}" for k, v in means.items()),
+                )
+                writer.scalars({f"train/{k}": v for k, v in means.items()} | {"lr": lr}, state.iteration)
+        stop_if_diverged(nonfinite, info, state, epoch, latest)
+        state.epoch = epoch + 1
+
+        broadcast_buffers(model)
+        new_best = False
+        if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
+            start = time.perf_counter()
+            confusion = evaluate_model(cfg, model, val_loader, info.device)
+            miou = confusion.miou()
+            new_best = miou > state.best_miou
+            state.best_miou = max(state.best_miou, miou)
+            log.info(
+                "epoch %d eval mIoU %.2f (best %.2f) in %.1fs\n%s",
+                state.epoch,
+                100 * miou,
+                100 * state.best_miou,
+                time.perf_counter() - start,
+                confusion.table(names),
+            )
+            writer.scalars({"eval/miou": miou, "eval/best_miou": state.best_miou}, state.iteration)
+            record = {"epoch": state.epoch, "iteration": state.iteration, "model": "student"}
+            writer.evaluation(record | confusion.to_dict(names) | {"best_miou": state.best_miou})
+
+        rng_states = gather_rng_states(info)
+        if info.is_main:
+            save_training_state(latest, cfg, state, {"model": model}, optimizer, scaler, rng_states)
+            if new_best:
+                save_training_state(best, cfg, state, {"model": model}, None, None, None)
+        barrier()
+    writer.close()
+    log.info(
+        "done: best mIoU %.2f after %d epochs; checkpoints in %s", 100 * state.best_miou, state.epoch, run_dir
+    )
+
+
+def stop_if_diverged(
+    nonfinite: torch.Tensor, info: DistInfo, state: TrainState, epoch: int, latest: Path
+) -> None:
+    """Stop before a NaN/inf loss can reach a checkpoint (one host sync, at logging time only)."""
+    if broadcast_flag(bool(nonfinite.item()), info.device):
+        kept = f"the last good checkpoint is {latest}" if latest.is_file() else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite before iteration {state.iteration} in epoch {epoch + 1}; "
+            f"{kept}; lower optim.lr or use train.precision fp32"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except UserError as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the run resumes from its latest.pth when started again", file=sys.stderr)
+        return 130
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
