@@ -146,7 +146,7 @@ def train(args: argparse.Namespace) -> None:
     log.info(
         "%d labeled, %d unlabeled, %d val images; %d epochs x %d iterations",
         len(datasets.labeled),
-        len(datasets.unlabeled) if datasets.unlabeled is not None else 0,
+        datasets.unlabeled_count,
         len(datasets.val),
         cfg.train.epochs,
         loaders.iters_per_epoch,

@@ -226,3 +226,16 @@ def test_torchrun_two_processes_gloo(tmp_path, toy):
     )
     two, one = json.loads(out.read_text()), json.loads(single.read_text())
     assert two["miou"] == pytest.approx(one["miou"], abs=1e-12) == pytest.approx(ddp_miou, abs=1e-12)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_on_cpu(tmp_path, toy, precision):
+    """The CPU stand-in for CUDA AMP: autocast (and a GradScaler for fp16) with channels_last inputs."""
+    config = small_config(
+        tmp_path, toy, train={"epochs": 1, "precision": precision, "channels_last": True, "eval_every": 1}
+    )
+    run_dir = tmp_path / precision
+    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 0 if precision == "fp16" else ckpt["scaler"] == {}
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
