@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     datasets = build_datasets(cfg.data, with_unlabeled=False)
     loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
     start = time.perf_counter()
-    confusion = evaluate_model(cfg, model, loader, info.device)
+    confusion = evaluate_model(cfg, model, loader, info.device, progress=True)
     seconds = time.perf_counter() - start
     names = class_names(cfg.data)
     result = confusion.to_dict(names) | {

@@ -87,7 +87,9 @@ def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) 
     return out
 
 
-def evaluate_model(cfg: Config, model: nn.Module, loader: Any, device: torch.device) -> Any:
+def evaluate_model(
+    cfg: Config, model: nn.Module, loader: Any, device: torch.device, progress: bool = False
+) -> Any:
     """Confusion matrix of `model` on the val loader with cfg.eval's mode, scales and flip (all ranks)."""
     e = cfg.eval
     was_training = model.training
@@ -105,6 +107,7 @@ def evaluate_model(cfg: Config, model: nn.Module, loader: Any, device: torch.dev
             flip=e.flip,
             batch_size=e.batch_size,
             autocast_dtype=AUTOCAST_DTYPES[cfg.train.precision],
+            progress=progress,
         )
     finally:
         model.train(was_training)
