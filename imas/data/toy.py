@@ -1,0 +1,243 @@
+"""A small synthetic segmentation dataset on which semi-supervised learning has something to gain.
+
+Background + 5 shape classes (disk, square, triangle, ring, cross). Each object's colour and texture are
+random and not tied to its class, so only the shape tells the classes apart; objects vary in size and
+rotation, overlap (the top one wins in the mask) and lie on cluttered backgrounds (gradients, stripes, smooth
+noise, distractor lines, dots and blobs that all belong to the background). Images are 80-128 px a side,
+with Gaussian noise and JPEG compression. A handful of labeled images is not enough to learn the shapes; the
+many unlabeled images carry the same signal. Everything is drawn from numpy generators keyed by
+(seed, split, index), so the files are byte-identical for the same seed.
+
+Layout written (VOC style, 6 classes): JPEGImages/<id>.jpg, SegmentationClassAug/<id>.png (single-channel
+index PNGs), splits/{labeled,unlabeled,val}.txt (one id per line), class_names.txt.
+
+    python -m imas.data.toy --out data/toy [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+TOY_CLASSES = ["background", "disk", "square", "triangle", "ring", "cross"]
+SPLIT_SIZES = {"labeled": 16, "unlabeled": 600, "val": 150}
+_SPLIT_CODES = {"labeled": 0, "unlabeled": 1, "val": 2}
+MIN_SIDE, MAX_SIDE = 80, 128
+JPEG_QUALITY = 95
+OBJECT_RADIUS = (9.0, 28.0)  # px, half the size of a shape
+OBJECTS_PER_IMAGE = (1, 4)
+NOISE_SIGMA = (2.0, 8.0)
+DISTRACTORS = {"lines": 4, "dots": 6, "blobs": 2}  # at most this many of each per image
+BACKGROUND_P = {"stripes": 0.5, "noise": 0.6}
+
+
+def make_toy_dataset(root: str | Path, seed: int = 0) -> Path:
+    """Write the toy dataset under `root` (created if needed) and return `root` as a Path."""
+    root = Path(root)
+    for folder in ("JPEGImages", "SegmentationClassAug", "splits"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for split, count in SPLIT_SIZES.items():
+        ids = []
+        for index in range(count):
+            image_id = f"{split}_{index:04d}"
+            image, label = make_toy_sample(seed, split, index)
+            Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
+            Image.fromarray(label, mode="L").save(root / "SegmentationClassAug" / f"{image_id}.png")
+            ids.append(image_id)
+        (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    (root / "class_names.txt").write_text("\n".join(TOY_CLASSES) + "\n")
+    return root
+
+
+def make_toy_sample(seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image uint8 [H, W, 3] and its label uint8 [H, W] (values 0..5), a pure function of its key."""
+    rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
+    height, width = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    image = _background(rng, height, width, ys, xs)
+    _draw_distractors(rng, image, ys, xs)
+    label = np.zeros((height, width), dtype=np.uint8)
+    # The last object is drawn on top and cycles through the classes, so every split holds every class.
+    num_objects = int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))
+    classes = [int(c) for c in rng.integers(1, len(TOY_CLASSES), size=num_objects - 1)]
+    classes.append(1 + index % (len(TOY_CLASSES) - 1))
+    for class_id in classes:
+        _draw_object(rng, image, label, class_id, ys, xs)
+    image += rng.normal(0.0, rng.uniform(*NOISE_SIGMA), size=image.shape).astype(np.float32)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
+
+
+# --------------------------------------------------------------------------------------------- drawing
+
+
+def _color(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 255, size=3).astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    """Smooth random field in [0, 1], [H, W]: a coarse random grid upsampled bicubically."""
+    coarse = rng.uniform(0, 1, size=(cells, cells)).astype(np.float32)
+    field = np.asarray(Image.fromarray(coarse, mode="F").resize((width, height), Image.BICUBIC))
+    return np.clip(field, 0, 1)
+
+
+def _stripes(
+    rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, period: tuple[float, float]
+) -> np.ndarray:
+    """Sinusoidal stripes in [0, 1] at a random angle, period and phase, [H, W]."""
+    angle = rng.uniform(0, np.pi)
+    freq = 2 * np.pi / rng.uniform(*period)
+    return 0.5 + 0.5 * np.sin(freq * (np.cos(angle) * xs + np.sin(angle) * ys) + rng.uniform(0, 2 * np.pi))
+
+
+def _background(
+    rng: np.random.Generator, height: int, width: int, ys: np.ndarray, xs: np.ndarray
+) -> np.ndarray:
+    """Float RGB [H, W, 3]: a two-colour gradient, plus stripes and/or smooth colour noise."""
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.cos(angle) * xs / width + np.sin(angle) * ys / height
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    image = _color(rng) * (1 - t[..., None]) + _color(rng) * t[..., None]
+    if rng.uniform() < BACKGROUND_P["stripes"]:
+        weight = rng.uniform(0.15, 0.5) * _stripes(rng, ys, xs, (4.0, 16.0))[..., None]
+        image = image * (1 - weight) + _color(rng) * weight
+    if rng.uniform() < BACKGROUND_P["noise"]:
+        weight = rng.uniform(0.2, 0.6) * _smooth_noise(rng, height, width, int(rng.integers(3, 8)))[..., None]
+        image = image * (1 - weight) + _color(rng) * weight
+    return image.astype(np.float32)
+
+
+def _blend(image: np.ndarray, alpha: np.ndarray, fill: np.ndarray) -> None:
+    """In place: image = image * (1 - alpha) + fill * alpha; alpha [H, W], fill [3] or [H, W, 3]."""
+    image *= 1 - alpha[..., None]
+    image += fill * alpha[..., None]
+
+
+def _draw_distractors(rng: np.random.Generator, image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
+    """Background clutter that is not any class: thin lines, small dots, soft blobs."""
+    height, width = ys.shape
+    for _ in range(int(rng.integers(0, DISTRACTORS["lines"] + 1))):  # lines: anti-aliased distance to a segment
+        (x0, x1), (y0, y1) = rng.uniform(0, width, 2), rng.uniform(0, height, 2)
+        dx, dy = x1 - x0, y1 - y0
+        s = np.clip(((xs - x0) * dx + (ys - y0) * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
+        dist = np.hypot(xs - x0 - s * dx, ys - y0 - s * dy)
+        _blend(image, np.clip(rng.uniform(0.5, 1.5) + 0.5 - dist, 0, 1), _color(rng))
+    for _ in range(int(rng.integers(0, DISTRACTORS["dots"] + 1))):  # dots of radius 1-3 px
+        cx, cy, radius = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1.0, 3.0)
+        _blend(image, np.clip(radius + 0.5 - np.hypot(xs - cx, ys - cy), 0, 1), _color(rng))
+    for _ in range(int(rng.integers(0, DISTRACTORS["blobs"] + 1))):  # soft, low-contrast blobs without a sharp edge
+        cx, cy, sigma = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(6.0, 20.0)
+        alpha = rng.uniform(0.2, 0.5) * np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+        _blend(image, alpha.astype(np.float32), _color(rng))
+
+
+def _signed_distance(
+    class_id: int, u: np.ndarray, v: np.ndarray, radius: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Approximate signed distance (negative inside) to a shape of size `radius` in its own frame (u, v)."""
+    name = TOY_CLASSES[class_id]
+    r = np.hypot(u, v)
+    if name == "disk":
+        return r - radius
+    if name == "ring":
+        inner = radius * rng.uniform(0.45, 0.65)
+        return np.maximum(r - radius, inner - r)
+    if name == "square":
+        return np.maximum(np.abs(u), np.abs(v)) - 0.85 * radius
+    if name == "triangle":
+        # Equilateral with circumradius 1.15 * radius: inside all three edges at distance (inradius) from 0.
+        inradius = 0.575 * radius
+        angles = np.pi / 2 + np.arange(3) * 2 * np.pi / 3
+        return np.max([np.cos(a) * u + np.sin(a) * v - inradius for a in angles], axis=0)
+    if name == "cross":
+        half_width = radius * rng.uniform(0.25, 0.35)
+        bar_u = np.maximum(np.abs(u) - radius, np.abs(v) - half_width)
+        bar_v = np.maximum(np.abs(v) - radius, np.abs(u) - half_width)
+        return np.minimum(bar_u, bar_v)
+    raise ValueError(f"unknown toy class {class_id}")
+
+
+def _object_fill(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, avoid: np.ndarray) -> np.ndarray:
+    """A random flat colour, gradient or stripe texture whose mean differs clearly from `avoid` ([3])."""
+    for _ in range(20):
+        first, second = _color(rng), _color(rng)
+        kind = rng.uniform()
+        if kind < 0.5:
+            fill: np.ndarray = first
+        else:
+            if kind < 0.75:
+                angle = rng.uniform(0, 2 * np.pi)
+                t = np.cos(angle) * xs + np.sin(angle) * ys
+                t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+            else:
+                t = _stripes(rng, ys, xs, (3.0, 8.0))
+            fill = first * (1 - t[..., None]) + second * t[..., None]
+        mean = fill.reshape(-1, 3).mean(axis=0)
+        if np.linalg.norm(mean - avoid) >= 70:
+            break
+    return fill.astype(np.float32)
+
+
+def _draw_object(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    class_id: int,
+    ys: np.ndarray,
+    xs: np.ndarray,
+) -> None:
+    """Draw one shape with anti-aliased edges; pixels more than half covered get its class in the label."""
+    height, width = label.shape
+    radius = rng.uniform(*OBJECT_RADIUS)
+    # Keep the centre far enough inside that most of the object is visible.
+    cx = rng.uniform(0.4 * radius, width - 0.4 * radius)
+    cy = rng.uniform(0.4 * radius, height - 0.4 * radius)
+    theta = rng.uniform(0, 2 * np.pi)
+    extent = 1.3 * radius + 2
+    y0, y1 = max(0, int(cy - extent)), min(height, int(cy + extent) + 1)
+    x0, x1 = max(0, int(cx - extent)), min(width, int(cx + extent) + 1)
+    by, bx = ys[y0:y1, x0:x1], xs[y0:y1, x0:x1]
+    u = np.cos(theta) * (bx - cx) + np.sin(theta) * (by - cy)
+    v = -np.sin(theta) * (bx - cx) + np.cos(theta) * (by - cy)
+    dist = _signed_distance(class_id, u, v, radius, rng)
+    alpha = np.clip(0.5 - dist, 0, 1).astype(np.float32)
+    region = image[y0:y1, x0:x1]
+    inside = dist <= 0
+    avoid = region[inside].mean(axis=0) if inside.any() else region.reshape(-1, 3).mean(axis=0)
+    _blend(region, alpha, _object_fill(rng, by, bx, avoid))
+    label[y0:y1, x0:x1][inside] = class_id
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def dataset_digest(root: str | Path) -> str:
+    """SHA-256 over every file's relative path and bytes: equal digests mean byte-identical datasets."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the synthetic toy segmentation dataset.")
+    parser.add_argument("--out", default="data/toy", help="output folder (default: data/toy)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    root = make_toy_dataset(args.out, args.seed)
+    counts = ", ".join(f"{count} {split}" for split, count in SPLIT_SIZES.items())
+    print(f"wrote the toy dataset ({counts}) to {root} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
