@@ -122,7 +122,8 @@ def _blend(image: np.ndarray, alpha: np.ndarray, fill: np.ndarray) -> None:
 def _draw_distractors(rng: np.random.Generator, image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
     """Background clutter that is not any class: thin lines, small dots, soft blobs."""
     height, width = ys.shape
-    for _ in range(int(rng.integers(0, DISTRACTORS["lines"] + 1))):  # lines: anti-aliased distance to a segment
+    # Lines: anti-aliased distance to a segment.
+    for _ in range(int(rng.integers(0, DISTRACTORS["lines"] + 1))):
         (x0, x1), (y0, y1) = rng.uniform(0, width, 2), rng.uniform(0, height, 2)
         dx, dy = x1 - x0, y1 - y0
         s = np.clip(((xs - x0) * dx + (ys - y0) * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
@@ -131,7 +132,8 @@ def _draw_distractors(rng: np.random.Generator, image: np.ndarray, ys: np.ndarra
     for _ in range(int(rng.integers(0, DISTRACTORS["dots"] + 1))):  # dots of radius 1-3 px
         cx, cy, radius = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1.0, 3.0)
         _blend(image, np.clip(radius + 0.5 - np.hypot(xs - cx, ys - cy), 0, 1), _color(rng))
-    for _ in range(int(rng.integers(0, DISTRACTORS["blobs"] + 1))):  # soft, low-contrast blobs without a sharp edge
+    # Soft, low-contrast blobs without a sharp edge.
+    for _ in range(int(rng.integers(0, DISTRACTORS["blobs"] + 1))):
         cx, cy, sigma = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(6.0, 20.0)
         alpha = rng.uniform(0.2, 0.5) * np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
         _blend(image, alpha.astype(np.float32), _color(rng))
