@@ -1,4 +1,5 @@
-"""Losses (spec §3, §7): supervised CE / OHEM with an optional aux head; the unsupervised loss comes later.
+"""Losses (spec §3, §7): supervised CE / OHEM with an optional aux head, and the masked, instance-weighted
+unsupervised loss of iMAS.
 
 Every loss here computes in float32 (so it can sit inside or after torch.autocast), never modifies its
 inputs, and never synchronises with the host: the OHEM threshold is found on the device.
@@ -140,3 +141,44 @@ def build_supervised_loss(
 
 
 # --------------------------------------------------------------------------------------- unsupervised
+
+
+def unsupervised_loss(
+    logits: torch.Tensor,
+    pseudo_label: torch.Tensor,
+    confidence: torch.Tensor,
+    threshold: float,
+    weight: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Model-adaptive unsupervised loss of one student view (spec §3).
+
+    logits: [B, K, H, W] student logits on the view; pseudo_label: [B, H, W] integer targets (255 = none,
+    e.g. padding); confidence: [B, H, W] teacher max-probability; threshold: τ.
+    weight: [B] per-image weight e_i (None → 1; no gradient flows into it).
+    valid: [B, H, W] bool, False on crop padding (None → every pixel counts, as in the released runs).
+
+    m_i(p) = 1[c_i(p) ≥ τ] ∧ valid_i(p) ∧ ŷ_i(p) ≠ 255;  ℓ_i = Σ_p m_i(p)·CE_i(p) / (H·W), the mean over
+    *all* H·W pixels rather than the confident ones (the released scaling, which λ_u was tuned with);
+    L = (1/B) Σ_i weight_i·ℓ_i. Float32 scalar; none of the inputs is modified.
+    """
+    expected = (logits.shape[0], *logits.shape[2:])
+    if logits.dim() != 4 or pseudo_label.shape != expected or confidence.shape != expected:
+        raise ValueError(
+            f"expected logits [B, K, H, W] with pseudo_label and confidence [B, H, W], got "
+            f"{tuple(logits.shape)}, {tuple(pseudo_label.shape)} and {tuple(confidence.shape)}"
+        )
+    b, _, h, w = logits.shape
+    # 255 gives CE 0 through ignore_index, so the pseudo-label never needs an in-place edit.
+    nll = _pixel_nll(logits, pseudo_label, IGNORE_INDEX)
+    mask = (confidence.detach() >= threshold) & (pseudo_label != IGNORE_INDEX)
+    if valid is not None:
+        if valid.shape != (b, h, w):
+            raise ValueError(f"expected valid [B, H, W] = {(b, h, w)}, got {tuple(valid.shape)}")
+        mask = mask & valid.bool()
+    per_image = (nll * mask.float()).flatten(1).sum(1) / (h * w)  # ℓ_i: [B]
+    if weight is not None:
+        if weight.shape != (b,):
+            raise ValueError(f"expected weight [B] = ({b},), got {tuple(weight.shape)}")
+        per_image = per_image * weight.detach().float()
+    return per_image.mean()

@@ -1,0 +1,250 @@
+"""Adaptive CutMix (spec §5): trigger, easy↔hard pairing, boxes, and mixing of image / label / confidence.
+
+Everything is batched on the device and never synchronises with the host, so a training step can queue
+the CutMix work behind the forward pass. The released runs decided trigger, pairing and box per GPU on its
+own few images; here a "group" of `group_size` consecutive images of the batch plays the role of one GPU's
+batch, so a run on fewer devices reproduces those statistics.
+
+Random draws come from the passed `torch.Generator` (None = the global RNG of the target device). The
+draws are made on the generator's device and then moved, so a CPU generator works for CUDA tensors too
+and seeded tests are deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+PairingMode = Literal["easy_hard", "random"]
+BoxMode = Literal["imas", "beta"]
+
+# Side ratio range of the iMAS box (spec §5).
+V_MIN, V_MAX = 0.1, 0.9
+# Shape of the classic CutMix Beta(α, α) area prior; an integer, so Gamma(α) is a sum of α exponentials.
+BETA_ALPHA = 4
+
+
+# ------------------------------------------------------------------------------------------ random draws
+
+
+def _draw_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
+    """Where to draw: on the generator's own device (torch requires it), else on the target device."""
+    if generator is not None:
+        return generator.device
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _uniform(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.Tensor:
+    """U[0, 1) float32 of `shape` on `device`, drawn from `generator`."""
+    u = torch.rand(shape, generator=generator, device=_draw_device(generator, device))
+    return u.to(device) if device is not None else u
+
+
+def _randint(
+    low: int,
+    high: int,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+) -> torch.Tensor:
+    """Integers uniform over [low, high) as int64 of `shape` on `device`, drawn from `generator`."""
+    r = torch.randint(low, high, shape, generator=generator, device=_draw_device(generator, device))
+    return r.to(device) if device is not None else r
+
+
+def _check_groups(batch: int, group_size: int) -> int:
+    """Number of groups; a batch that does not split into whole groups is a configuration error."""
+    if group_size < 1 or batch % group_size != 0:
+        raise ValueError(f"batch size {batch} is not divisible by the CutMix group size {group_size}")
+    return batch // group_size
+
+
+# ----------------------------------------------------------------------------------------------- pairing
+
+
+def _easy_hard_local(hardness: torch.Tensor) -> torch.Tensor:
+    """Row-wise easy↔hard pairing: hardness [N, G] → local source indices [N, G] (int64).
+
+    o = argsort(e) ascending with e = 1 − hardness (hardest first); o[k] receives from o[G−1−k]. A stable
+    sort keeps equal-hardness images in index order, so ties pair deterministically; the map is its own
+    inverse and, for odd G, fixes the middle image.
+    """
+    easiness = 1.0 - hardness.float()
+    order = torch.argsort(easiness, dim=1, stable=True)
+    source = torch.empty_like(order)
+    # source[order[:, k]] = order[:, G-1-k]
+    source.scatter_(1, order, order.flip(1))
+    return source
+
+
+def easy_hard_pairing(hardness: torch.Tensor) -> torch.Tensor:
+    """Index of each image's patch source within one group (spec §5).
+
+    hardness: [G] float. Returns a LongTensor [G] on the same device: the hardest image gets the easiest's
+    patch and vice versa, the second hardest the second easiest's, …; with odd G the middle maps to itself.
+    """
+    if hardness.dim() != 1:
+        raise ValueError(f"expected hardness [G], got shape {tuple(hardness.shape)}")
+    return _easy_hard_local(hardness.unsqueeze(0)).squeeze(0)
+
+
+def random_pairing(g: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ablation: a uniformly random permutation of range(g) as a LongTensor [g] on the generator's device."""
+    return torch.randperm(g, generator=generator, device=_draw_device(generator, None))
+
+
+def group_pairing(
+    hardness: torch.Tensor,
+    group_size: int,
+    mode: PairingMode = "easy_hard",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pair images within each group of `group_size` consecutive images of the batch.
+
+    hardness: [B] float (B divisible by group_size, else ValueError). Returns global source indices
+    LongTensor [B] on hardness's device: image i takes its patch from image result[i], always in i's group.
+    """
+    if hardness.dim() != 1:
+        raise ValueError(f"expected hardness [B], got shape {tuple(hardness.shape)}")
+    num_groups = _check_groups(hardness.shape[0], group_size)
+    if mode == "easy_hard":
+        local = _easy_hard_local(hardness.view(num_groups, group_size))
+    elif mode == "random":
+        # argsort of i.i.d. uniforms is a uniform random permutation per row, all groups in one call.
+        keys = _uniform((num_groups, group_size), generator, hardness.device)
+        local = torch.argsort(keys, dim=1)
+    else:
+        raise ValueError(f"unknown CutMix pairing mode {mode!r}; valid: 'easy_hard', 'random'")
+    offset = torch.arange(num_groups, device=hardness.device).unsqueeze(1) * group_size
+    return (local + offset).reshape(-1)
+
+
+# ------------------------------------------------------------------------------------------------ boxes
+
+
+def _beta_side_ratio(
+    num_groups: int, generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.Tensor:
+    """Side ratio sqrt(λ), λ ~ Beta(4, 4) the box's area fraction (classic CutMix), [num_groups].
+
+    torch.distributions cannot take a generator; Beta(α, α) = X / (X + Y) with X, Y ~ Gamma(α), and an
+    integer-shape Gamma is a sum of α Exp(1) = −log U draws, so this is exact and seedable.
+    """
+    u = _uniform((2, num_groups, BETA_ALPHA), generator, device)
+    gammas = -torch.log1p(-u).sum(dim=2)  # log1p(−u): u ∈ [0, 1) never gives log(0)
+    area = gammas[0] / (gammas[0] + gammas[1])
+    return area.sqrt()
+
+
+def cutmix_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    group_size: int,
+    generator: torch.Generator | None = None,
+    scale: torch.Tensor | None = None,
+    box: BoxMode = "imas",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Box masks, True inside the box to paste: BoolTensor [B, H, W] on `device` (default: generator's).
+
+    box "imas" (spec §5): per group one side ratio v ~ U[0.1, 0.9]; box ⌊H·v⌋ × ⌊W·v⌋ (rows
+    [cy − ⌊h/2⌋, cy − ⌊h/2⌋ + h)); centre per image uniform over [⌊H/16⌋, H) × [⌊W/16⌋, W); clipped to the
+    image, so the pasted area is ≤ v²HW. box "beta": classic CutMix, v = sqrt(λ) with λ ~ Beta(4, 4) per
+    group and the centre uniform over the whole image. scale: optional [num_groups] factor on v (option
+    "v scaled by mean e"), e.g. the group's mean easiness.
+    """
+    if device is None and scale is not None:
+        device = scale.device
+    num_groups = _check_groups(batch, group_size)
+    if box == "imas":
+        v = V_MIN + (V_MAX - V_MIN) * _uniform((num_groups,), generator, device)
+        low_y, low_x = height // 16, width // 16
+    elif box == "beta":
+        v = _beta_side_ratio(num_groups, generator, device)
+        low_y, low_x = 0, 0
+    else:
+        raise ValueError(f"unknown CutMix box mode {box!r}; valid: 'imas', 'beta'")
+    if scale is not None:
+        if scale.shape != (num_groups,):
+            raise ValueError(f"expected scale [{num_groups}] (one per group), got {tuple(scale.shape)}")
+        v = v * scale.to(v.device, torch.float32)
+    # One side ratio per group, shared by its images; floor as in ⌊H·v⌋ (v ≥ 0, so trunc = floor).
+    v = v.repeat_interleave(group_size)
+    box_h = (height * v).long()
+    box_w = (width * v).long()
+    cy = _randint(low_y, height, (batch,), generator, device)
+    cx = _randint(low_x, width, (batch,), generator, device)
+    top = cy - box_h // 2
+    left = cx - box_w // 2
+    rows = torch.arange(height, device=cy.device)
+    cols = torch.arange(width, device=cx.device)
+    # Comparing against the unclipped edges clips for free: rows outside [0, H) do not exist.
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])  # [B, H]
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])  # [B, W]
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+# ------------------------------------------------------------------------------------------ trigger, mix
+
+
+def trigger(
+    easiness: torch.Tensor,
+    group_size: int,
+    generator: torch.Generator | None = None,
+    fixed_p: float | None = None,
+) -> torch.Tensor:
+    """Whether CutMix fires, one Bernoulli per group: BoolTensor [num_groups] on easiness's device.
+
+    easiness: [B] in [0, 1] (e = 1 − hardness). p = the group's mean easiness, or `fixed_p` when given
+    (ablation). Stays on the device: the caller masks boxes and losses with it instead of branching.
+    """
+    if easiness.dim() != 1:
+        raise ValueError(f"expected easiness [B], got shape {tuple(easiness.shape)}")
+    num_groups = _check_groups(easiness.shape[0], group_size)
+    if fixed_p is not None:
+        if not 0.0 <= fixed_p <= 1.0:
+            raise ValueError(f"CutMix fixed probability must be in [0, 1], got {fixed_p}")
+        p = torch.full((num_groups,), fixed_p, device=easiness.device)
+    else:
+        p = easiness.float().view(num_groups, group_size).mean(dim=1).clamp(0.0, 1.0)
+    # u ∈ [0, 1): p = 1 always fires, p = 0 never does.
+    return _uniform((num_groups,), generator, easiness.device) < p
+
+
+def per_image(group_flags: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Expand a per-group tensor [num_groups] to its images [num_groups · group_size].
+
+    E.g. `boxes & per_image(fired, g)[:, None, None]` keeps only the boxes of the groups that fired.
+    """
+    return group_flags.repeat_interleave(group_size)
+
+
+def mix(
+    images: torch.Tensor,
+    pseudo_label: torch.Tensor,
+    confidence: torch.Tensor,
+    boxes: torch.Tensor,
+    source_index: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste each image's partner inside its box: out = where(box, x[source], x) for all three tensors.
+
+    images: [B, C, H, W] (any dtype), pseudo_label: [B, H, W], confidence: [B, H, W], boxes: bool
+    [B, H, W], source_index: LongTensor [B] of global batch indices (from `group_pairing`). Image, label
+    and confidence move together so the loss on a pasted pixel uses the partner's own target. Returns new
+    tensors; the inputs are never modified.
+    """
+    b, _, h, w = images.shape
+    for name, t in (("pseudo_label", pseudo_label), ("confidence", confidence), ("boxes", boxes)):
+        if t.shape != (b, h, w):
+            raise ValueError(f"expected {name} [{b}, {h}, {w}], got {tuple(t.shape)}")
+    if source_index.shape != (b,):
+        raise ValueError(f"expected source_index [{b}], got {tuple(source_index.shape)}")
+    boxes = boxes.bool()
+    mixed_images = torch.where(boxes[:, None], images[source_index], images)
+    mixed_labels = torch.where(boxes, pseudo_label[source_index], pseudo_label)
+    mixed_confidence = torch.where(boxes, confidence[source_index], confidence)
+    return mixed_images, mixed_labels, mixed_confidence
