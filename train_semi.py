@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from imas.config import Config, Method, load_config, save_config
+from imas import augment, cutmix
+from imas.config import Adaptation, Config, CutMixTrigger, Method, Weighting, load_config, save_config
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names
 from imas.dist import (
     DistInfo,
@@ -31,6 +33,7 @@ from imas.dist import (
     cleanup,
     init_distributed,
 )
+from imas.ema import EMATeacher
 from imas.engine import (
     TrainState,
     autocast_context,
@@ -44,10 +47,11 @@ from imas.engine import (
     save_training_state,
     to_device,
 )
-from imas.errors import ConfigError, TrainingDiverged, UserError, user_message
+from imas.errors import TrainingDiverged, UserError, user_message
+from imas.hardness import instance_hardness
 from imas.inference import normalize
 from imas.logging import Progress, RunWriter, setup_logging
-from imas.losses import SupervisedLoss, build_supervised_loss
+from imas.losses import SupervisedLoss, build_supervised_loss, unsupervised_loss
 from imas.schedule import poly_lr, set_lr
 
 log = logging.getLogger("imas")
@@ -92,6 +96,95 @@ def supervised_step(
     return loss_x, {"loss_x": loss_x.detach()}
 
 
+def imas_step(
+    net: nn.Module,
+    student: nn.Module,
+    teacher: EMATeacher,
+    criterion: SupervisedLoss,
+    labeled: dict,
+    unlabeled: dict,
+    cfg: Config,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One iMAS iteration (spec §1). Returns the loss and detached values to log.
+
+    `net` is the student as trained (DDP-wrapped when distributed); `student` the plain module.
+    """
+    sm = cfg.semi
+    weak = unlabeled["image"]  # uint8 [B, 3, H, W]
+    b = weak.shape[0]
+
+    # 2. Teacher and student (in eval mode: running BN statistics) on the weak view, without gradients.
+    with torch.no_grad(), autocast_context(cfg, device):
+        u_w = normalize(weak)
+        teacher_logits = teacher(u_w).float()
+        student.eval()
+        student_logits = student(u_w).float()
+        student.train()
+    confidence, pseudo_label = F.softmax(teacher_logits, dim=1).max(dim=1)
+
+    # 3. Hardness gamma per image; every adaptive rule consumes the easiness e = 1 - gamma.
+    hardness = instance_hardness(
+        student_logits, teacher_logits, sm.threshold, sm.class_weighted, sm.ignore_class0
+    )
+    easiness = 1.0 - hardness
+
+    # 4. Intensity view, adapted per image by e.
+    if sm.adaptive is Adaptation.magnitude:
+        intensity = augment.random_strong_view(weak, easiness * sm.magnitude, sm.num_ops)
+    else:
+        strong = augment.random_strong_view(weak, sm.magnitude, sm.num_ops)
+        intensity = augment.adapt(weak, strong, easiness, sm.adaptive.value)
+
+    # 5. CutMix view from the weak views, pseudo-labels and confidences, decided per group.
+    views = [normalize(labeled["image"])] + ([u_w] if sm.weak_in_batch else []) + [normalize(intensity)]
+    fired = torch.zeros(b, dtype=torch.bool, device=device)
+    if sm.cutmix is not CutMixTrigger.off:
+        fixed_p = sm.cutmix_p if sm.cutmix is CutMixTrigger.fixed else None
+        fired = cutmix.per_image(cutmix.trigger(easiness, sm.group_size, fixed_p=fixed_p), sm.group_size)
+        source = cutmix.group_pairing(hardness, sm.group_size, sm.pairing.value)
+        boxes = cutmix.cutmix_boxes(b, weak.shape[2], weak.shape[3], sm.group_size, box=sm.cutmix_box.value)
+        cm_image, cm_label, cm_confidence = cutmix.mix(weak, pseudo_label, confidence, boxes, source)
+        # Only the groups that fired enter the forward pass and the loss (one host sync).
+        keep = fired.nonzero().squeeze(1)
+        views.append(normalize(cm_image[keep]))
+
+    # 6. One student forward in train mode on [labeled, weak, intensity, (CutMix)].
+    with autocast_context(cfg, device):
+        outputs = net(torch.cat(views))
+    logits, aux = outputs if isinstance(outputs, tuple) else (outputs, None)
+    sizes = [v.shape[0] for v in views]
+    parts = list(torch.split(logits, sizes))
+    labeled_out = parts[0] if aux is None else (parts[0], aux[: sizes[0]])
+
+    # 7. L = L_x + lambda_u * (1/2 (L_int + L_cm) where CutMix fired, else L_int), per-image weights e_i.
+    loss_x = criterion(labeled_out, labeled["mask"])
+    weight = easiness if sm.weighting is Weighting.easiness else torch.ones_like(easiness)
+    valid = unlabeled["valid"] if sm.mask_padding else None
+    half = fired.float() * 0.5
+    intensity_logits = parts[2 if sm.weak_in_batch else 1]
+    loss_int = unsupervised_loss(
+        intensity_logits, pseudo_label, confidence, sm.threshold, weight * (1 - half), valid
+    )
+    loss_cm = torch.zeros((), device=device)
+    if sm.cutmix is not CutMixTrigger.off and keep.numel() > 0:
+        # The CutMix image's weight is its destination's e_i; dividing by the share of fired images turns
+        # the mean over fired images into the mean over the whole batch.
+        cm_valid = valid[keep] if valid is not None else None
+        loss_cm = unsupervised_loss(
+            parts[-1], cm_label[keep], cm_confidence[keep], sm.threshold, (weight * half)[keep], cm_valid
+        ) * (keep.numel() / b)
+    loss_u = sm.lambda_u * (loss_int + loss_cm)
+    values = {
+        "loss_x": loss_x.detach(),
+        "loss_u": loss_u.detach(),
+        "easiness": easiness.mean(),
+        "cutmix_rate": fired.float().mean(),
+        "confident": (confidence >= sm.threshold).float().mean(),
+    }
+    return loss_x + loss_u, values
+
+
 # ------------------------------------------------------------------------------------------- the loop
 
 
@@ -99,10 +192,6 @@ def train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.opt)
     if args.seed is not None:
         cfg.train.seed = args.seed
-    if cfg.train.method is Method.imas:
-        raise ConfigError(
-            "train.method imas is not available yet in this version; use train.method supervised"
-        )
     run_dir = Path(args.run_dir or cfg.train.run_dir or default_run_dir(args.config))
     info = init_distributed(args.device)
     if info.is_main:
@@ -131,10 +220,15 @@ def train(args: argparse.Namespace) -> None:
     )
     torch.manual_seed(cfg.train.seed + 1_000_003 * (info.rank + 1))
 
+    semi = cfg.train.method is Method.imas
+    # The teacher is a copy of the plain student, made before DDP wrapping and never wrapped itself.
+    teacher = EMATeacher(model, cfg.semi.ema_decay) if semi else None
+    models = {"model": model} | ({"teacher": teacher.module} if teacher is not None else {})
+
     state = TrainState()
     latest, best = run_dir / "latest.pth", run_dir / "best.pth"
     if latest.is_file():
-        state = resume_training_state(latest, cfg, info, {"model": model}, optimizer, scaler)
+        state = resume_training_state(latest, cfg, info, models, optimizer, scaler)
         log.info("resumed from %s: %d epochs done, iteration %d", latest, state.epoch, state.iteration)
     net: nn.Module = model
     if info.distributed:
@@ -158,13 +252,20 @@ def train(args: argparse.Namespace) -> None:
     for epoch in range(state.epoch, cfg.train.epochs):
         loaders.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
-        for step, labeled in enumerate(loaders.labeled):
+        unlabeled_batches = loaders.unlabeled if semi else [None] * loaders.iters_per_epoch
+        for step, (labeled, unlabeled) in enumerate(zip(loaders.labeled, unlabeled_batches)):
             lr = poly_lr(cfg.optim.lr, state.iteration, total_iters, cfg.optim.poly_power)
             set_lr(optimizer, lr)
             batch = to_device(labeled, info.device, cfg.train.channels_last)
-            loss, values = supervised_step(net, criterion, batch, cfg, info.device)
+            if teacher is None:
+                loss, values = supervised_step(net, criterion, batch, cfg, info.device)
+            else:
+                u_batch = to_device(unlabeled, info.device, cfg.train.channels_last)
+                loss, values = imas_step(net, model, teacher, criterion, batch, u_batch, cfg, info.device)
             nonfinite |= ~torch.isfinite(loss.detach())
             optimizer_step(loss, optimizer, scaler)
+            if teacher is not None:
+                teacher.update(model, state.iteration, epoch)
             state.iteration += 1
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
@@ -187,7 +288,12 @@ def train(args: argparse.Namespace) -> None:
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             start = time.perf_counter()
-            confusion = evaluate_model(cfg, model, val_loader, info.device)
+            if teacher is not None:
+                # The teacher is the reported model (spec §9); the student is logged beside it.
+                student_miou = evaluate_model(cfg, model, val_loader, info.device).miou()
+                writer.scalars({"eval/student_miou": student_miou}, state.iteration)
+                log.info("epoch %d student mIoU %.2f", state.epoch, 100 * student_miou)
+            confusion = evaluate_model(cfg, teacher.module if teacher else model, val_loader, info.device)
             miou = confusion.miou()
             new_best = miou > state.best_miou
             state.best_miou = max(state.best_miou, miou)
@@ -200,14 +306,18 @@ def train(args: argparse.Namespace) -> None:
                 confusion.table(names),
             )
             writer.scalars({"eval/miou": miou, "eval/best_miou": state.best_miou}, state.iteration)
-            record = {"epoch": state.epoch, "iteration": state.iteration, "model": "student"}
+            record = {
+                "epoch": state.epoch,
+                "iteration": state.iteration,
+                "model": "teacher" if semi else "student",
+            }
             writer.evaluation(record | confusion.to_dict(names) | {"best_miou": state.best_miou})
 
         rng_states = gather_rng_states(info)
         if info.is_main:
-            save_training_state(latest, cfg, state, {"model": model}, optimizer, scaler, rng_states)
+            save_training_state(latest, cfg, state, models, optimizer, scaler, rng_states)
             if new_best:
-                save_training_state(best, cfg, state, {"model": model}, None, None, None)
+                save_training_state(best, cfg, state, models, None, None, None)
         barrier()
     writer.close()
     log.info(

@@ -65,6 +65,34 @@ class EvalModel(str, enum.Enum):
     student = "student"
 
 
+class Adaptation(str, enum.Enum):
+    mix = "mix"  # released code: e * strong + (1 - e) * weak
+    select = "select"  # strong with probability e, else weak
+    magnitude = "magnitude"  # the paper's wording: op strength U * e, no blend
+    none = "none"  # plain strong view
+
+
+class Weighting(str, enum.Enum):
+    easiness = "easiness"  # per-image weight e_i on the unsupervised loss
+    none = "none"
+
+
+class CutMixTrigger(str, enum.Enum):
+    easiness = "easiness"  # fire with p = mean easiness of the group
+    fixed = "fixed"  # fire with p = semi.cutmix_p
+    off = "off"  # no CutMix view
+
+
+class Pairing(str, enum.Enum):
+    easy_hard = "easy_hard"
+    random = "random"
+
+
+class CutMixBox(str, enum.Enum):
+    imas = "imas"  # side ratio v ~ U[0.1, 0.9] per group
+    beta = "beta"  # classic CutMix, area ~ Beta(4, 4)
+
+
 @dataclass
 class DataConfig:
     dataset: DatasetKind = DatasetKind.voc
@@ -142,6 +170,28 @@ class EvalConfig:
 
 
 @dataclass
+class SemiConfig:
+    """iMAS (train.method: imas); ignored by supervised runs. Defaults are the released runs' (spec §12)."""
+
+    threshold: float = 0.95  # tau: pseudo-label confidence and confident-ratio threshold
+    lambda_u: float = 3.0
+    ema_decay: float = 0.996
+    weighting: Weighting = Weighting.easiness
+    adaptive: Adaptation = Adaptation.mix
+    magnitude: float = 0.999  # m: op strength s = U * m
+    num_ops: int = 2
+    cutmix: CutMixTrigger = CutMixTrigger.easiness
+    cutmix_p: float = 0.5  # for cutmix: fixed
+    pairing: Pairing = Pairing.easy_hard
+    cutmix_box: CutMixBox = CutMixBox.imas
+    group_size: int = 4  # images per trigger/pairing decision (the released runs: 4 per GPU)
+    class_weighted: bool = True
+    ignore_class0: bool = True
+    weak_in_batch: bool = True  # the weak view joins the student's train forward (BN statistics only)
+    mask_padding: bool = False  # exclude crop padding from the unsupervised loss
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -149,6 +199,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -242,6 +293,20 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be positive, got {config.optim.lr}")
+    sm = config.semi
+    if not 0 < sm.threshold < 1:
+        raise ConfigError(f"semi.threshold must be in (0, 1), got {sm.threshold}")
+    if not 0 <= sm.cutmix_p <= 1 or not 0 <= sm.magnitude <= 1:
+        raise ConfigError("semi.cutmix_p and semi.magnitude must be in [0, 1]")
+    if sm.group_size < 1 or sm.num_ops < 0:
+        raise ConfigError("semi.group_size must be >= 1 and semi.num_ops >= 0")
+    if t.method is Method.imas:
+        if not d.unlabeled_split:
+            raise ConfigError("train.method imas needs an unlabeled split: set data.unlabeled_split")
+        if sm.cutmix is not CutMixTrigger.off and t.batch_size % sm.group_size:
+            raise ConfigError(
+                f"train.batch_size {t.batch_size} must be a multiple of semi.group_size {sm.group_size}"
+            )
     if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
         raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
 

@@ -52,6 +52,9 @@ def test_empty_file_gives_defaults(tmp_path):
         ("model:\n  output_stride: 32\n", ["model.output_stride", "8 or 16"]),
         ("data:\n  num_classes: 3\n  class_names: [a, b]\n", ["class_names", "num_classes"]),
         ("data:\n  crop_size: [\n", ["not valid YAML"]),
+        ("train:\n  method: imas\ndata:\n  unlabeled_split: ''\n", ["imas", "data.unlabeled_split"]),
+        ("semi:\n  threshold: 1.5\n", ["semi.threshold", "(0, 1)"]),
+        ("semi:\n  adaptive: strongest\n", ["semi.adaptive", "mix | select | magnitude | none"]),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, needles):

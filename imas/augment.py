@@ -1,0 +1,418 @@
+"""Strong photometric ops for the intensity view, run on tensors in batch (spec §4).
+
+The released code ran these ops with PIL in data-loader workers. Here they run on whatever device the
+images live on, after the hardness e_i is known, and reproduce PIL's formulas (including its rounding and
+truncation) so that results stay within a couple of grey levels of PIL's.
+
+Every op takes uint8 images [B, 3, H, W] and a per-image strength s ∈ [0, 1] (Tensor[B]); the strength
+mapping follows the table in spec §4. Adaptation (`adapt`) blends or selects between the weak and strong
+views per image; the spec's `magnitude` mode is not a blend: pass `magnitude=e` to `random_strong_view`
+(so s = U·e_i) and use the result as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+OPS: tuple[str, ...] = (
+    "identity",
+    "autocontrast",
+    "equalize",
+    "invert",
+    "blur",
+    "contrast",
+    "brightness",
+    "color",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "hue",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers shared by several ops.
+
+
+def _per_image(values: Tensor) -> Tensor:
+    """[B] -> [B, 1, 1, 1] so a per-image value broadcasts over [B, C, H, W]."""
+    return values.view(-1, 1, 1, 1)
+
+
+def _apply_lut(x: Tensor, lut: Tensor) -> Tensor:
+    """x: uint8 [B, C, H, W]; lut: integer [B, C, 256] -> uint8 [B, C, H, W], lut[b, c, x[b, c, h, w]]."""
+    b, c, h, w = x.shape
+    out = torch.gather(lut.to(torch.uint8), 2, x.reshape(b, c, h * w).long())
+    return out.view(b, c, h, w)
+
+
+def _histogram(x: Tensor) -> Tensor:
+    """x: uint8 [B, C, H, W] -> int64 [B, C, 256] per-image, per-channel counts (one scatter, no loop)."""
+    b, c, h, w = x.shape
+    hist = torch.zeros(b, c, 256, dtype=torch.int64, device=x.device)
+    src = torch.ones(1, 1, 1, dtype=torch.int64, device=x.device).expand(b, c, h * w)
+    return hist.scatter_add_(2, x.reshape(b, c, h * w).long(), src)
+
+
+def _grey(x: Tensor) -> Tensor:
+    """PIL's RGB -> L conversion (ITU-R 601-2 luma, fixed point): uint8 [B, 3, H, W] -> int32 [B, 1, H, W]."""
+    xi = x.to(torch.int32)
+    luma = xi[:, 0:1] * 19595 + xi[:, 1:2] * 38470 + xi[:, 2:3] * 7471 + 0x8000
+    return luma >> 16
+
+
+def _blend(degenerate: Tensor, image: Tensor, factor: Tensor) -> Tensor:
+    """PIL Image.blend(degenerate, image, factor): degenerate + factor·(image − degenerate) in float32,
+    clipped and then truncated towards zero (PIL casts the float to uint8 without rounding).
+
+    degenerate, image: numeric [B, C or 1, H, W]; factor: [B] -> uint8 [B, C, H, W].
+    """
+    d = degenerate.to(torch.float32)
+    out = d + _per_image(factor.to(torch.float32)) * (image.to(torch.float32) - d)
+    return out.clamp(0.0, 255.0).to(torch.uint8)  # values are >= 0, so the cast truncates like PIL
+
+
+def _enhance_factor(strength: Tensor) -> Tensor:
+    """ImageEnhance factor of the spec table, 0.95 − 0.85·s."""
+    return 0.95 - 0.85 * strength
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The ops. Each: x uint8 [B, 3, H, W], s float64 [B], sign int64 [B] (only hue uses it) -> uint8 [B, 3, H, W].
+
+
+def _identity(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    return x.clone()
+
+
+def _invert(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    return 255 - x
+
+
+def _autocontrast(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageOps.autocontrast(cutoff=0) per channel: stretch [lo, hi] to [0, 255] with int() truncation."""
+    flat = x.flatten(2)
+    lo = flat.amin(dim=2).to(torch.float64)  # [B, C]
+    hi = flat.amax(dim=2).to(torch.float64)
+    flat_channel = hi <= lo  # PIL leaves a single-valued channel unchanged
+    # Tensor / tensor division: `255.0 / t` is computed as 255 · (1 / t) and can be one ulp off Python's
+    # 255.0 / (hi - lo), which flips int() at exact integers.
+    scale = torch.full_like(hi, 255.0) / torch.where(flat_channel, torch.ones_like(hi), hi - lo)
+    offset = -lo * scale
+    ramp = torch.arange(256, dtype=torch.float64, device=x.device)
+    # PIL computes int(ix * scale + offset) in Python doubles; trunc matches int() for either sign.
+    lut = torch.trunc(ramp * scale[..., None] + offset[..., None]).clamp(0, 255)
+    lut = torch.where(flat_channel[..., None], ramp, lut)
+    return _apply_lut(x, lut.to(torch.int64))
+
+
+def _equalize(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageOps.equalize per channel: step = (N − count of the last non-empty bin) // 255,
+    lut[i] = (step // 2 + Σ_{j<i} h[j]) // step; identity when step == 0 or only one bin is used."""
+    hist = _histogram(x)  # [B, C, 256]
+    nonzero = hist > 0
+    bins = torch.arange(256, device=x.device)
+    last_bin = torch.where(nonzero, bins, torch.full_like(bins, -1)).amax(dim=2, keepdim=True)  # [B, C, 1]
+    last_count = hist.gather(2, last_bin.clamp(min=0))
+    step = (hist.sum(dim=2, keepdim=True) - last_count) // 255
+    identity = (nonzero.sum(dim=2, keepdim=True) <= 1) | (step == 0)
+    exclusive_cumsum = hist.cumsum(dim=2) - hist
+    lut = (step // 2 + exclusive_cumsum) // step.clamp(min=1)
+    lut = torch.where(identity, bins.expand_as(lut), lut.clamp(max=255))
+    return _apply_lut(x, lut)
+
+
+def _pil_box_radius(sigma: float, passes: int = 3) -> float:
+    """Fractional box radius PIL uses so that `passes` extended box blurs have std `sigma`
+    (Gwosdek et al., "Theoretical foundations of Gaussian convolution by extended box filtering").
+    PIL computes it in C floats, hence the float32 round trips."""
+    f32 = np.float32
+    sigma2 = f32(sigma) * f32(sigma) / f32(passes)
+    big_l = np.sqrt(f32(12.0) * sigma2 + f32(1.0), dtype=np.float32)
+    small_l = np.floor((big_l - f32(1.0)) / f32(2.0))
+    a = (f32(2) * small_l + f32(1)) * (small_l * (small_l + f32(1)) - f32(3) * sigma2)
+    a /= f32(6) * (sigma2 - (small_l + f32(1)) * (small_l + f32(1)))
+    return float(f32(small_l + a))
+
+
+def _box_kernel(radius: float) -> Tensor:
+    """PIL's fixed-point extended box kernel of fractional radius r = l + a (float64 [2l + 3], integer
+    values summing to about 2^24): ww = 2^24 / (2r + 1) on |k| ≤ l, the remainder split on |k| = l + 1."""
+    small_l = int(radius)
+    ww = int(np.float32(1 << 24) / (np.float32(radius) * np.float32(2) + np.float32(1)))
+    fw = ((1 << 24) - (2 * small_l + 1) * ww) // 2
+    k = torch.full((2 * small_l + 3,), float(ww), dtype=torch.float64)
+    k[0] = k[-1] = float(fw)
+    return k
+
+
+def _box_pass(y: Tensor, bank: Tensor, dim: int) -> Tensor:
+    """One PIL fixed-point box pass along `dim` (-1: W, -2: H), edges replicated.
+
+    y: int64 [B, C, H, W]; bank: int64 [B, L] per-image kernels (L odd) -> int64 [B, C, H, W]. A sum of
+    L shifted slices: the kernels are a handful of taps, so this beats a float64 depthwise convolution.
+    """
+    length = bank.shape[1]
+    pad = length // 2
+    n = y.shape[dim]
+    # Replicate padding is not implemented for integer tensors; clamped indices do the same thing.
+    index = torch.arange(-pad, n + pad, device=y.device).clamp(0, n - 1)
+    padded = y.index_select(dim, index)
+    acc = torch.zeros_like(y)
+    for k in range(length):
+        acc += bank[:, k].view(-1, 1, 1, 1) * padded.narrow(dim, k, n)
+    return (acc + (1 << 23)) >> 24
+
+
+def _blur(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """PIL GaussianBlur(radius=σ), σ = 0.1 + 1.9·s: three extended box passes along W, then three along
+    H, edges replicated, each pass rounded back to integers as PIL's fixed-point code does (this rounding
+    matters for small σ, where a float blur drifts by most of a grey level). Integer arithmetic, so the
+    result is exact on any device.
+
+    All images are blurred together: each image's kernel is zero-padded to the longest one, which leaves
+    its result unchanged (the edge replication only feeds the zero taps).
+    """
+    # Kernel weights are a few host scalars per image (PIL derives them in C floats).
+    kernels = [_box_kernel(_pil_box_radius(0.1 + 1.9 * v)) for v in s.cpu().tolist()]
+    length = max(k.numel() for k in kernels)
+    bank = torch.stack([F.pad(k, ((length - k.numel()) // 2,) * 2) for k in kernels])  # [B, L]
+    bank = bank.to(device=x.device, dtype=torch.int64)
+    y = x.to(torch.int64)
+    for dim in (-1, -1, -1, -2, -2, -2):
+        y = _box_pass(y, bank, dim)
+    return y.clamp(0, 255).to(torch.uint8)
+
+
+def _contrast(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageEnhance.Contrast: blend with a constant grey = round(mean of the L image)."""
+    mean = _grey(x).to(torch.float64).mean(dim=(1, 2, 3))
+    grey = torch.floor(mean + 0.5)  # int(mean + 0.5) in PIL, mean >= 0
+    return _blend(_per_image(grey).expand_as(x), x, _enhance_factor(s))
+
+
+def _brightness(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageEnhance.Brightness: blend with black."""
+    return _blend(torch.zeros_like(x), x, _enhance_factor(s))
+
+
+def _color(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageEnhance.Color: blend with the L-converted grey image (replicated over RGB)."""
+    return _blend(_grey(x).expand_as(x), x, _enhance_factor(s))
+
+
+def _smooth(x: Tensor) -> Tensor:
+    """PIL ImageFilter.SMOOTH: 3x3 kernel [[1,1,1],[1,5,1],[1,1,1]] / 13, rounded, border pixels kept.
+
+    x: uint8 [B, C, H, W] -> uint8 [B, C, H, W].
+    """
+    if x.shape[-2] < 3 or x.shape[-1] < 3:
+        return x.clone()  # no interior pixels: PIL keeps the border unchanged
+    c = x.shape[1]
+    kernel = torch.ones(3, 3, dtype=torch.float32, device=x.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / 13.0).expand(c, 1, 3, 3)
+    inner = F.conv2d(x.to(torch.float32), kernel, groups=c)
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = (inner + 0.5).clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _sharpness(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image."""
+    return _blend(_smooth(x), x, _enhance_factor(s))
+
+
+def _posterize(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageOps.posterize: keep the top 8 − max(1, ⌈4·s⌉) bits."""
+    dropped = torch.ceil(4.0 * s).clamp(min=1).to(torch.int64)  # bits removed, 1..4
+    mask = (255 - ((1 << dropped) - 1)).to(torch.uint8)
+    return x & _per_image(mask)
+
+
+def _solarize(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """ImageOps.solarize: invert pixels >= threshold, threshold = clip(256 − ⌈255·s⌉, 1, 256)."""
+    threshold = (256 - torch.ceil(255.0 * s)).clamp(1, 256).to(torch.int16)
+    return torch.where(x.to(torch.int16) >= _per_image(threshold), 255 - x, x)
+
+
+def _rgb_to_hsv(x: Tensor) -> Tensor:
+    """PIL's RGB -> HSV (all channels 0..255, H and S truncated): uint8 [B, 3, H, W] -> int64 [B, 3, H, W]."""
+    rgb = x.to(torch.float32)
+    r, g, b = rgb.unbind(1)
+    maxc = rgb.amax(dim=1)
+    minc = rgb.amin(dim=1)
+    chroma = maxc - minc
+    grey = chroma == 0
+    safe_chroma = torch.where(grey, torch.ones_like(chroma), chroma)
+    rc = (maxc - r) / safe_chroma
+    gc = (maxc - g) / safe_chroma
+    bc = (maxc - b) / safe_chroma
+    # PIL mixes C floats and doubles here (float ratios, double constants, a float h); replaying the same
+    # precisions matters because hues like 110.0 sit exactly on the int() truncation boundary.
+    rc, gc, bc = rc.double(), gc.double(), bc.double()
+    h = torch.where(r == maxc, bc - gc, torch.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc)).float()
+    h = torch.remainder(h.double() / 6.0 + 1.0, 1.0).float().double()
+    sat = chroma / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    hue_u8 = torch.where(grey, 0.0, torch.trunc(h * 255.0)).clamp(0, 255)
+    sat_u8 = torch.where(grey, 0.0, torch.trunc(sat.double() * 255.0)).clamp(0, 255)
+    return torch.stack([hue_u8, sat_u8, maxc.double()], dim=1).to(torch.int64)
+
+
+def _hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """PIL's HSV -> RGB (sector formula, rounded): int64 [B, 3, H, W] 0..255 -> uint8 [B, 3, H, W]."""
+    hh, ss, vv = hsv.to(torch.float32).unbind(1)
+    h = hh * 6.0 / 255.0
+    s = ss / 255.0
+    sector = torch.floor(h)
+    f = h - sector
+    p = torch.round(vv * (1.0 - s)).clamp(0, 255)
+    q = torch.round(vv * (1.0 - s * f)).clamp(0, 255)
+    t = torch.round(vv * (1.0 - s * (1.0 - f))).clamp(0, 255)
+    sector = sector.to(torch.int64) % 6
+    # (r, g, b) for sectors 0..5, picked per pixel from the stacked candidates [V, p, q, t].
+    candidates = torch.stack([vv, p, q, t], dim=1)  # [B, 4, H, W]
+    table = torch.tensor(
+        [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]], device=hsv.device
+    )  # indices into candidates: V=0, p=1, q=2, t=3
+    choice = table[sector].permute(0, 3, 1, 2)  # [B, 3, H, W]
+    rgb = torch.gather(candidates, 1, choice)
+    rgb = torch.where((ss == 0).unsqueeze(1), vv.unsqueeze(1).expand_as(rgb), rgb)
+    return rgb.to(torch.uint8)
+
+
+def _hue(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    """Shift H (PIL HSV, 0..255) by sign·round(255·0.5·s), wrapping mod 256."""
+    hsv = _rgb_to_hsv(x)
+    # Python round() is round-half-even, as is torch.round.
+    shift = sign.to(torch.float64) * torch.round(255.0 * 0.5 * s)
+    hsv[:, 0] = torch.remainder(hsv[:, 0] + _per_image(shift.to(torch.int64))[:, 0], 256)
+    return _hsv_to_rgb(hsv)
+
+
+_OP_FNS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "identity": _identity,
+    "autocontrast": _autocontrast,
+    "equalize": _equalize,
+    "invert": _invert,
+    "blur": _blur,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "color": _color,
+    "sharpness": _sharpness,
+    "posterize": _posterize,
+    "solarize": _solarize,
+    "hue": _hue,
+}
+assert tuple(_OP_FNS) == OPS
+
+
+def _random_signs(n: int, generator: torch.Generator | None) -> Tensor:
+    """n signs ±1 with p = ½ each, drawn on the CPU so a CPU generator works for any image device."""
+    return torch.randint(0, 2, (n,), generator=generator) * 2 - 1
+
+
+def _apply(name: str, x: Tensor, strength: Tensor, sign: Tensor) -> Tensor:
+    """Run op `name` on x: uint8 [B, 3, H, W] with strength float64 [B] and sign int64 [B]."""
+    if name not in _OP_FNS:
+        raise ValueError(f"unknown intensity op {name!r}; valid names: {', '.join(OPS)}")
+    return _OP_FNS[name](x, strength.to(x.device, torch.float64), sign.to(x.device, torch.int64))
+
+
+def intensity_op(
+    name: str,
+    image: Tensor,
+    strength: float,
+    *,
+    sign: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Apply one photometric op of the spec §4 pool at strength s ∈ [0, 1].
+
+    image: uint8 [3, H, W] or [B, 3, H, W] -> uint8, same shape. `sign` (±1) fixes hue's shift direction;
+    otherwise one sign per image is drawn from `generator` (CPU generator).
+    """
+    if name not in _OP_FNS:
+        raise ValueError(f"unknown intensity op {name!r}; valid names: {', '.join(OPS)}")
+    if image.dtype != torch.uint8 or image.dim() not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(
+            f"image must be uint8 [3, H, W] or [B, 3, H, W], got {image.dtype} {tuple(image.shape)}"
+        )
+    if sign is not None and sign not in (-1, 1):
+        raise ValueError(f"sign must be -1 or 1, got {sign}")
+    single = image.dim() == 3
+    x = image.unsqueeze(0) if single else image
+    b = x.shape[0]
+    s = torch.full((b,), float(strength), dtype=torch.float64)
+    signs = torch.full((b,), sign, dtype=torch.int64) if sign is not None else _random_signs(b, generator)
+    out = _apply(name, x, s, signs)
+    return out.squeeze(0) if single else out
+
+
+def random_strong_view(
+    images: Tensor,
+    magnitude: float | Tensor = 0.999,
+    num_ops: int = 2,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Strong view: per image, `num_ops` ops drawn uniformly with replacement from OPS, each at
+    s = U·m (U ~ U[0, 1], m per image), applied in sequence.
+
+    images: uint8 [B, 3, H, W]; magnitude: float or Tensor[B] (the `magnitude` adaptation mode passes
+    m = e_i here). Random draws use `generator` on the CPU; images sharing an op at a step run together.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    b = images.shape[0]
+    m = torch.as_tensor(magnitude, dtype=torch.float64).detach().cpu().expand(b)
+    # All draws up front, in a fixed order, so the result depends only on the generator's seed.
+    op_idx = torch.randint(0, len(OPS), (num_ops, b), generator=generator)
+    strengths = torch.rand(num_ops, b, generator=generator, dtype=torch.float64) * m
+    signs = _random_signs(num_ops * b, generator).view(num_ops, b)
+    out = images.clone()
+    for step in range(num_ops):
+        for k in torch.unique(op_idx[step]).tolist():
+            if OPS[k] == "identity":
+                continue
+            sel = (op_idx[step] == k).nonzero().squeeze(1)
+            dev_sel = sel.to(images.device)
+            out[dev_sel] = _apply(OPS[k], out[dev_sel], strengths[step, sel], signs[step, sel])
+    return out
+
+
+def adapt(
+    weak: Tensor,
+    strong: Tensor,
+    easiness: Tensor,
+    mode: Literal["mix", "select", "none"] = "mix",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Model-adaptive intensity view from the weak and strong views (spec §4).
+
+    weak, strong: uint8 [B, 3, H, W]; easiness e: Tensor[B] in [0, 1] -> uint8 [B, 3, H, W].
+    - mix: round(e·strong + (1 − e)·weak) (released code);
+    - select: strong with probability e_i, else weak (one CPU draw per image from `generator`);
+    - none: strong unchanged.
+    The `magnitude` mode is not handled here: call random_strong_view(weak, magnitude=e) instead.
+    """
+    if weak.shape != strong.shape or weak.dtype != torch.uint8 or strong.dtype != torch.uint8:
+        raise ValueError("weak and strong must be uint8 tensors of the same shape [B, 3, H, W]")
+    e = easiness.detach().to(torch.float32)
+    if mode == "mix":
+        ew = _per_image(e.to(weak.device))
+        mixed = ew * strong.to(torch.float32) + (1.0 - ew) * weak.to(torch.float32)
+        return mixed.round().clamp(0, 255).to(torch.uint8)
+    if mode == "select":
+        pick = torch.rand(e.shape[0], generator=generator) < e.cpu()
+        return torch.where(_per_image(pick.to(weak.device)), strong, weak)
+    if mode == "none":
+        return strong.clone()
+    raise ValueError(
+        f"unknown adaptation mode {mode!r}; valid modes: mix, select, none (magnitude: see docs)"
+    )
