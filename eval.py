@@ -35,7 +35,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mode", choices=[m.value for m in EvalMode], default=None, help="default: eval.mode"
     )
-    parser.add_argument("--opt", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument(
+        "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
+    )
     parser.add_argument("--output", default=None, help="JSON path (default: <checkpoint>.<model>.eval.json)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser.parse_args(argv)

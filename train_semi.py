@@ -63,7 +63,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", required=True, help="experiment YAML, e.g. exps/toy/suponly.yaml")
     parser.add_argument(
-        "--opt", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. optim.lr=0.01"
+        "--opt",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides, e.g. optim.lr=0.01",
     )
     parser.add_argument(
         "--run-dir", default=None, help="output folder (default: train.run_dir or runs/<exp>)"

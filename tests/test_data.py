@@ -463,7 +463,7 @@ def test_corrupt_image_rgb_mask_and_size_mismatch(tmp_path: Path) -> None:
     rgb = np.asarray(Image.open(label_path))
     Image.fromarray(class_color(rgb)).save(label_path)
     with pytest.raises(
-        DataError, match=r"^label .*b.png is a RGB colour image; labels must be single-channel"
+        DataError, match=r"^label .*b.png is a colour image \(mode RGB\); labels must be single-channel"
     ):
         data.val[1]
     Image.fromarray(np.zeros((5, 7), dtype=np.uint8), mode="L").save(label_path)

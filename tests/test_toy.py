@@ -21,6 +21,10 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_seed_gives_byte_identical_files(toy_root: Path, tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path / "again"), "--seed", "0"]) == 0
     assert dataset_digest(tmp_path / "again") == dataset_digest(toy_root)
+    small = make_toy_dataset(tmp_path / "small", seed=0, sizes={"labeled": 3, "unlabeled": 2, "val": 1})
+    assert (small / "splits" / "labeled.txt").read_text().split() == [f"labeled_{i:04d}" for i in range(3)]
+    for name in ("labeled_0002.jpg", "unlabeled_0001.jpg", "val_0000.jpg"):  # a prefix of the full dataset
+        assert (small / "JPEGImages" / name).read_bytes() == (toy_root / "JPEGImages" / name).read_bytes()
     image, label = make_toy_sample(1, "val", 3)
     assert not np.array_equal(image, make_toy_sample(0, "val", 3)[0])
     assert np.array_equal(image, make_toy_sample(1, "val", 3)[0])
@@ -42,7 +46,7 @@ def test_layout_counts_and_every_class_in_every_split(toy_root: Path) -> None:
             image = Image.open(toy_root / "JPEGImages" / f"{image_id}.jpg")
             assert image.size == label.shape[::-1] and 80 <= min(image.size) <= max(image.size) <= 128
             pixels += np.bincount(label.ravel(), minlength=len(TOY_CLASSES))
-        assert (pixels[1:] > 0.02 * pixels.sum()).all(), f"a class is (nearly) missing from {split}: {pixels}"
+        assert (pixels[1:] > 0.01 * pixels.sum()).all(), f"a class is (nearly) missing from {split}: {pixels}"
     assert len(all_ids) == sum(SPLIT_SIZES.values())  # the splits are disjoint
 
 

@@ -258,3 +258,14 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
     assert [r["model"] for r in records] == ["teacher", "teacher"]
     log = (run_dir / "train.log").read_text()
     assert "easiness" in log and "cutmix_rate" in log and "student mIoU" in log
+
+
+def test_repeated_opt_flags_accumulate():
+    args = train_semi.parse_args(["--config", "x.yaml", "--opt", "a.b=1", "c.d=2", "--opt", "e.f=3"])
+    assert args.opt == ["a.b=1", "c.d=2", "e.f=3"]
+    assert eval_cli.parse_args(
+        ["--config", "x", "--checkpoint", "y", "--opt", "a.b=1", "--opt", "c.d=2"]
+    ).opt == [
+        "a.b=1",
+        "c.d=2",
+    ]

@@ -35,8 +35,8 @@ def read_label(path: Path, num_classes: int) -> Image.Image:
             mode = label.mode
             if mode not in _INDEX_MODES:
                 raise DataError(
-                    f"label {path} is a {mode} colour image; labels must be single-channel class-index PNGs "
-                    "(or palette PNGs whose indices are the classes)"
+                    f"label {path} is a colour image (mode {mode}); labels must be single-channel "
+                    "class-index PNGs (or palette PNGs whose indices are the classes)"
                 )
             values = np.asarray(label)
     except DataError:

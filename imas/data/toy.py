@@ -1,17 +1,22 @@
 """A small synthetic segmentation dataset on which semi-supervised learning has something to gain.
 
-Background + 5 shape classes (disk, square, triangle, ring, cross). Each object's colour and texture are
-random and not tied to its class, so only the shape tells the classes apart; objects vary in size and
-rotation, overlap (the top one wins in the mask) and lie on cluttered backgrounds (gradients, stripes, smooth
-noise, distractor lines, dots and blobs that all belong to the background). Images are 80-128 px a side,
-with Gaussian noise and JPEG compression. A handful of labeled images is not enough to learn the shapes; the
-many unlabeled images carry the same signal. Everything is drawn from numpy generators keyed by
-(seed, split, index), so the files are byte-identical for the same seed.
+Background + 5 shape classes (disk, square, triangle, ring, cross). Each object's colour and fill (flat,
+gradient or stripes) are random and not tied to its class, so only the shape tells the classes apart. Objects
+vary in size (and, if ROTATION_DEG > 0, in rotation), overlap (the top one wins in the mask) and lie on
+gradient backgrounds; Gaussian noise and JPEG compression on top. Images are 80-128 px a side.
 
-Layout written (VOC style, 6 classes): JPEGImages/<id>.jpg, SegmentationClassAug/<id>.png (single-channel
-index PNGs), splits/{labeled,unlabeled,val}.txt (one id per line), class_names.txt.
+Difficulty was measured, not guessed (a from-scratch ResNet-18 segmenter, crop 80, batch 8, AdamW 1e-3): with
+all ~650 images labeled it learns these shapes in ~1000 iterations (val mIoU ~70 at 900, ~77 at 2000), while
+64 labeled images give ~31 and 16 give ~18 (it memorises them), so the unlabeled images carry signal that the
+labeled ones lack.
+Free rotation, stripes / smooth-noise backgrounds and distractor lines, dots and blobs (all background) are
+kept as knobs below: with them on, the shapes were not learned within 2000 iterations even with all labels.
 
-    python -m imas.data.toy --out data/toy [--seed 0]
+Everything is drawn from numpy generators keyed by (seed, split, index), so the files are byte-identical for
+the same seed. Layout written (VOC style, 6 classes): JPEGImages/<id>.jpg, SegmentationClassAug/<id>.png
+(single-channel index PNGs), splits/{labeled,unlabeled,val}.txt (one id per line), class_names.txt.
+
+    python -m imas.data.toy --out data/toy [--seed 0] [--labeled 64 --unlabeled 600 --val 150]
 """
 
 from __future__ import annotations
@@ -26,23 +31,34 @@ import numpy as np
 from PIL import Image
 
 TOY_CLASSES = ["background", "disk", "square", "triangle", "ring", "cross"]
-SPLIT_SIZES = {"labeled": 16, "unlabeled": 600, "val": 150}
+SPLIT_SIZES = {"labeled": 64, "unlabeled": 600, "val": 150}
 _SPLIT_CODES = {"labeled": 0, "unlabeled": 1, "val": 2}
 MIN_SIDE, MAX_SIDE = 80, 128
 JPEG_QUALITY = 95
-OBJECT_RADIUS = (9.0, 28.0)  # px, half the size of a shape
-OBJECTS_PER_IMAGE = (1, 4)
-NOISE_SIGMA = (2.0, 8.0)
-DISTRACTORS = {"lines": 4, "dots": 6, "blobs": 2}  # at most this many of each per image
-BACKGROUND_P = {"stripes": 0.5, "noise": 0.6}
+# Difficulty knobs (see the module docstring for what was measured with which setting).
+OBJECT_RADIUS = (14.0, 22.0)  # px, half the size of a shape
+OBJECTS_PER_IMAGE = (1, 3)
+ROTATION_DEG = 0.0  # objects are rotated by U[-ROTATION_DEG, ROTATION_DEG]
+NOISE_SIGMA = (2.0, 4.0)
+DISTRACTORS = {"lines": 0, "dots": 0, "blobs": 0}  # at most this many of each per image
+BACKGROUND_P = {"stripes": 0.0, "noise": 0.0}  # probability of each background layer
 
 
-def make_toy_dataset(root: str | Path, seed: int = 0) -> Path:
-    """Write the toy dataset under `root` (created if needed) and return `root` as a Path."""
+def make_toy_dataset(root: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
+    """Write the toy dataset under `root` (created if needed) and return `root` as a Path.
+
+    `sizes` maps split name -> number of images (default SPLIT_SIZES); image i of a split does not depend on
+    the sizes, so a larger labeled split extends a smaller one.
+    """
     root = Path(root)
+    sizes = {**SPLIT_SIZES, **(sizes or {})}
     for folder in ("JPEGImages", "SegmentationClassAug", "splits"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for split, count in SPLIT_SIZES.items():
+    for split, count in sizes.items():
+        if split not in _SPLIT_CODES or count < 1:
+            raise ValueError(
+                f"toy split sizes must be positive counts for {', '.join(_SPLIT_CODES)}: {sizes}"
+            )
         ids = []
         for index in range(count):
             image_id = f"{split}_{index:04d}"
@@ -200,7 +216,7 @@ def _draw_object(
     # Keep the centre far enough inside that most of the object is visible.
     cx = rng.uniform(0.4 * radius, width - 0.4 * radius)
     cy = rng.uniform(0.4 * radius, height - 0.4 * radius)
-    theta = rng.uniform(0, 2 * np.pi)
+    theta = np.deg2rad(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
     extent = 1.3 * radius + 2
     y0, y1 = max(0, int(cy - extent)), min(height, int(cy + extent) + 1)
     x0, x1 = max(0, int(cx - extent)), min(width, int(cx + extent) + 1)
@@ -233,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the synthetic toy segmentation dataset.")
     parser.add_argument("--out", default="data/toy", help="output folder (default: data/toy)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    for split, count in SPLIT_SIZES.items():
+        parser.add_argument(
+            f"--{split}", type=int, default=count, help=f"images in {split} (default: {count})"
+        )
     args = parser.parse_args(argv)
+    sizes = {split: getattr(args, split) for split in SPLIT_SIZES}
+    if min(sizes.values()) < 1:
+        parser.error(f"split sizes must be at least 1, got {sizes}")
     start = time.perf_counter()
-    root = make_toy_dataset(args.out, args.seed)
-    counts = ", ".join(f"{count} {split}" for split, count in SPLIT_SIZES.items())
+    root = make_toy_dataset(args.out, args.seed, sizes)
+    counts = ", ".join(f"{count} {split}" for split, count in sizes.items())
     print(f"wrote the toy dataset ({counts}) to {root} in {time.perf_counter() - start:.1f} s")
     return 0
 
