@@ -26,6 +26,7 @@ from imas.config import Adaptation, Config, CutMixTrigger, Method, Weighting, lo
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names
 from imas.dist import (
     DistInfo,
+    all_gather_cat,
     all_reduce_mean,
     barrier,
     broadcast_buffers,
@@ -50,7 +51,7 @@ from imas.engine import (
 from imas.errors import TrainingDiverged, UserError, user_message
 from imas.hardness import instance_hardness
 from imas.inference import normalize
-from imas.logging import Progress, RunWriter, setup_logging
+from imas.logging import HardnessHistory, Progress, RunWriter, setup_logging
 from imas.losses import SupervisedLoss, build_supervised_loss, unsupervised_loss
 from imas.schedule import poly_lr, set_lr
 
@@ -110,8 +111,8 @@ def imas_step(
     unlabeled: dict,
     cfg: Config,
     device: torch.device,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One iMAS iteration (spec §1). Returns the loss and detached values to log.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """One iMAS iteration (spec §1). Returns the loss, detached values to log and the hardness [B].
 
     `net` is the student as trained (DDP-wrapped when distributed); `student` the plain module.
     """
@@ -187,7 +188,7 @@ def imas_step(
         "cutmix_rate": fired.float().mean(),
         "confident": (confidence >= sm.threshold).float().mean(),
     }
-    return loss_x + loss_u, values
+    return loss_x + loss_u, values, hardness
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -251,6 +252,8 @@ def train(args: argparse.Namespace) -> None:
         loaders.iters_per_epoch,
     )
     writer = RunWriter(run_dir, enabled=info.is_main)
+    history = HardnessHistory(run_dir, enabled=info.is_main and semi, resume_iteration=state.iteration)
+    unlabeled_ids = datasets.unlabeled.ids if datasets.unlabeled is not None else []
     progress = Progress(state.iteration, total_iters)
     nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)
     model.train()
@@ -266,7 +269,12 @@ def train(args: argparse.Namespace) -> None:
                 loss, values = supervised_step(net, criterion, batch, cfg, info.device)
             else:
                 u_batch = to_device(unlabeled, info.device, cfg.train.channels_last)
-                loss, values = imas_step(net, model, teacher, criterion, batch, u_batch, cfg, info.device)
+                loss, values, hardness = imas_step(
+                    net, model, teacher, criterion, batch, u_batch, cfg, info.device
+                )
+                history.add(
+                    epoch, state.iteration, all_gather_cat(u_batch["index"]), all_gather_cat(hardness)
+                )
             nonfinite |= ~torch.isfinite(loss.detach())
             optimizer_step(loss, optimizer, scaler)
             if teacher is not None:
@@ -276,6 +284,7 @@ def train(args: argparse.Namespace) -> None:
                 sums[key] = sums.get(key, 0.0) + value.float()
             if state.iteration % cfg.train.log_every == 0 or step + 1 == loaders.iters_per_epoch:
                 stop_if_diverged(nonfinite, info, state, epoch, latest)
+                history.flush(unlabeled_ids)
                 means = {k: all_reduce_mean(v / (step + 1)).item() for k, v in sums.items()}
                 log.info(
                     "epoch %d/%d %s lr %.3g %s",
@@ -287,6 +296,7 @@ def train(args: argparse.Namespace) -> None:
                 )
                 writer.scalars({f"train/{k}": v for k, v in means.items()} | {"lr": lr}, state.iteration)
         stop_if_diverged(nonfinite, info, state, epoch, latest)
+        history.flush(unlabeled_ids)
         state.epoch = epoch + 1
 
         broadcast_buffers(model)

@@ -89,3 +89,38 @@ class RunWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class HardnessHistory:
+    """Per-image hardness over training, one CSV row per (image, iteration): run_dir/hardness.csv.
+
+    Rows are buffered on the device and written at logging time, so training never waits on the host.
+    On resume, rows written after the checkpoint's iteration (a crash mid-epoch) are dropped first, so the
+    file continues exactly where the checkpoint stands.
+    """
+
+    HEADER = "image_id,epoch,iteration,hardness\n"
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_iteration: int = 0) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "hardness.csv"
+        self._pending: list[tuple[int, int, Any, Any]] = []
+        if not enabled:
+            return
+        rows = self.path.read_text().splitlines()[1:] if self.path.is_file() and resume_iteration else []
+        kept = [row for row in rows if int(row.rsplit(",", 2)[1]) <= resume_iteration]
+        self.path.write_text(self.HEADER + "".join(f"{row}\n" for row in kept))
+
+    def add(self, epoch: int, iteration: int, indices: Any, hardness: Any) -> None:
+        """Queue one iteration: indices LongTensor [N] into the dataset, hardness Tensor [N] (all ranks)."""
+        self._pending.append((epoch, iteration, indices.detach(), hardness.detach().float()))
+
+    def flush(self, ids: list[str]) -> None:
+        """Write the queued rows (rank 0), with `ids[index]` naming each image."""
+        pending, self._pending = self._pending, []
+        if not self.enabled or not pending:
+            return
+        with self.path.open("a") as f:
+            for epoch, iteration, indices, hardness in pending:
+                for index, value in zip(indices.tolist(), hardness.tolist()):
+                    f.write(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")

@@ -269,3 +269,34 @@ def test_repeated_opt_flags_accumulate():
         "a.b=1",
         "c.d=2",
     ]
+
+
+def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch):
+    """hardness.csv: one row per unlabeled image and iteration; a crash + resume writes the same file."""
+    config = small_config(
+        tmp_path, toy, train={"method": "imas", "epochs": 2}, semi={"threshold": 0.5, "group_size": 2}
+    )
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
+    rows = (full / "hardness.csv").read_text().splitlines()
+    assert rows[0] == "image_id,epoch,iteration,hardness"
+    assert len(rows) - 1 == 2 * (16 // 4) * 4  # epochs x iterations x images per batch
+    unlabeled_ids = set((toy / "splits/small_unlabeled.txt").read_text().split())
+    for row in rows[1:]:
+        image_id, _, _, value = row.split(",")
+        assert image_id in unlabeled_ids and 0.0 <= float(value) <= 1.0
+
+    original = train_semi.save_training_state
+
+    def save_then_crash(path, cfg, state, *args, **kwargs):
+        original(path, cfg, state, *args, **kwargs)
+        if path.name == "latest.pth" and state.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_semi, "save_training_state", save_then_crash)
+    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
+    with (resumed / "hardness.csv").open("a") as f:  # rows of a crashed epoch after the checkpoint
+        f.write("stale,2,7,0.5\n")
+    monkeypatch.setattr(train_semi, "save_training_state", original)
+    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
+    assert (resumed / "hardness.csv").read_text() == (full / "hardness.csv").read_text()
