@@ -176,7 +176,8 @@ def imas_step(
     if sm.cutmix is not CutMixTrigger.off and keep.numel() > 0:
         # The CutMix image's weight is its destination's e_i; dividing by the share of fired images turns
         # the mean over fired images into the mean over the whole batch.
-        cm_valid = valid[keep] if valid is not None else None
+        # Pasted pixels bring their source's padding with them.
+        cm_valid = torch.where(boxes, valid[source], valid)[keep] if valid is not None else None
         loss_cm = unsupervised_loss(
             parts[-1], cm_label[keep], cm_confidence[keep], sm.threshold, (weight * half)[keep], cm_valid
         ) * (keep.numel() / b)

@@ -300,3 +300,15 @@ def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch
     monkeypatch.setattr(train_semi, "save_training_state", original)
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
     assert (resumed / "hardness.csv").read_text() == (full / "hardness.csv").read_text()
+
+
+def test_imas_with_padding_masked_and_every_cutmix_firing(tmp_path, toy):
+    config = small_config(
+        tmp_path,
+        toy,
+        train={"method": "imas", "epochs": 1},
+        semi={"mask_padding": True, "cutmix": "fixed", "cutmix_p": 1.0, "group_size": 2},
+    )
+    run_dir = tmp_path / "masked"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert "cutmix_rate 1.0000" in (run_dir / "train.log").read_text()
