@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from imas import augment, cutmix
 from imas.config import Adaptation, Config, CutMixTrigger, Method, Weighting, load_config, save_config
-from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names
+from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
 from imas.dist import (
     DistInfo,
     all_gather_cat,
@@ -39,10 +39,10 @@ from imas.engine import (
     TrainState,
     autocast_context,
     build_model,
-    build_sgd,
     evaluate_model,
     gather_rng_states,
     make_grad_scaler,
+    make_optimizer,
     optimizer_step,
     resume_training_state,
     save_training_state,
@@ -111,8 +111,10 @@ def imas_step(
     unlabeled: dict,
     cfg: Config,
     device: torch.device,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """One iMAS iteration (spec §1). Returns the loss, detached values to log and the hardness [B].
+    keep_views: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """One iMAS iteration (spec §1). Returns the loss, detached values to log, the hardness [B] and, with
+    `keep_views`, the views for an image panel (uint8 images [B, 3, H, W], label maps [B, H, W]; else {}).
 
     `net` is the student as trained (DDP-wrapped when distributed); `student` the plain module.
     """
@@ -145,6 +147,7 @@ def imas_step(
     # 5. CutMix view from the weak views, pseudo-labels and confidences, decided per group.
     views = [normalize(labeled["image"])] + ([u_w] if sm.weak_in_batch else []) + [normalize(intensity)]
     fired = torch.zeros(b, dtype=torch.bool, device=device)
+    keep = fired.nonzero().squeeze(1)
     if sm.cutmix is not CutMixTrigger.off:
         fixed_p = sm.cutmix_p if sm.cutmix is CutMixTrigger.fixed else None
         fired = cutmix.per_image(cutmix.trigger(easiness, sm.group_size, fixed_p=fixed_p), sm.group_size)
@@ -173,7 +176,7 @@ def imas_step(
         intensity_logits, pseudo_label, confidence, sm.threshold, weight * (1 - half), valid
     )
     loss_cm = torch.zeros((), device=device)
-    if sm.cutmix is not CutMixTrigger.off and keep.numel() > 0:
+    if keep.numel() > 0:
         # The CutMix image's weight is its destination's e_i; dividing by the share of fired images turns
         # the mean over fired images into the mean over the whole batch.
         # Pasted pixels bring their source's padding with them.
@@ -189,7 +192,17 @@ def imas_step(
         "cutmix_rate": fired.float().mean(),
         "confident": (confidence >= sm.threshold).float().mean(),
     }
-    return loss_x + loss_u, values, hardness
+    views_out: dict[str, torch.Tensor] = {}
+    if keep_views:
+        unconfident = torch.full_like(pseudo_label, 255)
+        views_out = {
+            "weak": weak,
+            "intensity": intensity,
+            "cutmix": torch.where(fired[:, None, None, None], cm_image, weak) if keep.numel() else weak,
+            "pseudo_label": torch.where(confidence >= sm.threshold, pseudo_label, unconfident),
+            "prediction": intensity_logits.detach().argmax(1),
+        }
+    return loss_x + loss_u, values, hardness, views_out
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -220,7 +233,7 @@ def train(args: argparse.Namespace) -> None:
     val_loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
     names = class_names(cfg.data)
     model = build_model(cfg, info)
-    optimizer = build_sgd(cfg, model)
+    optimizer = make_optimizer(cfg, model)
     scaler = make_grad_scaler(cfg, info.device)
     criterion = build_supervised_loss(
         cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
@@ -256,6 +269,8 @@ def train(args: argparse.Namespace) -> None:
     history = HardnessHistory(run_dir, enabled=info.is_main and semi, resume_iteration=state.iteration)
     unlabeled_ids = datasets.unlabeled.ids if datasets.unlabeled is not None else []
     progress = Progress(state.iteration, total_iters)
+    colours = palette(cfg.data)
+    window_hardness: list[torch.Tensor] = []  # hardness of every image since the last log line
     nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)
     model.train()
     for epoch in range(state.epoch, cfg.train.epochs):
@@ -270,12 +285,16 @@ def train(args: argparse.Namespace) -> None:
                 loss, values = supervised_step(net, criterion, batch, cfg, info.device)
             else:
                 u_batch = to_device(unlabeled, info.device, cfg.train.channels_last)
-                loss, values, hardness = imas_step(
-                    net, model, teacher, criterion, batch, u_batch, cfg, info.device
+                every = cfg.train.image_every
+                panel = info.is_main and every > 0 and state.iteration % every == 0
+                loss, values, hardness, views = imas_step(
+                    net, model, teacher, criterion, batch, u_batch, cfg, info.device, keep_views=panel
                 )
-                history.add(
-                    epoch, state.iteration, all_gather_cat(u_batch["index"]), all_gather_cat(hardness)
-                )
+                all_hardness = all_gather_cat(hardness)
+                history.add(epoch, state.iteration, all_gather_cat(u_batch["index"]), all_hardness)
+                window_hardness.append(all_hardness)
+                if panel:
+                    writer.panel("train/views", views, colours, state.iteration)
             nonfinite |= ~torch.isfinite(loss.detach())
             optimizer_step(loss, optimizer, scaler)
             if teacher is not None:
@@ -296,6 +315,9 @@ def train(args: argparse.Namespace) -> None:
                     " ".join(f"{k} {v:.4f}" for k, v in means.items()),
                 )
                 writer.scalars({f"train/{k}": v for k, v in means.items()} | {"lr": lr}, state.iteration)
+                if window_hardness:
+                    writer.histogram("train/hardness", torch.cat(window_hardness), state.iteration)
+                    window_hardness = []
         stop_if_diverged(nonfinite, info, state, epoch, latest)
         history.flush(unlabeled_ids)
         state.epoch = epoch + 1

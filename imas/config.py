@@ -44,6 +44,11 @@ class LossKind(str, enum.Enum):
     ohem = "ohem"
 
 
+class OptimizerKind(str, enum.Enum):
+    sgd = "sgd"  # the released runs (spec section 7)
+    adamw = "adamw"  # for training from random initialisation (the toy); momentum is beta1
+
+
 class Precision(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -125,6 +130,7 @@ class ModelConfig:
     stem: Stem = Stem.deep
     pretrained: str = ""  # path to backbone weights; "" = random init
     sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
+    decoder_channels: int = 256  # ASPP and decoder width: 256 in spec section 7; smaller for the toy only
 
 
 @dataclass
@@ -137,6 +143,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    kind: OptimizerKind = OptimizerKind.sgd
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -153,6 +160,7 @@ class TrainConfig:
     channels_last: bool = False
     eval_every: int = 1  # epochs
     log_every: int = 20  # iterations
+    image_every: int = 1000  # iterations between TensorBoard image panels (iMAS); 0 = never
     seed: int = 0
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     run_dir: str = ""  # "" = runs/<config file name>
@@ -259,6 +267,7 @@ def validate(config: Config) -> None:
     positive = {
         "data.num_classes": d.num_classes,
         "data.crop_size": d.crop_size,
+        "model.decoder_channels": m.decoder_channels,
         "train.epochs": t.epochs,
         "train.batch_size": t.batch_size,
         "train.eval_every": t.eval_every,
@@ -273,6 +282,8 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"data.num_classes must be in [1, 255] (255 is the ignore label), got {d.num_classes}"
         )
+    if t.image_every < 0:
+        raise ConfigError(f"train.image_every must be >= 0 (0 = no image panels), got {t.image_every}")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
     if d.class_names and len(d.class_names) != d.num_classes:

@@ -38,6 +38,7 @@ def build_model(cfg: Config, info: DistInfo, pretrained: bool = True) -> nn.Modu
         multi_grid=m.multi_grid,
         pretrained=(m.pretrained or None) if pretrained else None,
         stem=m.stem.value,
+        decoder_channels=m.decoder_channels,
         # SyncBatchNorm has CUDA kernels only; on CPU (gloo) each process keeps its own statistics.
         sync_bn=m.sync_bn and info.distributed and info.device.type == "cuda",
     )
@@ -47,11 +48,11 @@ def build_model(cfg: Config, info: DistInfo, pretrained: bool = True) -> nn.Modu
     return model
 
 
-def build_sgd(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     backbone_params, decoder_params = model.param_groups()
     o = cfg.optim
     return build_optimizer(
-        backbone_params, decoder_params, o.lr, o.momentum, o.weight_decay, o.decoder_lr_mult
+        backbone_params, decoder_params, o.lr, o.momentum, o.weight_decay, o.decoder_lr_mult, o.kind.value
     )
 
 

@@ -81,10 +81,23 @@ class RunWriter:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    @property
-    def tensorboard(self) -> Any:
-        """The SummaryWriter (None off rank 0), for histograms and images."""
-        return self._tb
+    def histogram(self, tag: str, values: Any, step: int) -> None:
+        """A TensorBoard histogram of a 1-D tensor (e.g. the hardness of every image since the last log)."""
+        if self._tb is not None:
+            self._tb.add_histogram(tag, values.detach().float().cpu(), step, bins=20)
+
+    def panel(self, tag: str, views: dict[str, Any], palette: list[tuple[int, int, int]], step: int) -> None:
+        """One TensorBoard image: a row per image (at most 4), a column per view in `views`' order.
+
+        uint8 images [B, 3, H, W] are shown as they are; label maps [B, H, W] in the dataset palette
+        (255, the ignored or unconfident pixels, in white).
+        """
+        if self._tb is None:
+            return
+        from imas.visualize import colorize, grid
+
+        columns = [v[:4] if v.dim() == 4 else colorize(v[:4], palette) for v in views.values()]
+        self._tb.add_image(tag, grid(columns), step)
 
     def close(self) -> None:
         if self._tb is not None:

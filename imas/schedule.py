@@ -1,4 +1,4 @@
-"""SGD with a backbone and a decoder parameter group, and the poly learning-rate schedule (spec §7).
+"""SGD (or AdamW) with a backbone and a decoder parameter group, and the poly learning-rate schedule (§7).
 
 The schedule is a pure function of the global iteration, so the only schedule state a checkpoint needs is
 that iteration; each parameter group keeps its own multiplier under "lr_mult" (saved with the optimizer).
@@ -29,10 +29,12 @@ def build_optimizer(
     momentum: float,
     weight_decay: float,
     decoder_lr_mult: float,
-) -> torch.optim.SGD:
+    kind: str = "sgd",
+) -> torch.optim.Optimizer:
     """SGD over two groups: the backbone at lr × 1 and the decoder (ASPP, heads) at lr × decoder_lr_mult.
 
-    Weight decay applies to every parameter, BN included, as in the released runs.
+    Weight decay applies to every parameter, BN included, as in the released runs. kind "adamw" builds
+    AdamW over the same groups instead, with betas (momentum, 0.999) and decoupled weight decay.
     """
     groups = [
         {"params": list(backbone_params), "lr": lr, "lr_mult": 1.0, "name": "backbone"},
@@ -43,6 +45,10 @@ def build_optimizer(
             "name": "decoder",
         },
     ]
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    if kind != "sgd":
+        raise ValueError(f"optimizer kind must be 'sgd' or 'adamw', got {kind!r}")
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 

@@ -1,4 +1,4 @@
-"""Poly learning rate and the two-group SGD."""
+"""Poly learning rate and the two-group SGD / AdamW."""
 
 from __future__ import annotations
 
@@ -53,3 +53,14 @@ def test_lr_mult_survives_state_dict_round_trip():
     fresh.load_state_dict(opt.state_dict())
     set_lr(fresh, 0.2)
     assert [g["lr"] for g in fresh.param_groups] == pytest.approx([0.2, 1.0])
+
+
+def test_adamw_over_the_same_groups():
+    backbone, decoder = nn.Linear(3, 4), nn.Linear(4, 2)
+    opt = build_optimizer(backbone.parameters(), decoder.parameters(), 1e-3, 0.9, 0.01, 2.0, kind="adamw")
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["betas"] for g in opt.param_groups] == [(0.9, 0.999)] * 2
+    set_lr(opt, 5e-4)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([5e-4, 1e-3])
+    with pytest.raises(ValueError, match="adamw"):
+        build_optimizer(backbone.parameters(), decoder.parameters(), 1e-3, 0.9, 0.0, 1.0, kind="adam")

@@ -10,7 +10,18 @@ from PIL import Image
 
 from imas.config import DataConfig, DatasetKind
 from imas.data import build_datasets
-from imas.data.toy import SPLIT_SIZES, TOY_CLASSES, dataset_digest, main, make_toy_dataset, make_toy_sample
+from imas.data.toy import (
+    MAX_SIDE,
+    MIN_SIDE,
+    SPLIT_SIZES,
+    TOY_CLASSES,
+    VERSION_FILE,
+    dataset_digest,
+    is_current,
+    main,
+    make_toy_dataset,
+    make_toy_sample,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +55,9 @@ def test_layout_counts_and_every_class_in_every_split(toy_root: Path) -> None:
             assert label_image.mode == "L"
             label = np.asarray(label_image)
             image = Image.open(toy_root / "JPEGImages" / f"{image_id}.jpg")
-            assert image.size == label.shape[::-1] and 80 <= min(image.size) <= max(image.size) <= 128
+            assert (
+                image.size == label.shape[::-1] and MIN_SIDE <= min(image.size) <= max(image.size) <= MAX_SIDE
+            )
             pixels += np.bincount(label.ravel(), minlength=len(TOY_CLASSES))
         assert (pixels[1:] > 0.01 * pixels.sum()).all(), f"a class is (nearly) missing from {split}: {pixels}"
     assert len(all_ids) == sum(SPLIT_SIZES.values())  # the splits are disjoint
@@ -66,3 +79,19 @@ def test_toy_reads_through_the_voc_reader(toy_root: Path) -> None:
     assert data.labeled[0]["mask"].shape == (80, 80)
     assert data.unlabeled is not None and data.unlabeled[5]["valid"].shape == (80, 80)
     assert int(data.val[0]["mask"].max()) < len(TOY_CLASSES)
+
+
+def test_ensure_keeps_a_current_dataset_and_rewrites_an_outdated_one(tmp_path: Path, capsys) -> None:
+    args = ["--out", str(tmp_path), "--labeled", "2", "--unlabeled", "2", "--val", "1"]
+    assert main(args + ["--ensure"]) == 0  # missing: written
+    assert is_current(tmp_path, 0, {"labeled": 2, "unlabeled": 2, "val": 1})
+    marker = tmp_path / "JPEGImages" / "marker.txt"
+    marker.write_text("x")
+    capsys.readouterr()
+    assert main(args + ["--ensure"]) == 0
+    assert capsys.readouterr().out == ""  # current: untouched, nothing printed
+    assert not is_current(tmp_path, 0, {"labeled": 3, "unlabeled": 2, "val": 1})
+    (tmp_path / VERSION_FILE).write_text("generator 1 seed 0\n")  # made by an older generator
+    assert main(args + ["--ensure"]) == 0
+    assert "writing it again" in capsys.readouterr().out
+    assert is_current(tmp_path, 0, {"labeled": 2, "unlabeled": 2, "val": 1})

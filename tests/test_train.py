@@ -245,10 +245,25 @@ def test_mixed_precision_and_channels_last_on_cpu(tmp_path, toy, precision):
 def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
     """A short iMAS run: teacher in the checkpoint, teacher mIoU reported, logged easiness and CutMix rate."""
     config = small_config(
-        tmp_path, toy, train={"method": "imas", "epochs": 2}, semi={"threshold": 0.5, "group_size": 2}
+        tmp_path,
+        toy,
+        train={"method": "imas", "epochs": 2, "image_every": 3},
+        semi={"threshold": 0.5, "group_size": 2},
     )
     run_dir = tmp_path / "imas"
     assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/easiness", "train/cutmix_rate", "train/confident", "train/loss_u"} <= set(tags["scalars"])
+    assert {"eval/miou", "eval/student_miou"} <= set(tags["scalars"])
+    assert [h.step for h in events.Histograms("train/hardness")] == [2, 4, 6, 8]  # every log line
+    assert events.Histograms("train/hardness")[0].histogram_value.num == 2 * 4  # 2 iterations x 4 images
+    panels = events.Images("train/views")
+    assert [p.step for p in panels] == [0, 3, 6]  # iterations 0, 3, 6 of 8
+    # 4 images a row (batch 4), 5 columns (weak, intensity, CutMix, pseudo-label, prediction), 64 px + 2 gap
+    assert (panels[0].height, panels[0].width) == (4 * 66 - 2, 5 * 66 - 2)
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert {"model", "teacher"} <= set(ckpt)
     assert any(

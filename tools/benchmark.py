@@ -4,35 +4,47 @@
         --crop 321 --batch 2 --precision bf16 --output bench.json
 
 Inputs are random images and labels of the given crop (the data pipeline is not part of the measurement).
-Train: one supervised step (forward, CE loss, backward, SGD step) per iteration. Eval: whole-image inference
-at batch 1 on a crop-sized image. Every speed claim in this project is measured with this script.
+Modes:
+  train     one supervised step (forward, CE loss, backward, SGD step) per iteration;
+  eval      whole-image inference at batch 1 on a crop-sized image;
+  both      train then eval (default);
+  imas      one iMAS step (train_semi.imas_step: teacher and student forwards, hardness, intensity view,
+            CutMix, student forward/backward, EMA update) and, for the ratio, one supervised step on the
+            same labeled batch;
+  hardness  imas.hardness.instance_hardness on [batch, classes, crop, crop] logits vs a per-image NumPy
+            reference on the host (what the released code did), e.g. --batch 16 --classes 21 --crop 513.
+Every speed claim in this project is measured with this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imas.config import Precision, load_config  # noqa: E402
+from imas.config import Method, Precision, load_config  # noqa: E402
 from imas.dist import DistInfo  # noqa: E402
+from imas.ema import EMATeacher  # noqa: E402
 from imas.engine import (  # noqa: E402
     AUTOCAST_DTYPES,
     autocast_context,
     build_model,
-    build_sgd,
     make_grad_scaler,
+    make_optimizer,
     optimizer_step,
 )
 from imas.errors import UserError, user_message  # noqa: E402
+from imas.hardness import instance_hardness  # noqa: E402
 from imas.inference import normalize, predict  # noqa: E402
 from imas.losses import build_supervised_loss  # noqa: E402
 
@@ -48,10 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed iterations")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    p.add_argument("--mode", choices=["train", "eval", "both"], default="both")
+    p.add_argument("--mode", choices=["train", "eval", "both", "imas", "hardness"], default="both")
+    p.add_argument("--classes", type=int, default=None, help="overrides data.num_classes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--output", default=None, help="JSON file (also printed)")
+    p.add_argument("--opt", nargs="*", action="extend", default=[], help="more config overrides, key=value")
     return p.parse_args(argv)
 
 
@@ -85,20 +99,25 @@ def run(args: argparse.Namespace) -> dict:
         ("data.crop_size", args.crop),
         ("train.batch_size", args.batch),
         ("train.precision", args.precision),
+        ("data.num_classes", args.classes),
     ):
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.classes is not None:
+        overrides.append("data.class_names=[]")  # the config's names belong to its own class count
     if args.channels_last:
         overrides.append("train.channels_last=true")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides + args.opt)
     if args.threads:
         torch.set_num_threads(args.threads)
     use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     device = torch.device("cuda" if use_cuda else "cpu")
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     torch.manual_seed(0)
-    model = build_model(cfg, info, pretrained=False)
     b, s, k = cfg.train.batch_size, cfg.data.crop_size, cfg.data.num_classes
+    if args.mode == "hardness":
+        return benchmark_hardness(cfg, device, args) | {"device": device_name(device)}
+    model = build_model(cfg, info, pretrained=False)
     images = torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, device=device)
     labels = torch.randint(0, k, (b, s, s), device=device)
     if cfg.train.channels_last:
@@ -107,15 +126,15 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {
         "config": args.config,
         "backbone": cfg.model.backbone,
+        "stem": cfg.model.stem.value,
+        "decoder_channels": cfg.model.decoder_channels,
         "output_stride": cfg.model.output_stride,
         "crop": s,
         "batch": b,
         "num_classes": k,
         "precision": cfg.train.precision.value,
         "channels_last": cfg.train.channels_last,
-        "device": torch.cuda.get_device_name(device)
-        if use_cuda
-        else f"cpu ({platform.processor() or 'x86'})",
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "steps": args.steps,
@@ -123,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
     if args.mode in ("train", "both"):
-        optimizer = build_sgd(cfg, model)
+        optimizer = make_optimizer(cfg, model)
         scaler = make_grad_scaler(cfg, device)
         criterion = build_supervised_loss(
             cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
@@ -145,6 +164,9 @@ def run(args: argparse.Namespace) -> dict:
         result["train_peak_rss_mib"] = round(rss_mib(), 1)
         del optimizer, scaler
 
+    if args.mode == "imas":
+        result |= benchmark_imas_step(cfg, model, images, labels, device, args)
+
     if args.mode in ("eval", "both"):
         model.eval()
         one = images[:1]
@@ -164,6 +186,122 @@ def run(args: argparse.Namespace) -> dict:
         result["eval_peak_rss_mib"] = round(rss_mib(), 1)
     result["rss_before_mib"] = round(base_rss, 1)
     return result
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or 'x86'}, {os.cpu_count()} cores)"
+
+
+def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
+    """Seconds per iMAS step and per supervised step on the same labeled batch, and their ratio."""
+    from train_semi import imas_step, supervised_step
+
+    cfg.train.method = Method.imas
+    cfg.semi.group_size = min(cfg.semi.group_size, images.shape[0])
+    teacher = EMATeacher(model, cfg.semi.ema_decay)
+    optimizer = make_optimizer(cfg, model)
+    scaler = make_grad_scaler(cfg, device)
+    criterion = build_supervised_loss(
+        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
+    )
+    b = images.shape[0]
+    labeled = {"image": images, "mask": labels}
+    unlabeled = {
+        "image": torch.randint(0, 256, images.shape, dtype=torch.uint8, device=device),
+        "valid": torch.ones_like(labels, dtype=torch.bool),
+        "index": torch.arange(b, device=device),
+    }
+    model.train()
+    iteration = [0]
+
+    def semi_step() -> None:
+        loss, _, _, _ = imas_step(model, model, teacher, criterion, labeled, unlabeled, cfg, device)
+        optimizer_step(loss, optimizer, scaler)
+        teacher.update(model, iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        iteration[0] += 1
+
+    def sup_step() -> None:
+        loss, _ = supervised_step(model, criterion, labeled, cfg, device)
+        optimizer_step(loss, optimizer, scaler)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    semi = timed(semi_step, args.steps, args.warmup, device)
+    out = {
+        "imas_step_s": round(semi, 4),
+        "imas_labeled_plus_unlabeled_images_per_s": round(2 * b / semi, 2),
+    }
+    if device.type == "cuda":
+        out["imas_peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    sup = timed(sup_step, args.steps, args.warmup, device)
+    out |= {"supervised_step_s": round(sup, 4), "imas_over_supervised": round(semi / sup, 2)}
+    if device.type == "cuda":
+        # The hardness alone on this step's shapes, as a share of the iMAS step.
+        logits = torch.randn(b, cfg.data.num_classes, *images.shape[-2:], device=device)
+        other = logits + torch.randn_like(logits)
+        t = timed(
+            lambda: instance_hardness(logits, other, cfg.semi.threshold), args.steps, args.warmup, device
+        )
+        out |= {"hardness_s": round(t, 5), "hardness_share_of_imas_step": round(t / semi, 4)}
+    return out
+
+
+def reference_hardness_numpy(student: np.ndarray, teacher: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-image, host-side hardness as the released code computed it (class-weighted, class 0 ignored):
+    logits [B, K, H, W] float32 arrays -> hardness [B]."""
+    out = []
+    for s_logits, t_logits in zip(student, teacher):
+        rho, maps, counts = [], [], []
+        for logits in (s_logits, t_logits):
+            e = np.exp(logits - logits.max(0, keepdims=True))
+            prob = e / e.sum(0, keepdims=True)
+            rho.append(float((prob.max(0) >= threshold).mean()))
+            maps.append(prob.argmax(0))
+        k = s_logits.shape[0]
+        conf = np.bincount((maps[0] * k + maps[1]).ravel(), minlength=k * k).reshape(k, k)
+        n_s, n_t, inter = conf.sum(1), conf.sum(0), np.diag(conf)
+        union = n_s + n_t - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        for n in (n_s, n_t):
+            counts.append(n.astype(np.float64).copy())
+            counts[-1][0] = 0
+        w = [c / c.sum() if c.sum() > 0 else c for c in counts]
+        e_img = 0.5 * (rho[1] * (w[1] * iou).sum() + rho[0] * (w[0] * iou).sum())
+        out.append(1.0 - e_img)
+    return np.array(out)
+
+
+def benchmark_hardness(cfg, device: torch.device, args) -> dict:
+    """instance_hardness (batched, on `device`) vs the per-image NumPy reference (host), same logits."""
+    b, k, s = cfg.train.batch_size, cfg.data.num_classes, cfg.data.crop_size
+    gen = torch.Generator().manual_seed(0)
+    teacher = 3 * torch.randn(b, k, s, s, generator=gen)
+    student = teacher + 2 * torch.randn(b, k, s, s, generator=gen)
+    tau = cfg.semi.threshold
+    t_dev, s_dev = teacher.to(device), student.to(device)
+    batched = timed(lambda: instance_hardness(s_dev, t_dev, tau), args.steps, args.warmup, device)
+    s_np, t_np = student.numpy(), teacher.numpy()
+    reference = timed(lambda: reference_hardness_numpy(s_np, t_np, tau), max(1, args.steps // 5), 1, device)
+    diff = float(
+        (
+            instance_hardness(s_dev, t_dev, tau).cpu().double()
+            - torch.from_numpy(reference_hardness_numpy(s_np, t_np, tau))
+        )
+        .abs()
+        .max()
+    )
+    return {
+        "mode": "hardness",
+        "logits_shape": [b, k, s, s],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batched_s": round(batched, 4),
+        "per_image_numpy_s": round(reference, 4),
+        "speedup": round(reference / batched, 2),
+        "max_abs_difference": diff,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,15 +33,37 @@ from PIL import Image
 TOY_CLASSES = ["background", "disk", "square", "triangle", "ring", "cross"]
 SPLIT_SIZES = {"labeled": 64, "unlabeled": 600, "val": 150}
 _SPLIT_CODES = {"labeled": 0, "unlabeled": 1, "val": 2}
-MIN_SIDE, MAX_SIDE = 80, 128
+MIN_SIDE, MAX_SIDE = 56, 90
 JPEG_QUALITY = 95
 # Difficulty knobs (see the module docstring for what was measured with which setting).
-OBJECT_RADIUS = (14.0, 22.0)  # px, half the size of a shape
-OBJECTS_PER_IMAGE = (1, 3)
+OBJECT_RADIUS = (11.0, 20.0)  # px, half the size of a shape
+OBJECTS_PER_IMAGE = (2, 4)
 ROTATION_DEG = 0.0  # objects are rotated by U[-ROTATION_DEG, ROTATION_DEG]
 NOISE_SIGMA = (2.0, 4.0)
 DISTRACTORS = {"lines": 0, "dots": 0, "blobs": 0}  # at most this many of each per image
 BACKGROUND_P = {"stripes": 0.0, "noise": 0.0}  # probability of each background layer
+# Like real classes (sky, grass, road), each shape class has a typical colour that an object takes with
+# probability CLASS_COLOUR_P (jittered by N(0, CLASS_COLOUR_JITTER) per channel); otherwise any colour.
+CLASS_COLOURS = {1: (220, 60, 60), 2: (60, 190, 70), 3: (60, 90, 225), 4: (230, 200, 40), 5: (190, 70, 210)}
+CLASS_COLOUR_P = 0.7
+CLASS_COLOUR_JITTER = 35.0
+
+
+# Bumped whenever the generator's output changes; written to <root>/toy_version.txt so that `--ensure`
+# replaces a dataset made by an older generator.
+GENERATOR_VERSION = "2"
+VERSION_FILE = "toy_version.txt"
+
+
+def is_current(root: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> bool:
+    """True if `root` holds a complete toy dataset written by this generator version with these settings."""
+    version = Path(root) / VERSION_FILE
+    return version.is_file() and version.read_text() == _version_text(seed, {**SPLIT_SIZES, **(sizes or {})})
+
+
+def _version_text(seed: int, sizes: dict[str, int]) -> str:
+    counts = " ".join(f"{split}={count}" for split, count in sizes.items())
+    return f"generator {GENERATOR_VERSION} seed {seed} {counts}\n"
 
 
 def make_toy_dataset(root: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
@@ -68,6 +90,7 @@ def make_toy_dataset(root: str | Path, seed: int = 0, sizes: dict[str, int] | No
             ids.append(image_id)
         (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     (root / "class_names.txt").write_text("\n".join(TOY_CLASSES) + "\n")
+    (root / VERSION_FILE).write_text(_version_text(seed, sizes))  # last: marks the dataset complete
     return root
 
 
@@ -181,10 +204,19 @@ def _signed_distance(
     raise ValueError(f"unknown toy class {class_id}")
 
 
-def _object_fill(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, avoid: np.ndarray) -> np.ndarray:
-    """A random flat colour, gradient or stripe texture whose mean differs clearly from `avoid` ([3])."""
+def _object_fill(
+    rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, avoid: np.ndarray, class_id: int
+) -> np.ndarray:
+    """A flat colour, gradient or stripe texture whose mean differs clearly from `avoid` ([3]); its first
+    colour is the class's typical one with probability CLASS_COLOUR_P."""
+    typical = class_id in CLASS_COLOURS and rng.uniform() < CLASS_COLOUR_P
     for _ in range(20):
         first, second = _color(rng), _color(rng)
+        if typical:
+            jitter = rng.normal(0.0, CLASS_COLOUR_JITTER, size=3)
+            first = np.clip(np.asarray(CLASS_COLOURS[class_id], np.float32) + jitter, 0, 255).astype(
+                np.float32
+            )
         kind = rng.uniform()
         if kind < 0.5:
             fill: np.ndarray = first
@@ -228,8 +260,74 @@ def _draw_object(
     region = image[y0:y1, x0:x1]
     inside = dist <= 0
     avoid = region[inside].mean(axis=0) if inside.any() else region.reshape(-1, 3).mean(axis=0)
-    _blend(region, alpha, _object_fill(rng, by, bx, avoid))
+    _blend(region, alpha, _object_fill(rng, by, bx, avoid, class_id))
     label[y0:y1, x0:x1][inside] = class_id
+
+
+# --------------------------------------------------------------------------- backbone pretraining images
+
+# The toy's stand-in for ImageNet: classify one object of *other* shapes than the segmentation classes, drawn
+# the same way (random colours and fills on gradient backgrounds), so that a backbone pretrained on it knows
+# edges, corners and curvature but has never seen a segmentation class or label.
+PRETRAIN_CLASSES = ["star", "hexagon", "ellipse", "ell", "chevron", "crescent"]
+_PRETRAIN_SPLIT_CODE = 9
+_SUPERSAMPLE = 4
+
+
+def _pretrain_outline(class_id: int, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Polygon vertices of a pretraining shape in a unit frame (radius ~1); the crescent is drawn apart."""
+    name = PRETRAIN_CLASSES[class_id]
+    if name == "star":
+        angles = np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
+        return list(zip(radii * np.cos(angles), radii * np.sin(angles)))
+    if name == "hexagon":
+        angles = np.arange(6) * np.pi / 3
+        return list(zip(np.cos(angles), np.sin(angles)))
+    if name == "ellipse":
+        angles = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        minor = rng.uniform(0.4, 0.6)
+        return list(zip(np.cos(angles), minor * np.sin(angles)))
+    if name == "ell":
+        return [(-1, -1), (-0.35, -1), (-0.35, 0.35), (1, 0.35), (1, 1), (-1, 1)]
+    if name == "chevron":
+        return [(-1, -1), (-0.35, -1), (0.7, 0), (-0.35, 1), (-1, 1), (0.05, 0)]
+    raise ValueError(f"no outline for pretraining class {name!r}")
+
+
+def make_pretrain_sample(seed: int, index: int, size: int = 48) -> tuple[np.ndarray, int]:
+    """One pretraining image uint8 [size, size, 3] and its class in [0, len(PRETRAIN_CLASSES)),
+    a pure function of (seed, index); classes cycle with the index."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng([seed, _PRETRAIN_SPLIT_CODE, index])
+    class_id = index % len(PRETRAIN_CLASSES)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    image = _background(rng, size, size, ys, xs)
+    radius = rng.uniform(0.25, 0.45) * size
+    cx, cy = rng.uniform(0.35, 0.65, size=2) * size
+    theta = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    big = size * _SUPERSAMPLE
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+
+    def to_pixels(points: np.ndarray) -> list[tuple[float, float]]:
+        points = points @ rot.T * radius + (cx, cy)
+        return [(float(x) * _SUPERSAMPLE, float(y) * _SUPERSAMPLE) for x, y in points]
+
+    if PRETRAIN_CLASSES[class_id] == "crescent":
+        circle = np.stack([np.cos(np.linspace(0, 2 * np.pi, 48)), np.sin(np.linspace(0, 2 * np.pi, 48))], 1)
+        draw.polygon(to_pixels(circle), fill=255)
+        draw.polygon(to_pixels(0.8 * circle + (0.45, 0.0)), fill=0)
+    else:
+        draw.polygon(to_pixels(np.asarray(_pretrain_outline(class_id, rng), dtype=np.float64)), fill=255)
+    alpha = np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
+    inside = alpha > 0.5
+    avoid = image[inside].mean(axis=0) if inside.any() else image.reshape(-1, 3).mean(axis=0)
+    _blend(image, alpha, _object_fill(rng, ys, xs, avoid, class_id=0))
+    image += rng.normal(0.0, rng.uniform(*NOISE_SIGMA), size=image.shape).astype(np.float32)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), class_id
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -253,10 +351,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{split}", type=int, default=count, help=f"images in {split} (default: {count})"
         )
+    parser.add_argument(
+        "--ensure",
+        action="store_true",
+        help="do nothing if --out already holds this generator's dataset with these settings",
+    )
     args = parser.parse_args(argv)
     sizes = {split: getattr(args, split) for split in SPLIT_SIZES}
     if min(sizes.values()) < 1:
         parser.error(f"split sizes must be at least 1, got {sizes}")
+    if args.ensure and is_current(args.out, args.seed, sizes):
+        return 0
+    if args.ensure and Path(args.out, VERSION_FILE).is_file():
+        print(f"{args.out} was made by another toy generator version or settings; writing it again")
     start = time.perf_counter()
     root = make_toy_dataset(args.out, args.seed, sizes)
     counts = ", ".join(f"{count} {split}" for split, count in sizes.items())

@@ -31,10 +31,12 @@ def build_deeplabv3plus(
     pretrained: str | None = None,
     stem: str = "deep",
     sync_bn: bool = False,
+    decoder_channels: int = 256,
 ) -> nn.Module:
     """DeepLabv3+ of spec §7, randomly initialised, then the backbone loaded from ``pretrained`` if given.
 
     ``model(x)``: x [B, 3, H, W] -> logits [B, K, H, W] (train mode with ``aux_head``: (logits, aux_logits)).
+    ``decoder_channels``: width of ASPP and the decoder (256 in spec §7; smaller only for the toy).
     Raises ValueError on an unknown backbone / output stride / stem, CheckpointError on a bad ``pretrained``.
     """
     if backbone not in BACKBONES:
@@ -50,7 +52,7 @@ def build_deeplabv3plus(
     net = BACKBONES[backbone](output_stride=output_stride, multi_grid=multi_grid, stem=stem)
     if pretrained:
         load_backbone_weights(net, pretrained)
-    model = DeepLabV3Plus(net, num_classes, output_stride=output_stride, aux_head=aux_head)
+    model = DeepLabV3Plus(net, num_classes, output_stride, aux_head, decoder_channels)
     if sync_bn:
         # Conversion keeps the loaded weights and statistics; SyncBN only syncs inside a process group.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

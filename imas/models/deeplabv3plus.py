@@ -28,7 +28,8 @@ def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 
 class ASPP(nn.Module):
-    """Five 256-channel branches (image pooling, 1x1, three dilated 3x3), concatenated and projected to 256.
+    """Five cout-channel branches (image pooling, 1x1, three dilated 3x3), concatenated and projected to cout
+    (256 in spec §7).
 
     The image-pooling BN sees one value per channel and sample, so in train mode it needs a batch of at least
     2 (PyTorch raises otherwise); training batches are always ≥ 2 per device, evaluation runs in eval mode.
@@ -43,7 +44,7 @@ class ASPP(nn.Module):
         self.project = conv_bn_relu(5 * cout, cout, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, cin, h, w] -> [B, 256, h, w]."""
+        """x: [B, cin, h, w] -> [B, cout, h, w]."""
         pooled = _resize(self.pool(x), x.shape[-2:])
         return self.project(torch.cat([pooled] + [branch(x) for branch in self.branches], dim=1))
 
@@ -51,25 +52,39 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(nn.Module):
     """Dilated ResNet + ASPP + low-level decoder (+ aux head on layer3 for the Cityscapes recipe)."""
 
-    def __init__(self, backbone: ResNet, num_classes: int, output_stride: int = 16, aux_head: bool = False):
+    def __init__(
+        self,
+        backbone: ResNet,
+        num_classes: int,
+        output_stride: int = 16,
+        aux_head: bool = False,
+        channels: int = 256,
+    ):
         super().__init__()
         rates = {16: (6, 12, 18), 8: (12, 24, 36)}[output_stride]
         c_low, c_mid, c_high = backbone.channels
         self.backbone = backbone
-        self.aspp = ASPP(c_high, rates)
+        self.aspp = ASPP(c_high, rates, channels)
         self.low_proj = nn.Sequential(
             nn.Conv2d(c_low, 48, 1, bias=True),  # with bias, as in the released head (counted in §7)
             nn.BatchNorm2d(48),
             nn.ReLU(inplace=True),
         )
-        self.fuse = nn.Sequential(conv_bn_relu(256 + 48, 256, 3), conv_bn_relu(256, 256, 3))
-        self.classifier = nn.Conv2d(256, num_classes, 1)
+        self.fuse = nn.Sequential(
+            conv_bn_relu(channels + 48, channels, 3), conv_bn_relu(channels, channels, 3)
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.aux = None
         if aux_head:
-            self.aux = nn.Sequential(conv_bn_relu(c_mid, 256, 3), nn.Conv2d(256, num_classes, 1))
+            self.aux = nn.Sequential(conv_bn_relu(c_mid, channels, 3), nn.Conv2d(channels, num_classes, 1))
         for module in self.children():
             if module is not backbone:  # the backbone came initialised (maybe pretrained): keep it
                 init_weights(module)
+        # Kaiming fan-out on a 1x1 conv to K outputs gives logits of std ~6 at the start (CE ~8, every
+        # pixel confidently wrong); small classifier weights start from near-uniform predictions instead.
+        for head in [self.classifier] + ([self.aux[-1]] if self.aux is not None else []):
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """x: [B, 3, H, W] -> logits [B, K, H, W]; train mode with aux head -> (logits, aux [B, K, H, W])."""

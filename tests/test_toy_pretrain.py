@@ -1,0 +1,40 @@
+"""The toy's backbone pretraining: deterministic images of other shapes, weights that load into the model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imas.data.toy import PRETRAIN_CLASSES, TOY_CLASSES, make_pretrain_sample
+from imas.models import build_deeplabv3plus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import toy_pretrain  # noqa: E402
+
+
+def test_pretraining_shapes_are_not_segmentation_classes_and_are_deterministic():
+    assert not set(PRETRAIN_CLASSES) & set(TOY_CLASSES)
+    image, label = make_pretrain_sample(0, 7, size=40)
+    assert image.shape == (40, 40, 3) and image.dtype == np.uint8 and label == 7 % len(PRETRAIN_CLASSES)
+    assert np.array_equal(image, make_pretrain_sample(0, 7, size=40)[0])
+    assert not np.array_equal(image, make_pretrain_sample(1, 7, size=40)[0])
+
+
+def test_tiny_pretraining_writes_a_backbone_that_loads_strictly(tmp_path, capsys):
+    out = tmp_path / "r18.pth"
+    args = ["--out", str(out), "--images", "24", "--val-images", "12", "--size", "32", "--steps", "2"]
+    assert toy_pretrain.main(args + ["--batch", "8"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["steps"] == 2 and 0.0 <= record["val_accuracy"] <= 1.0
+    assert "held-out accuracy" in capsys.readouterr().out
+    # The standard-stem layout of model.pretrained: every backbone tensor of the toy model is filled.
+    model = build_deeplabv3plus("resnet18", 6, stem="standard", pretrained=str(out), decoder_channels=32)
+    saved = torch.load(out, weights_only=True)
+    assert torch.equal(model.backbone.conv1.weight, saved["conv1.weight"])
+    mtime = out.stat().st_mtime_ns
+    assert toy_pretrain.main(args + ["--batch", "8", "--ensure"]) == 0  # same settings: kept
+    assert out.stat().st_mtime_ns == mtime and capsys.readouterr().out == ""

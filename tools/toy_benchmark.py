@@ -1,0 +1,164 @@
+"""SupOnly vs iMAS vs the iMAS ablations on the toy data, several seeds each; a markdown table of the results.
+
+    python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
+
+Every (config, seed) trains with train_semi.py in its own run directory OUT/<config>/seed<N> (config.yaml,
+train.log, metrics.jsonl, hardness.csv, TensorBoard events; the checkpoints are deleted once the run is done
+unless --keep-checkpoints). `--jobs` runs that many trainings at once, the CPU threads split between them.
+A finished run (its result.json exists) is not trained again, so an interrupted benchmark resumes where it
+stopped. The table (OUT/results.md) and the raw numbers (OUT/results.json) give, per config, the mean ± std
+over seeds of the final and the best teacher mIoU (student mIoU for SupOnly) and of the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {  # table row -> config; the first row is the baseline the others are compared with
+    "SupOnly": "exps/toy/suponly.yaml",
+    "iMAS": "exps/toy/imas.yaml",
+    "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
+    "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
+    "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
+    "all off (mean teacher + CutMix)": "exps/toy/ablation_all_off.yaml",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="trainings run at once (default 2)")
+    p.add_argument("--out", default="training-imas-logs/toy", help="output folder")
+    p.add_argument("--rows", nargs="+", default=list(CONFIGS), help="subset of the table rows to run")
+    p.add_argument("--data", default="data/toy", help="toy data folder (generated if missing)")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--opt", nargs="*", action="extend", default=[], help="overrides for every run")
+    return p.parse_args(argv)
+
+
+def run_name(config: str) -> str:
+    return Path(config).stem
+
+
+def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Namespace) -> dict:
+    """Train one (config, seed) unless it is already done; return its result record."""
+    run_dir = out / run_name(config) / f"seed{seed}"
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [
+        sys.executable,
+        str(REPO / "train_semi.py"),
+        "--config",
+        config,
+        "--run-dir",
+        str(run_dir),
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+    ]
+    if args.opt:
+        command += ["--opt", *args.opt]
+    print(f"start  {run_name(config)} seed {seed}", flush=True)
+    start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "stdout.txt").open("a") as stdout:
+        code = subprocess.call(command, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"{config} seed {seed} failed with exit code {code}; see {run_dir}/stdout.txt")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    result = {
+        "config": config,
+        "seed": seed,
+        "final_miou": 100 * records[-1]["miou"],
+        "best_miou": 100 * max(r["miou"] for r in records),
+        "epochs": records[-1]["epoch"],
+        "model": records[-1]["model"],
+        "wall_s": round(wall, 1),
+        "threads": threads,
+    }
+    if not args.keep_checkpoints:
+        for checkpoint in run_dir.glob("*.pth"):
+            checkpoint.unlink()
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"done   {run_name(config)} seed {seed}: final {result['final_miou']:.2f} "
+        f"best {result['best_miou']:.2f} in {wall / 60:.1f} min",
+        flush=True,
+    )
+    return result
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def table(rows: dict[str, list[dict]]) -> str:
+    """Markdown: one row per config, mean ± std over its seeds."""
+    lines = [
+        "| method | config | seeds | final mIoU | best mIoU | Δ best vs first row | wall time (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    baseline = None
+    for name, results in rows.items():
+        best = statistics.mean(r["best_miou"] for r in results)
+        baseline = best if baseline is None else baseline
+        lines.append(
+            f"| {name} | `{results[0]['config']}` | {', '.join(str(r['seed']) for r in results)} | "
+            f"{mean_std([r['final_miou'] for r in results])} | "
+            f"{mean_std([r['best_miou'] for r in results])} | "
+            f"{best - baseline:+.2f} | {mean_std([r['wall_s'] / 60 for r in results])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    unknown = [row for row in args.rows if row not in CONFIGS]
+    if unknown:
+        print(f"error: unknown row {unknown[0]!r}; the rows are: {', '.join(CONFIGS)}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    subprocess.check_call([sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"], cwd=REPO)
+    subprocess.check_call([sys.executable, "tools/toy_pretrain.py", "--ensure"], cwd=REPO)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    work = [(CONFIGS[row], seed) for row in args.rows for seed in args.seeds]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda job: train_one(*job, out, threads, args), work))
+    total = time.perf_counter() - start
+    rows = {row: [r for r in results if r["config"] == CONFIGS[row]] for row in args.rows}
+    header = (
+        f"Toy benchmark: {len(args.seeds)} seeds x {len(args.rows)} configs, {args.jobs} trainings at once "
+        f"with {threads} CPU thread(s) each on {os.cpu_count()} cores; this invocation took "
+        f"{total / 60:.1f} min (runs already done are reused, not retimed).\n"
+        f"Command: python tools/toy_benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
+    )
+    text = header + table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(
+        json.dumps({"total_s": round(total, 1), "runs": results}, indent=2) + "\n"
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
