@@ -14,12 +14,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from imas.checkpoint import load_checkpoint, load_model_state
 from imas.config import EvalMode, EvalModel, load_config
 from imas.data import build_datasets, build_val_loader, class_names
 from imas.dist import cleanup, init_distributed
-from imas.engine import build_model, evaluate_model
-from imas.errors import CheckpointError, UserError, user_message
+from imas.engine import evaluate_model, load_trained_model
+from imas.errors import UserError, user_message
 from imas.logging import setup_logging
 
 
@@ -52,22 +51,9 @@ def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, overrides)
     info = init_distributed(args.device)
     log = setup_logging(None, info.is_main)
-    ckpt = load_checkpoint(args.checkpoint)
-    which = cfg.eval.model.value
-    if which not in ckpt:
-        if which == "teacher" and "model" in ckpt:
-            log.info("checkpoint has no teacher (a supervised run): evaluating its model")
-            which = "model"
-        else:
-            raise CheckpointError(f"checkpoint {args.checkpoint} holds no {which!r} weights")
-    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
-    if stored_classes is not None and stored_classes != cfg.data.num_classes:
-        raise CheckpointError(
-            f"checkpoint {args.checkpoint} predicts {stored_classes} classes but the config has "
-            f"data.num_classes {cfg.data.num_classes}"
-        )
-    model = build_model(cfg, info, pretrained=False)
-    load_model_state(model, ckpt[which], args.checkpoint)
+    model, which, ckpt = load_trained_model(cfg, args.checkpoint, cfg.eval.model.value, info)
+    if which == "model" and cfg.eval.model.value == "teacher":
+        log.info("checkpoint has no teacher (a supervised run): evaluating its model")
 
     datasets = build_datasets(cfg.data, with_unlabeled=False)
     loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)

@@ -114,6 +114,33 @@ def evaluate_model(
         model.train(was_training)
 
 
+def load_trained_model(
+    cfg: Config, checkpoint: str | Path, which: str, info: DistInfo
+) -> tuple[nn.Module, str, dict[str, Any]]:
+    """The model of a training checkpoint, ready for inference (eval mode, on info.device).
+
+    which: "teacher" or "student"; a supervised run's checkpoint has no teacher, so its "model" is used.
+    Returns (model, the checkpoint key that was loaded, the checkpoint). A checkpoint without those weights or
+    with another class count than the config is a CheckpointError naming the file.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    key = {"teacher": "teacher", "student": "model"}[which]
+    if key not in ckpt and which == "teacher" and "model" in ckpt:
+        key = "model"  # a supervised run: its only model
+    if key not in ckpt:
+        raise CheckpointError(f"checkpoint {checkpoint} holds no {which!r} weights")
+    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
+    if stored_classes is not None and stored_classes != cfg.data.num_classes:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} predicts {stored_classes} classes but the config has "
+            f"data.num_classes {cfg.data.num_classes}"
+        )
+    model = build_model(cfg, info, pretrained=False)
+    load_model_state(model, ckpt[key], checkpoint)
+    model.eval()
+    return model, key, ckpt
+
+
 # --------------------------------------------------------------------------------------------- state
 
 

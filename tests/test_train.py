@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -273,6 +274,46 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
     assert [r["model"] for r in records] == ["teacher", "teacher"]
     log = (run_dir / "train.log").read_text()
     assert "easiness" in log and "cutmix_rate" in log and "student mIoU" in log
+    # eval.py evaluates either model of an iMAS checkpoint.
+    for which in ("teacher", "student"):
+        out = tmp_path / f"{which}.json"
+        args = ["--config", str(config), "--checkpoint", str(run_dir / "latest.pth"), "--model", which]
+        assert eval_cli.main(args + ["--output", str(out), "--device", "cpu"]) == 0
+        assert json.loads(out.read_text())["model"] == {"teacher": "teacher", "student": "model"}[which]
+    teacher_miou = json.loads((tmp_path / "teacher.json").read_text())["miou"]
+    assert teacher_miou == pytest.approx(records[-1]["miou"], abs=1e-6)
+    check_predict(tmp_path, toy, run_dir / "latest.pth")
+
+
+def check_predict(tmp_path: Path, toy: Path, checkpoint: Path) -> None:
+    """predict.py on a folder with two images and a broken file, then on a glob, then on nothing readable."""
+    from PIL import Image
+
+    import predict as predict_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image_id in ("val_0000", "val_0001"):
+        (photos / f"{image_id}.jpg").write_bytes((toy / "JPEGImages" / f"{image_id}.jpg").read_bytes())
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    code = predict_cli.main(["--checkpoint", str(checkpoint), "--input", str(photos), "--output", str(out)])
+    assert code == 0
+    for image_id in ("val_0000", "val_0001"):
+        index = Image.open(out / f"{image_id}.png")
+        source = Image.open(photos / f"{image_id}.jpg")
+        assert index.mode == "P" and index.size == source.size
+        assert int(np.asarray(index).max()) < 6  # class indices, not colours
+        assert Image.open(out / f"{image_id}_overlay.jpg").size == source.size
+    assert not (out / "broken.png").exists()
+    code = predict_cli.main(
+        ["--checkpoint", str(checkpoint), "--input", str(photos / "val_*.jpg"), "--output", str(out / "g")]
+    )
+    assert code == 0 and len(list((out / "g").glob("*_overlay.jpg"))) == 2
+    code = predict_cli.main(
+        ["--checkpoint", str(checkpoint), "--input", str(photos / "broken.jpg"), "--output", str(out / "b")]
+    )
+    assert code == 2
 
 
 def test_repeated_opt_flags_accumulate():

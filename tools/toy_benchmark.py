@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,14 @@ CONFIGS = {  # table row -> config; the first row is the baseline the others are
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
     "all off (mean teacher + CutMix)": "exps/toy/ablation_all_off.yaml",
 }
+
+
+_print_lock = threading.Lock()  # the pool's threads print whole lines
+
+
+def say(text: str) -> None:
+    with _print_lock:
+        print(text, flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +79,7 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     ]
     if args.opt:
         command += ["--opt", *args.opt]
-    print(f"start  {run_name(config)} seed {seed}", flush=True)
+    say(f"start  {run_name(config)} seed {seed}")
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "stdout.txt").open("a") as stdout:
@@ -93,10 +102,9 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
         for checkpoint in run_dir.glob("*.pth"):
             checkpoint.unlink()
     result_file.write_text(json.dumps(result, indent=2) + "\n")
-    print(
+    say(
         f"done   {run_name(config)} seed {seed}: final {result['final_miou']:.2f} "
-        f"best {result['best_miou']:.2f} in {wall / 60:.1f} min",
-        flush=True,
+        f"best {result['best_miou']:.2f} in {wall / 60:.1f} min"
     )
     return result
 
@@ -135,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    subprocess.check_call([sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"], cwd=REPO)
-    subprocess.check_call([sys.executable, "tools/toy_pretrain.py", "--ensure"], cwd=REPO)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     work = [(CONFIGS[row], seed) for row in args.rows for seed in args.seeds]
+    if any(not (out / run_name(c) / f"seed{s}" / "result.json").is_file() for c, s in work):
+        # The toy data and its pretrained backbone, made once (kept when already current).
+        subprocess.check_call(
+            [sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"], cwd=REPO
+        )
+        subprocess.check_call([sys.executable, "tools/toy_pretrain.py", "--ensure"], cwd=REPO)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda job: train_one(*job, out, threads, args), work))
