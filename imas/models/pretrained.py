@@ -18,7 +18,12 @@ from imas.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-_PREFIXES = ("module.", "backbone.")  # DDP wrapper, then a segmentation model's backbone attribute
+_PREFIXES = (
+    "module.",
+    "model.",
+    "encoder.",
+    "backbone.",
+)  # wrappers: DDP, Lightning-style, segmentation models
 
 
 @dataclass
@@ -30,7 +35,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
 
 
-def _read_state_dict(path: str) -> dict[str, Tensor]:
+def read_state_dict(path: str) -> dict[str, Tensor]:
     """The tensors of a plain state_dict or of the one under "state_dict" / "model", prefixes stripped."""
     if not os.path.isfile(path):
         raise CheckpointError(f"pretrained backbone file {path} does not exist")
@@ -58,7 +63,7 @@ def _read_state_dict(path: str) -> dict[str, Tensor]:
     return tensors
 
 
-def _hint(model_keys: Mapping[str, Tensor], ckpt: Mapping[str, Tensor]) -> str:
+def mismatch_hint(model_keys: Mapping[str, Tensor], ckpt: Mapping[str, Tensor]) -> str:
     """The most likely reason a checkpoint does not fit, phrased as what to change."""
     ckpt_standard = "conv1.weight" in ckpt and ckpt["conv1.weight"].ndim == 4
     ckpt_deep = "conv1.0.weight" in ckpt
@@ -79,7 +84,7 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
     other extra keys are reported and logged, not fatal.
     ``num_batches_tracked`` counters may be absent (converted checkpoints often lack them).
     """
-    ckpt = _read_state_dict(path)
+    ckpt = read_state_dict(path)
     expected = backbone.state_dict()
     report = LoadReport()
 
@@ -88,14 +93,15 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
         k = mismatched[0]
         raise CheckpointError(
             f"pretrained backbone file {path} has {k} of shape {tuple(ckpt[k].shape)} but the model expects "
-            f"{tuple(expected[k].shape)} ({len(mismatched)} tensors differ in shape); {_hint(expected, ckpt)}"
+            f"{tuple(expected[k].shape)} ({len(mismatched)} tensors differ in shape); "
+            f"{mismatch_hint(expected, ckpt)}"
         )
     required = [k for k in expected if not k.endswith("num_batches_tracked")]
     report.missing = [k for k in required if k not in ckpt]
     if report.missing:
         raise CheckpointError(
             f"pretrained backbone file {path} leaves {len(report.missing)} of {len(required)} backbone "
-            f"tensors unloaded (e.g. {report.missing[0]}); {_hint(expected, ckpt)}"
+            f"tensors unloaded (e.g. {report.missing[0]}); {mismatch_hint(expected, ckpt)}"
         )
     report.loaded = [k for k in expected if k in ckpt]
     report.unexpected = [k for k in ckpt if k not in expected and not k.startswith("fc.")]
