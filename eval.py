@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from imas.checkpoint import load_checkpoint
 from imas.config import EvalMode, EvalModel, load_config
 from imas.data import build_datasets, build_val_loader, class_names
 from imas.dist import cleanup, init_distributed
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, overrides)
     info = init_distributed(args.device)
     log = setup_logging(None, info.is_main)
-    model, which, ckpt = load_trained_model(cfg, args.checkpoint, cfg.eval.model.value, info)
+    ckpt = load_checkpoint(args.checkpoint)
+    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
     if which == "model" and cfg.eval.model.value == "teacher":
         log.info("checkpoint has no teacher (a supervised run): evaluating its model")
 

@@ -29,7 +29,7 @@ from imas.checkpoint import load_checkpoint
 from imas.config import Config, EvalMode, EvalModel, apply_override, from_dict, load_config, validate
 from imas.data import palette
 from imas.dist import DistInfo
-from imas.engine import AUTOCAST_DTYPES, load_trained_model
+from imas.engine import AUTOCAST_DTYPES, inference_options, load_trained_model
 from imas.errors import ConfigError, DataError, UserError, user_message
 from imas.inference import normalize, predict
 from imas.logging import Progress, setup_logging
@@ -74,7 +74,7 @@ def find_images(spec: str) -> list[Path]:
     return files
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
+def resolve_config(args: argparse.Namespace, ckpt: dict) -> Config:
     overrides = list(args.opt)
     if args.model:
         overrides.append(f"eval.model={args.model}")
@@ -82,7 +82,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
         overrides.append(f"eval.mode={args.mode}")
     if args.config:
         return load_config(args.config, overrides)
-    stored = load_checkpoint(args.checkpoint).get("config")
+    stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ConfigError(f"checkpoint {args.checkpoint} stores no config; pass --config")
     cfg = from_dict(stored)
@@ -105,17 +105,20 @@ def output_names(files: list[Path]) -> list[str]:
 def run(args: argparse.Namespace) -> tuple[int, list[str]]:
     """Predict every input image; returns (images written, messages about the skipped ones)."""
     setup_logging(None, is_main=True)
-    cfg = resolve_config(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = resolve_config(args, ckpt)
     files = find_images(args.input)
     use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))
-    model, which, _ = load_trained_model(cfg, args.checkpoint, cfg.eval.model.value, info)
+    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
     colours = np.array(palette(cfg.data), dtype=np.uint8)
     flat_palette = colours.flatten().tolist()
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    e, dtype = cfg.eval, AUTOCAST_DTYPES[cfg.train.precision]
-    log.info("%d images, %s weights of %s, %s inference", len(files), which, args.checkpoint, e.mode.value)
+    dtype = AUTOCAST_DTYPES[cfg.train.precision]
+    log.info(
+        "%d images, %s weights of %s, %s inference", len(files), which, args.checkpoint, cfg.eval.mode.value
+    )
     progress = Progress(0, len(files))
     written, skipped = 0, []
     for done, (file, name) in enumerate(zip(files, output_names(files)), start=1):
@@ -128,16 +131,7 @@ def run(args: argparse.Namespace) -> tuple[int, list[str]]:
             continue
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(info.device)
         with torch.autocast(info.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            probs = predict(
-                model,
-                normalize(x),
-                mode=e.mode.value,
-                window=e.window,
-                stride=e.stride or None,
-                scales=e.scales,
-                flip=e.flip,
-                batch_size=e.batch_size,
-            )
+            probs = predict(model, normalize(x), **inference_options(cfg))
         labels = probs.argmax(1)[0].to("cpu", torch.uint8).numpy()
         index_png = Image.fromarray(labels, mode="P")
         index_png.putpalette(flat_palette)

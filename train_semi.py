@@ -147,7 +147,7 @@ def imas_step(
     # 5. CutMix view from the weak views, pseudo-labels and confidences, decided per group.
     views = [normalize(labeled["image"])] + ([u_w] if sm.weak_in_batch else []) + [normalize(intensity)]
     fired = torch.zeros(b, dtype=torch.bool, device=device)
-    keep = fired.nonzero().squeeze(1)
+    keep = torch.zeros(0, dtype=torch.long, device=device)  # indices of images whose group fired
     if sm.cutmix is not CutMixTrigger.off:
         fixed_p = sm.cutmix_p if sm.cutmix is CutMixTrigger.fixed else None
         fired = cutmix.per_image(cutmix.trigger(easiness, sm.group_size, fixed_p=fixed_p), sm.group_size)

@@ -88,11 +88,23 @@ def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) 
     return out
 
 
+def inference_options(cfg: Config) -> dict[str, Any]:
+    """cfg.eval as the keyword arguments of imas.inference.predict / evaluate."""
+    e = cfg.eval
+    return {
+        "mode": e.mode.value,
+        "window": e.window,
+        "stride": e.stride or None,
+        "scales": e.scales,
+        "flip": e.flip,
+        "batch_size": e.batch_size,
+    }
+
+
 def evaluate_model(
     cfg: Config, model: nn.Module, loader: Any, device: torch.device, progress: bool = False
 ) -> Any:
     """Confusion matrix of `model` on the val loader with cfg.eval's mode, scales and flip (all ranks)."""
-    e = cfg.eval
     was_training = model.training
     model.eval()
     try:
@@ -101,12 +113,7 @@ def evaluate_model(
             loader,
             num_classes=cfg.data.num_classes,
             device=device,
-            mode=e.mode.value,
-            window=e.window,
-            stride=e.stride or None,
-            scales=e.scales,
-            flip=e.flip,
-            batch_size=e.batch_size,
+            **inference_options(cfg),
             autocast_dtype=AUTOCAST_DTYPES[cfg.train.precision],
             progress=progress,
         )
@@ -115,15 +122,15 @@ def evaluate_model(
 
 
 def load_trained_model(
-    cfg: Config, checkpoint: str | Path, which: str, info: DistInfo
-) -> tuple[nn.Module, str, dict[str, Any]]:
-    """The model of a training checkpoint, ready for inference (eval mode, on info.device).
+    cfg: Config, ckpt: dict[str, Any], checkpoint: str | Path, which: str, info: DistInfo
+) -> tuple[nn.Module, str]:
+    """The model of a training checkpoint `ckpt` (read from `checkpoint` by load_checkpoint), ready for
+    inference (eval mode, on info.device).
 
     which: "teacher" or "student"; a supervised run's checkpoint has no teacher, so its "model" is used.
-    Returns (model, the checkpoint key that was loaded, the checkpoint). A checkpoint without those weights or
-    with another class count than the config is a CheckpointError naming the file.
+    Returns (model, the checkpoint key that was loaded). A checkpoint without those weights or with another
+    class count than the config is a CheckpointError naming the file.
     """
-    ckpt = load_checkpoint(checkpoint)
     key = {"teacher": "teacher", "student": "model"}[which]
     if key not in ckpt and which == "teacher" and "model" in ckpt:
         key = "model"  # a supervised run: its only model
@@ -138,7 +145,7 @@ def load_trained_model(
     model = build_model(cfg, info, pretrained=False)
     load_model_state(model, ckpt[key], checkpoint)
     model.eval()
-    return model, key, ckpt
+    return model, key
 
 
 # --------------------------------------------------------------------------------------------- state
