@@ -1,0 +1,104 @@
+"""Every config in exps/ loads, and the paper-table configs carry the released hyper-parameters (spec §10)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from imas.config import Config, load_config
+
+EXPS = Path(__file__).resolve().parents[1] / "exps"
+ALL = sorted(EXPS.rglob("*.yaml"))
+PAPER = [p for p in ALL if p.parts[-4] in ("pascal", "cityscapes") or p.parts[-3] in ("pascal", "cityscapes")]
+
+
+def test_every_published_cell_has_a_config() -> None:
+    names = {p.relative_to(EXPS).as_posix() for p in PAPER}
+    expected = set()
+    for backbone in ("r50", "r101"):
+        for n in (662, 1323, 2646):
+            expected |= {f"pascal/blended/{backbone}_{n}/{m}.yaml" for m in ("imas", "imas_os8", "suponly")}
+    for n in (92, 183, 366, 732, 1464):
+        expected |= {f"pascal/classic/r101_{n}/{m}.yaml" for m in ("imas", "suponly")}
+    for n in (186, 372, 744, 1488):
+        expected |= {f"cityscapes/r50_{n}/{m}.yaml" for m in ("imas_os16", "imas_os8", "suponly")}
+    assert names == expected
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.relative_to(EXPS).as_posix())
+def test_config_loads(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.relative_to(EXPS).as_posix())
+def test_paper_config_hyper_parameters(path: Path) -> None:
+    cfg, text = load_config(path), path.read_text()
+    imas = path.stem.startswith("imas")
+    backbone, n = path.parent.name.split("_")
+    gpus = int(re.search(r"^# Run: sh single_run.sh (\S+) (\d+)$", text, re.M).group(2))
+    assert (
+        re.search(r"^# Run: sh single_run.sh exps/(\S+) ", text, re.M).group(1)
+        == path.relative_to(EXPS).as_posix()
+    )
+    # the header states the global batch, the group size and how to run on fewer GPUs
+    assert (
+        f"Global batch 16 labeled + 16 unlabeled = {gpus} GPUs x train.batch_size {cfg.train.batch_size}"
+        in text
+    )
+    assert "scale the\n# learning rate linearly" in text and "Split family" in text
+    assert gpus * cfg.train.batch_size == 16
+    assert cfg.train.method.value == ("imas" if imas else "supervised")
+    assert cfg.model.backbone == {"r50": "resnet50", "r101": "resnet101"}[backbone]
+    assert cfg.model.stem.value == "deep" and cfg.model.multi_grid == imas
+    assert cfg.model.pretrained == f"pretrained/{cfg.model.backbone}.pth"
+    assert cfg.model.output_stride == (8 if path.stem.endswith("os8") else 16)
+    assert cfg.optim.kind.value == "sgd" and cfg.optim.momentum == 0.9 and cfg.optim.poly_power == 0.9
+    if imas:
+        assert cfg.semi.lambda_u == 3.0 and cfg.semi.ema_decay == 0.996 and cfg.semi.num_ops == 2
+        assert (
+            cfg.semi.weighting.value,
+            cfg.semi.adaptive.value,
+            cfg.semi.cutmix.value,
+            cfg.semi.pairing.value,
+        ) == (
+            "easiness",
+            "mix",
+            "easiness",
+            "easy_hard",
+        )
+        assert cfg.semi.threshold == (0.95 if "pascal" in path.parts else 0.7)
+        assert cfg.semi.group_size == cfg.train.batch_size  # one CutMix group per released GPU
+    assert cfg.eval.model.value == ("teacher" if imas else "student")
+    d = cfg.data
+    if "pascal" in path.parts:
+        protocol = path.parts[-3]
+        assert d.dataset.value == "voc" and d.num_classes == 21 and d.label_dir == "SegmentationClassAug"
+        assert d.labeled_split == f"splits/pascal/{protocol}/{n}/labeled.txt"
+        assert d.val_split == "splits/pascal/val.txt"
+        assert (d.crop_size, d.resize.value, d.long_side) == (513, "long_side", [250, 1000])
+        assert (cfg.optim.lr, cfg.optim.decoder_lr_mult, cfg.optim.weight_decay) == (1e-3, 10.0, 1e-4)
+        assert cfg.train.epochs == 80 and cfg.loss.kind.value == "ce" and not cfg.model.aux_head
+        assert cfg.eval.mode.value == "whole" and gpus == 4
+    else:
+        assert d.dataset.value == "cityscapes" and d.num_classes == 19
+        assert d.labeled_split == f"splits/cityscapes/{n}/labeled.txt"
+        assert d.val_split == "splits/cityscapes/val.txt"
+        assert (d.crop_size, d.resize.value, d.base_size, d.scale_range) == (
+            769,
+            "scale",
+            [1024, 2048],
+            [0.5, 2.0],
+        )
+        assert (cfg.optim.lr, cfg.optim.decoder_lr_mult, cfg.optim.weight_decay) == (1e-2, 1.0, 5e-4)
+        assert cfg.train.epochs == 240 and cfg.model.aux_head
+        assert (cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight) == (
+            "ohem",
+            0.7,
+            100000,
+            0.4,
+        )
+        assert (cfg.eval.mode.value, cfg.eval.window, cfg.eval.stride) == ("sliding", 769, 0)
+        assert gpus == (8 if cfg.model.output_stride == 8 else 4)
+    assert d.unlabeled_split == d.labeled_split.replace("labeled.txt", "unlabeled.txt")
