@@ -95,3 +95,10 @@ def test_ensure_keeps_a_current_dataset_and_rewrites_an_outdated_one(tmp_path: P
     assert main(args + ["--ensure"]) == 0
     assert "writing it again" in capsys.readouterr().out
     assert is_current(tmp_path, 0, {"labeled": 2, "unlabeled": 2, "val": 1})
+
+
+def test_committed_toy_splits_are_the_generators(toy_root: Path) -> None:
+    """The toy configs read splits/toy/; those lists must be exactly what the generator writes."""
+    committed = Path(__file__).resolve().parents[1] / "splits" / "toy"
+    for split in SPLIT_SIZES:
+        assert (committed / f"{split}.txt").read_text() == (toy_root / "splits" / f"{split}.txt").read_text()

@@ -84,17 +84,20 @@ def make_toy_dataset(root: str | Path, seed: int = 0, sizes: dict[str, int] | No
             raise ValueError(
                 f"toy split sizes must be positive counts for {', '.join(_SPLIT_CODES)}: {sizes}"
             )
-        ids = []
-        for index in range(count):
-            image_id = f"{split}_{index:04d}"
+        ids = toy_split_ids(split, count)
+        for index, image_id in enumerate(ids):
             image, label = make_toy_sample(seed, split, index)
             Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
             Image.fromarray(label, mode="L").save(root / "SegmentationClassAug" / f"{image_id}.png")
-            ids.append(image_id)
         (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     (root / "class_names.txt").write_text("\n".join(TOY_CLASSES) + "\n")
     (root / VERSION_FILE).write_text(_version_text(seed, sizes))  # last: marks the dataset complete
     return root
+
+
+def toy_split_ids(split: str, count: int) -> list[str]:
+    """The ids of a toy split, as its list file holds them (`splits/toy/` keeps the default ones)."""
+    return [f"{split}_{index:04d}" for index in range(count)]
 
 
 def make_toy_sample(seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
