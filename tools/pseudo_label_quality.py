@@ -1,0 +1,171 @@
+"""How good would a checkpoint's pseudo-labels be? Coverage and precision of its confident pixels, per class.
+
+    python tools/pseudo_label_quality.py --config exps/toy/imas.yaml --checkpoint runs/toy/imas/latest.pth \
+        [--model teacher|student] [--split val|unlabeled|labeled] [--threshold 0.95] [--limit N] [--output F]
+
+iMAS trains the student on the teacher's pseudo-labels wherever the teacher's confidence is at least tau
+(semi.threshold). On images that do have masks (the val split, or unlabeled images whose masks you hold back,
+as the toy's are) this counts, per ground-truth class, the share of its pixels where the model is confident
+(coverage) and the share of those it labels correctly (correct); over all pixels and over the non-background
+ones, the coverage and the precision of the confident pixels; and the share of non-background pixels
+confidently called background (class 0), the usual direction of confirmation bias. Prediction follows
+the config's eval section (whole or sliding, scales, flip). Unlabeled entries without a mask are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from imas.checkpoint import load_checkpoint  # noqa: E402
+from imas.config import EvalModel, load_config  # noqa: E402
+from imas.data import class_names  # noqa: E402
+from imas.data.io import read_image, read_label  # noqa: E402
+from imas.data.layouts import resolve_entries  # noqa: E402
+from imas.data.splits import read_split  # noqa: E402
+from imas.dist import init_distributed  # noqa: E402
+from imas.engine import inference_options, load_trained_model  # noqa: E402
+from imas.errors import UserError, user_message  # noqa: E402
+from imas.inference import normalize, predict  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--model", choices=[m.value for m in EvalModel], default="teacher")
+    p.add_argument("--split", choices=["val", "unlabeled", "labeled"], default="val")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="confidence threshold (default: semi.threshold)"
+    )
+    p.add_argument("--limit", type=int, default=0, help="use the first N images of the split (0 = all)")
+    p.add_argument("--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
+    p.add_argument("--output", default=None, help="also write the numbers as JSON here")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p.parse_args(argv)
+
+
+def confident_confusion(
+    probs: torch.Tensor, label: torch.Tensor, threshold: float, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """probs [K, H, W], label long [H, W] -> (confusion of the confident pixels [K, K] (rows: ground truth,
+    columns: prediction), ground-truth pixel count per class [K]); label 255 is left out of both."""
+    confidence, prediction = probs.max(dim=0)
+    valid = label != 255
+    gt_count = torch.bincount(label[valid], minlength=num_classes)
+    keep = valid & (confidence >= threshold)
+    pairs = label[keep] * num_classes + prediction[keep]
+    return torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes), gt_count
+
+
+def summarize(confusion: np.ndarray, gt_count: np.ndarray, names: list[str]) -> dict:
+    """The report's numbers from the summed confident confusion [K, K] and ground-truth counts [K]."""
+    confident = confusion.sum(axis=1)
+    objects = slice(1, None)
+
+    def share(a: float, b: float) -> float | None:
+        return round(float(a) / float(b), 4) if b else None
+
+    return {
+        "coverage": share(confident.sum(), gt_count.sum()),
+        "precision": share(np.trace(confusion), confident.sum()),
+        "object_coverage": share(confident[objects].sum(), gt_count[objects].sum()),
+        "object_precision": share(np.trace(confusion[objects, objects]), confident[objects].sum()),
+        "object_called_background": share(confusion[objects, 0].sum(), gt_count[objects].sum()),
+        "per_class": {
+            name: {
+                "pixels": int(gt_count[k]),
+                "coverage": share(confident[k], gt_count[k]),
+                "correct": share(confusion[k, k], confident[k]),
+            }
+            for k, name in enumerate(names)
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = load_config(args.config, args.opt)
+    threshold = cfg.semi.threshold if args.threshold is None else args.threshold
+    if not 0 < threshold < 1:
+        raise UserError(f"--threshold must be in (0, 1), got {threshold}")
+    split_file = {
+        "val": cfg.data.val_split,
+        "unlabeled": cfg.data.unlabeled_split,
+        "labeled": cfg.data.labeled_split,
+    }
+    path = split_file[args.split]
+    if not path:
+        raise UserError(f"the config names no {args.split} split")
+    entries = resolve_entries(read_split(path), cfg.data, path)
+    entries = [e for e in entries if e[2].is_file()]  # unlabeled images may have no mask
+    if args.limit:
+        entries = entries[: args.limit]
+    if not entries:
+        raise UserError(f"no image of the {args.split} split ({path}) has a mask to compare with")
+    info = init_distributed(args.device)
+    model, which = load_trained_model(
+        cfg, load_checkpoint(args.checkpoint), args.checkpoint, args.model, info
+    )
+    k = cfg.data.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    gt_count = torch.zeros(k, dtype=torch.long)
+    with torch.inference_mode():
+        for number, (_, image_path, label_path) in enumerate(entries, start=1):
+            image = torch.from_numpy(np.array(read_image(image_path))).permute(2, 0, 1)[None]
+            label = torch.from_numpy(np.array(read_label(label_path, k))).long()
+            probs = predict(model, normalize(image.to(info.device)), **inference_options(cfg))[0].cpu()
+            c, g = confident_confusion(probs, label, threshold, k)
+            confusion += c
+            gt_count += g
+            if number % 50 == 0 or number == len(entries):
+                print(
+                    f"\r{number}/{len(entries)} images",
+                    end="\n" if number == len(entries) else "",
+                    flush=True,
+                )
+    report = summarize(confusion.numpy(), gt_count.numpy(), class_names(cfg.data))
+    return (
+        {"checkpoint": args.checkpoint, "model": which, "split": args.split, "images": len(entries)}
+        | {"threshold": threshold}
+        | report
+    )
+
+
+def print_report(result: dict) -> None:
+    def pct(v: float | None) -> str:
+        return "  -  " if v is None else f"{100 * v:5.1f}"
+
+    r = result
+    print(f"{r['model']} of {r['checkpoint']} on {r['images']} {r['split']} images, tau {r['threshold']}")
+    print(f"{'class':<16} {'pixels':>10} {'coverage %':>11} {'correct %':>10}")
+    for name, row in r["per_class"].items():
+        print(f"{name:<16} {row['pixels']:>10} {pct(row['coverage']):>11} {pct(row['correct']):>10}")
+    print(f"{'all':<16} {'':>10} {pct(r['coverage']):>11} {pct(r['precision']):>10}")
+    print(
+        f"{'objects (k > 0)':<16} {'':>10} {pct(r['object_coverage']):>11} {pct(r['object_precision']):>10}"
+    )
+    print(f"object pixels confidently called background: {pct(result['object_called_background']).strip()} %")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except UserError as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 2
+    print_report(result)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
