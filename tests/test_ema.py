@@ -18,7 +18,9 @@ def train_step(model: nn.Module, seed: int) -> None:
     """One SGD step in train mode: moves parameters, BN running stats and num_batches_tracked."""
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    # Weight decay moves every parameter: the first conv's bias feeds a BN, so its gradient is 0 up to
+    # rounding (exactly 0 with one thread), and without decay it could stay equal in teacher and student.
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
     opt.zero_grad()
     model(torch.randn(2, 3, 5, 5, generator=gen)).square().mean().backward()
     opt.step()
