@@ -42,11 +42,13 @@ def test_paper_config_hyper_parameters(path: Path) -> None:
         re.search(r"^# Run: sh single_run.sh exps/(\S+) ", text, re.M).group(1)
         == path.relative_to(EXPS).as_posix()
     )
-    # the header states the global batch, the group size and how to run on fewer GPUs
+    # the header states the global batch (and for iMAS the group size) and how to run on fewer GPUs
+    batch = f"= {gpus} GPUs x train.batch_size {cfg.train.batch_size}"
     assert (
-        f"Global batch 16 labeled + 16 unlabeled = {gpus} GPUs x train.batch_size {cfg.train.batch_size}"
-        in text
-    )
+        f"Global batch 16 labeled + 16 unlabeled {batch}"
+        if imas
+        else f"Global batch 16 labeled images {batch}"
+    ) in text
     assert "scale the\n# learning rate linearly" in text and "Split family" in text
     assert gpus * cfg.train.batch_size == 16
     assert cfg.train.method.value == ("imas" if imas else "supervised")
