@@ -45,8 +45,12 @@ def test_pascal_protocols(tmp_path: Path) -> None:
     voc, sbd, fine, val, train_aug = fake_voc(tmp_path)
     assert len(train_aug) == 90
     out = tmp_path / "splits"
-    args = ["pascal", "--voc", str(voc), "--sbd", str(sbd), "--out", str(out), "--classic", "5", "10", "30"]
-    assert make_splits.main([*args, "--blended", "8", "16"]) == 0
+
+    def pascal(folder: Path, *extra: str) -> int:
+        common = ["--voc", str(voc), "--sbd", str(sbd), "--out", str(folder), "--classic", "5", "10", "30"]
+        return make_splits.main(["pascal", *common, *extra])
+
+    assert pascal(out, "--blended", "8", "16") == 0
 
     assert set(lines(out / "val.txt")) == val
     for protocol, sizes, pool in (("classic", (5, 10, 30), fine), ("blended", (8, 16), train_aug)):
@@ -74,13 +78,11 @@ def test_pascal_protocols(tmp_path: Path) -> None:
 
     # Same inputs and seed: byte-identical; another seed: another draw.
     again, other = tmp_path / "again", tmp_path / "other"
-    assert make_splits.main([*args[:-4], "--out", str(again), *args[-4:], "--blended", "8", "16"]) == 0
+    assert pascal(again, "--blended", "8", "16") == 0
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
-    assert (
-        make_splits.main([*args[:-4], "--out", str(other), "--seed", "1", *args[-4:], "--blended", "8"]) == 0
-    )
+    assert pascal(other, "--seed", "1", "--blended", "8") == 0
     assert lines(other / "classic/5/labeled.txt") != lines(out / "classic/5/labeled.txt")
 
 
@@ -101,18 +103,19 @@ def test_pascal_pool_from_segmentation_class_aug(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("sbd_arg", "extra", "message"),
     [
-        (["--classic", "31"], "cannot draw 31 labeled images from the 30 of the classic pool"),
-        (["--sbd", "nowhere"], "nowhere/train.txt does not exist"),
-        ([], "SegmentationClassAug does not exist"),
+        ("sbd", ["--classic", "31"], "cannot draw 31 labeled images from the 30 of the classic pool"),
+        ("nowhere", [], "nowhere/train.txt does not exist"),
+        (None, [], "SegmentationClassAug does not exist"),
     ],
 )
-def test_pascal_errors(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+def test_pascal_errors(tmp_path: Path, capsys, sbd_arg: str | None, extra: list[str], message: str) -> None:
     voc, sbd, *_ = fake_voc(tmp_path)
-    if extra[:1] == ["--classic"]:
-        extra = ["--sbd", str(sbd), *extra]
-    assert make_splits.main(["pascal", "--voc", str(voc), "--out", str(tmp_path / "s"), *extra]) == 2
+    sbd_args = [] if sbd_arg is None else ["--sbd", str(sbd) if sbd_arg == "sbd" else sbd_arg]
+    assert (
+        make_splits.main(["pascal", "--voc", str(voc), "--out", str(tmp_path / "s"), *sbd_args, *extra]) == 2
+    )
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imas.data.layouts import CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX  # noqa: E402
+from imas.data.splits import read_split  # noqa: E402
 from imas.errors import DataError  # noqa: E402
 
 PASCAL_SIZES = {"classic": [92, 183, 366, 732, 1464], "blended": [662, 1323, 2646, 5291]}
@@ -42,9 +43,7 @@ CITYSCAPES_SIZES = [186, 372, 744, 1488]
 
 def read_ids(path: Path) -> list[str]:
     """The ids of a VOC/SBD image-set file (one id per line)."""
-    if not path.is_file():
-        raise DataError(f"image-set file {path} does not exist")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [tokens[0] for tokens in read_split(path)]
 
 
 def pascal_pools(voc: Path, sbd: Path | None) -> dict[str, list[str]]:

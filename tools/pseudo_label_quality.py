@@ -130,11 +130,11 @@ def run(args: argparse.Namespace) -> dict:
                     end="\n" if number == len(entries) else "",
                     flush=True,
                 )
-    report = summarize(confusion.numpy(), gt_count.numpy(), class_names(cfg.data))
+    run_info = {"checkpoint": args.checkpoint, "model": which, "split": args.split, "images": len(entries)}
     return (
-        {"checkpoint": args.checkpoint, "model": which, "split": args.split, "images": len(entries)}
+        run_info
         | {"threshold": threshold}
-        | report
+        | summarize(confusion.numpy(), gt_count.numpy(), class_names(cfg.data))
     )
 
 

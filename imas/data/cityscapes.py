@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from imas.data.classes import cityscapes_label_to_train_id
+from imas.data.io import write_label
 from imas.errors import DataError
 
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -31,9 +32,7 @@ def convert_label_file(source: Path, target: Path) -> None:
             label_ids = np.asarray(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{source} cannot be read; it is corrupt or not an image ({exc})") from None
-    tmp = target.with_name(target.name + ".tmp.png")
-    Image.fromarray(label_ids_to_train_ids(label_ids), mode="L").save(tmp)
-    tmp.replace(target)  # atomic, so an interrupted run never leaves half a file that would be skipped
+    write_label(label_ids_to_train_ids(label_ids), target)
 
 
 def convert_cityscapes(

@@ -71,3 +71,11 @@ def check_same_size(image: Image.Image, label: Image.Image, label_path: Path) ->
     if image.size != label.size:
         (iw, ih), (lw, lh) = image.size, label.size
         raise DataError(f"label {label_path} is {lw}x{lh} (WxH) but its image is {iw}x{ih}")
+
+
+def write_label(values: np.ndarray, target: Path) -> None:
+    """Write uint8 [H, W] class indices as a single-channel PNG, atomically: an interrupted conversion never
+    leaves half a file that a rerun would skip as done."""
+    tmp = target.with_name(target.name + ".tmp.png")
+    Image.fromarray(values, mode="L").save(tmp)
+    tmp.replace(target)

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from imas.data.io import read_label
+from imas.data.io import read_label, write_label
 from imas.errors import DataError
 
 VOC_NUM_CLASSES = 21
@@ -35,13 +34,6 @@ def read_sbd_mat(path: Path) -> np.ndarray:
     if values.ndim != 2 or values.size == 0 or values.min() < 0 or values.max() >= VOC_NUM_CLASSES:
         raise DataError(f"{path} holds no [H, W] map of class indices 0..{VOC_NUM_CLASSES - 1}")
     return values.astype(np.uint8)
-
-
-def write_index_png(values: np.ndarray, target: Path) -> None:
-    """Write uint8 [H, W] as a single-channel PNG, atomically (an interrupted run leaves no half file)."""
-    tmp = target.with_name(target.name + ".tmp.png")
-    Image.fromarray(values, mode="L").save(tmp)
-    tmp.replace(target)
 
 
 def convert_sbd(
@@ -77,7 +69,7 @@ def convert_sbd(
                 values = read_sbd_mat(source)
             else:
                 values = np.asarray(read_label(source, VOC_NUM_CLASSES))
-            write_index_png(values, target)
+            write_label(values, target)
             written += 1
         if progress is not None:
             progress(number, len(sources), source)
