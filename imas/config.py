@@ -131,6 +131,7 @@ class ModelConfig:
     pretrained: str = ""  # path to backbone weights; "" = random init
     sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
     decoder_channels: int = 256  # ASPP and decoder width: 256 in spec section 7; smaller for the toy only
+    backbone_width: int = 64  # channels of the ResNet's layer1 (64 in every ResNet); smaller for the toy only
 
 
 @dataclass
@@ -268,6 +269,7 @@ def validate(config: Config) -> None:
         "data.num_classes": d.num_classes,
         "data.crop_size": d.crop_size,
         "model.decoder_channels": m.decoder_channels,
+        "model.backbone_width": m.backbone_width,
         "train.epochs": t.epochs,
         "train.batch_size": t.batch_size,
         "train.eval_every": t.eval_every,

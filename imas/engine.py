@@ -39,6 +39,7 @@ def build_model(cfg: Config, info: DistInfo, pretrained: bool = True) -> nn.Modu
         pretrained=(m.pretrained or None) if pretrained else None,
         stem=m.stem.value,
         decoder_channels=m.decoder_channels,
+        backbone_width=m.backbone_width,
         # SyncBatchNorm has CUDA kernels only; on CPU (gloo) each process keeps its own statistics.
         sync_bn=m.sync_bn and info.distributed and info.device.type == "cuda",
     )

@@ -50,6 +50,7 @@ def test_empty_file_gives_defaults(tmp_path):
         ("data: [1, 2]\n", ["data", "mapping"]),
         ("data:\n  crop_size: 0\n", ["data.crop_size", "at least 1"]),
         ("model:\n  output_stride: 32\n", ["model.output_stride", "8 or 16"]),
+        ("model:\n  backbone_width: 0\n", ["model.backbone_width", "at least 1"]),
         ("data:\n  num_classes: 3\n  class_names: [a, b]\n", ["class_names", "num_classes"]),
         ("data:\n  crop_size: [\n", ["not valid YAML"]),
         ("train:\n  method: imas\ndata:\n  unlabeled_split: ''\n", ["imas", "data.unlabeled_split"]),

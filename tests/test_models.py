@@ -32,14 +32,14 @@ def bn(c: int) -> int:
     return 2 * c  # weight and bias; running stats are buffers
 
 
-def expected_backbone(blocks: tuple[int, int, int, int], stem: str) -> int:
+def expected_backbone(blocks: tuple[int, int, int, int], stem: str, w: int = 64) -> int:
     if stem == "deep":
-        total = conv(3, 3, 64) + bn(64) + conv(3, 64, 64) + bn(64) + conv(3, 64, 128) + bn(128)
-        cin = 128
+        total = conv(3, 3, w) + bn(w) + conv(3, w, w) + bn(w) + conv(3, w, 2 * w) + bn(2 * w)
+        cin = 2 * w
     else:
-        total = conv(7, 3, 64) + bn(64)
-        cin = 64
-    for planes, n in zip((64, 128, 256, 512), blocks):
+        total = conv(7, 3, w) + bn(w)
+        cin = w
+    for planes, n in zip((w, 2 * w, 4 * w, 8 * w), blocks):
         cout = 4 * planes
         for j in range(n):
             c = cin if j == 0 else cout
@@ -70,6 +70,25 @@ def test_exact_parameter_counts(name, blocks, stem, aux):
     backbone, decoder = model.param_groups()
     assert len(backbone) + len(decoder) == len(list(model.parameters()))
     assert sum(p.numel() for p in backbone) == n_params(model.backbone)
+
+
+@pytest.mark.parametrize("stem", ["deep", "standard"])
+def test_narrow_backbone_parameter_counts(stem):
+    # The toy's narrower ResNets: every channel count scales with the layer1 width.
+    net = resnet50(stem=stem, width=16)
+    assert n_params(net) == expected_backbone((3, 4, 6, 3), stem, w=16)
+    assert net.channels == (64, 256, 512)
+
+
+def test_narrow_resnet18_in_deeplab():
+    model = build_deeplabv3plus("resnet18", 6, stem="standard", decoder_channels=32, backbone_width=16).eval()
+    assert model.backbone.channels == (16, 64, 128)
+    assert model.backbone.layer4[1].conv2.weight.shape == (128, 128, 3, 3)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 48, 40)).shape == (2, 6, 48, 40)
+    # A quarter of the width is about a sixteenth of the weights.
+    full = build_deeplabv3plus("resnet18", 6, stem="standard", decoder_channels=32)
+    assert 14 < n_params(full.backbone) / n_params(model.backbone) < 17
 
 
 def test_known_totals():
@@ -171,6 +190,7 @@ def test_init_and_sync_bn():
         ({"backbone": "resnet34"}, ["resnet34", "resnet18", "resnet50", "resnet101"]),
         ({"output_stride": 32}, ["8", "16"]),
         ({"stem": "wide"}, ["wide", "deep", "standard"]),
+        ({"backbone_width": 0}, ["width", "0"]),
     ],
 )
 def test_bad_arguments(kwargs, words):

@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> dict:
         "backbone": cfg.model.backbone,
         "stem": cfg.model.stem.value,
         "decoder_channels": cfg.model.decoder_channels,
+        "backbone_width": cfg.model.backbone_width,
         "output_stride": cfg.model.output_stride,
         "crop": s,
         "batch": b,

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=400, help="iterations of batch --batch (default 400)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=64, help="ResNet-18 layer1 channels (model.backbone_width)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensure", action="store_true", help="do nothing if --out was made with these settings")
     return p.parse_args(argv)
@@ -53,9 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Classifier(nn.Module):
     """Backbone + global average pooling + linear head: x [B, 3, H, W] -> logits [B, num_classes]."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, width: int = 64) -> None:
         super().__init__()
-        self.backbone = resnet18(output_stride=16, stem="standard")
+        self.backbone = resnet18(output_stride=16, stem="standard", width=width)
         self.head = nn.Linear(self.backbone.channels[2], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ def make_images(seed: int, start: int, count: int, size: int) -> tuple[torch.Ten
 
 
 def settings(args: argparse.Namespace) -> dict:
-    keys = ("images", "val_images", "size", "steps", "batch", "lr", "seed")
+    keys = ("images", "val_images", "size", "steps", "batch", "lr", "seed", "width")
     return {"version": VERSION} | {k: getattr(args, k) for k in keys}
 
 
@@ -94,7 +95,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         f"generated {args.images} + {args.val_images} images in {time.perf_counter() - start:.1f} s",
         flush=True,
     )
-    model = Classifier(len(PRETRAIN_CLASSES))
+    model = Classifier(len(PRETRAIN_CLASSES), args.width)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     record = Path(args.out).with_suffix(".json")
     if args.ensure and Path(args.out).is_file() and record.is_file():
         done = json.loads(record.read_text())
+        done.setdefault("width", 64)  # records from before --width existed were all made at width 64
         if {k: done.get(k) for k in settings(args)} == settings(args):
             return 0
     result = pretrain(args)

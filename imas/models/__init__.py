@@ -32,11 +32,13 @@ def build_deeplabv3plus(
     stem: str = "deep",
     sync_bn: bool = False,
     decoder_channels: int = 256,
+    backbone_width: int = 64,
 ) -> nn.Module:
     """DeepLabv3+ of spec §7, randomly initialised, then the backbone loaded from ``pretrained`` if given.
 
     ``model(x)``: x [B, 3, H, W] -> logits [B, K, H, W] (train mode with ``aux_head``: (logits, aux_logits)).
     ``decoder_channels``: width of ASPP and the decoder (256 in spec §7; smaller only for the toy).
+    ``backbone_width``: channels of the backbone's layer1 (64 in every ResNet; smaller only for the toy).
     Raises ValueError on an unknown backbone / output stride / stem, CheckpointError on a bad ``pretrained``.
     """
     if backbone not in BACKBONES:
@@ -49,7 +51,9 @@ def build_deeplabv3plus(
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
 
-    net = BACKBONES[backbone](output_stride=output_stride, multi_grid=multi_grid, stem=stem)
+    net = BACKBONES[backbone](
+        output_stride=output_stride, multi_grid=multi_grid, stem=stem, width=backbone_width
+    )
     if pretrained:
         load_backbone_weights(net, pretrained)
     model = DeepLabV3Plus(net, num_classes, output_stride, aux_head, decoder_channels)

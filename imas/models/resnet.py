@@ -80,16 +80,16 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
-def _deep_stem() -> nn.Sequential:
+def _deep_stem(width: int = 64) -> nn.Sequential:
     """Three 3x3 convs; indices 0/1/3/4/6 give the released key names. Its last BN is the ResNet's ``bn1``."""
     return nn.Sequential(
-        conv3x3(3, 64, stride=2),
-        nn.BatchNorm2d(64),
+        conv3x3(3, width, stride=2),
+        nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
-        conv3x3(64, 64),
-        nn.BatchNorm2d(64),
+        conv3x3(width, width),
+        nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
-        conv3x3(64, 128),
+        conv3x3(width, 2 * width),
     )
 
 
@@ -97,6 +97,8 @@ class ResNet(nn.Module):
     """Dilated ResNet returning the three feature maps DeepLabv3+ needs.
 
     Attributes ``channels`` = (layer1, layer3, layer4) output channels, e.g. (256, 1024, 2048) for ResNet-50.
+    ``width`` is the channel count of layer1's blocks (64 in every published ResNet); the stem and the later
+    layers scale with it (layerK uses width × 2^(K-1)). Only the toy uses a narrower network.
     """
 
     def __init__(
@@ -106,20 +108,23 @@ class ResNet(nn.Module):
         output_stride: int = 16,
         multi_grid: bool = False,
         stem: str = "deep",
+        width: int = 64,
     ) -> None:
         super().__init__()
+        if width < 1:
+            raise ValueError(f"width must be at least 1, got {width}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         if stem not in ("deep", "standard"):
             raise ValueError(f"stem must be 'deep' or 'standard', got {stem!r}")
         if stem == "deep":
-            self.conv1: nn.Module = _deep_stem()
-            stem_channels = 128
+            self.conv1: nn.Module = _deep_stem(width)
+            stem_channels = 2 * width
             # ceil_mode as in the released deep-stem code: odd sizes keep one more row/column.
             self.maxpool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
         else:
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-            stem_channels = 64
+            self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+            stem_channels = width
             self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.bn1 = nn.BatchNorm2d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -128,12 +133,12 @@ class ResNet(nn.Module):
         self._dilation = 1
         dilate3 = output_stride == 8
         grid = MULTI_GRID[: layers[3]] if multi_grid else None
-        self.layer1 = self._make_layer(block, 64, layers[0], stride=1)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=dilate3)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=True, grid=grid)
+        self.layer1 = self._make_layer(block, width, layers[0], stride=1)
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2, dilate=dilate3)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2, dilate=True, grid=grid)
         e = block.expansion
-        self.channels = (64 * e, 256 * e, 512 * e)
+        self.channels = (width * e, 4 * width * e, 8 * width * e)
 
     def _make_layer(
         self,
@@ -193,13 +198,25 @@ def _build(block: Block, layers: Sequence[int], **kwargs) -> ResNet:
     return net
 
 
-def resnet18(output_stride: int = 16, multi_grid: bool = False, stem: str = "deep") -> ResNet:
-    return _build(BasicBlock, (2, 2, 2, 2), output_stride=output_stride, multi_grid=multi_grid, stem=stem)
+def resnet18(
+    output_stride: int = 16, multi_grid: bool = False, stem: str = "deep", width: int = 64
+) -> ResNet:
+    return _build(
+        BasicBlock, (2, 2, 2, 2), output_stride=output_stride, multi_grid=multi_grid, stem=stem, width=width
+    )
 
 
-def resnet50(output_stride: int = 16, multi_grid: bool = False, stem: str = "deep") -> ResNet:
-    return _build(Bottleneck, (3, 4, 6, 3), output_stride=output_stride, multi_grid=multi_grid, stem=stem)
+def resnet50(
+    output_stride: int = 16, multi_grid: bool = False, stem: str = "deep", width: int = 64
+) -> ResNet:
+    return _build(
+        Bottleneck, (3, 4, 6, 3), output_stride=output_stride, multi_grid=multi_grid, stem=stem, width=width
+    )
 
 
-def resnet101(output_stride: int = 16, multi_grid: bool = False, stem: str = "deep") -> ResNet:
-    return _build(Bottleneck, (3, 4, 23, 3), output_stride=output_stride, multi_grid=multi_grid, stem=stem)
+def resnet101(
+    output_stride: int = 16, multi_grid: bool = False, stem: str = "deep", width: int = 64
+) -> ResNet:
+    return _build(
+        Bottleneck, (3, 4, 23, 3), output_stride=output_stride, multi_grid=multi_grid, stem=stem, width=width
+    )
