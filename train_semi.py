@@ -44,6 +44,7 @@ from imas.engine import (
     make_grad_scaler,
     make_optimizer,
     optimizer_step,
+    precision_warning,
     resume_training_state,
     save_training_state,
     to_device,
@@ -223,6 +224,9 @@ def train(args: argparse.Namespace) -> None:
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     log.info("run %s on %s x %d (%s)", run_dir, info.device, info.world_size, cfg.train.precision.value)
+    slow = precision_warning(cfg.train.precision, info.device)
+    if slow and info.is_main:
+        log.warning(slow)
 
     # Every rank builds the same initial weights; the data and augmentation streams then differ per rank.
     torch.manual_seed(cfg.train.seed)

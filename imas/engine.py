@@ -63,6 +63,32 @@ def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractCo
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+def cpu_has_native(precision: Precision) -> bool:
+    """True if this CPU has oneDNN kernels for `precision` (bf16: AVX512-BF16 or AMX; fp16: AVX512-FP16/AMX).
+
+    Without them torch.autocast on the CPU emulates the low precision, which is far slower than fp32."""
+    if precision is Precision.bf16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision is Precision.fp16:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return True
+
+
+def precision_warning(precision: Precision, device: torch.device) -> str | None:
+    """One sentence for the log when `precision` will be slow on `device`, else None.
+
+    On a 2-core AVX2 CPU (no native bf16) one ResNet-18 forward/backward at 48 px under bf16 autocast took
+    11.8 s against 0.76 s in fp32 (15x); on a CPU with native bf16 the toy's bf16 step was 13% faster."""
+    if device.type != "cpu" or cpu_has_native(precision):
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"train.precision {precision.value} on this CPU ({capability}, no native {precision.value} kernels) "
+        "is emulated and can be 10x slower than fp32; "
+        "use --opt train.precision=fp32"
+    )
+
+
 def make_grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling is needed for fp16 only; for fp32/bf16 the scaler is a pass-through."""
     return torch.amp.GradScaler(device.type, enabled=cfg.train.precision is Precision.fp16)

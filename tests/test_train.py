@@ -13,6 +13,8 @@ import yaml
 
 import eval as eval_cli
 import train_semi
+from imas import engine
+from imas.config import Precision
 from imas.data.toy import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,6 +243,21 @@ def test_mixed_precision_and_channels_last_on_cpu(tmp_path, toy, precision):
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["scaler"]["scale"] > 0 if precision == "fp16" else ckpt["scaler"] == {}
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    # The run warns about emulated low precision exactly when this CPU lacks native kernels for it.
+    warned = "no native" in (run_dir / "train.log").read_text()
+    assert warned == (not engine.cpu_has_native(Precision(precision)))
+
+
+def test_precision_warning_names_the_fix(monkeypatch):
+    cpu = torch.device("cpu")
+    assert engine.cpu_has_native(Precision.fp32)
+    assert engine.precision_warning(Precision.fp32, cpu) is None
+    monkeypatch.setattr(engine, "cpu_has_native", lambda precision: precision is Precision.fp32)
+    message = engine.precision_warning(Precision.bf16, cpu)
+    assert "bf16" in message and "--opt train.precision=fp32" in message
+    assert engine.precision_warning(Precision.bf16, torch.device("cuda")) is None  # CUDA: native or refused
+    monkeypatch.setattr(engine, "cpu_has_native", lambda precision: True)
+    assert engine.precision_warning(Precision.bf16, cpu) is None
 
 
 def test_imas_trains_and_reports_the_teacher(tmp_path, toy):

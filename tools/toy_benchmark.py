@@ -109,6 +109,16 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     return result
 
 
+def cpu_description() -> str:
+    """The CPU's vector ISA and whether it has native bf16, which decide the toy's speed (e.g. "AVX2, no
+    native bf16"). Asked of torch in a subprocess, like the trainings: this script never imports torch."""
+    code = (
+        "import torch; print(torch.backends.cpu.get_cpu_capability() + ', '"
+        " + ('' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no ') + 'native bf16')"
+    )
+    return subprocess.check_output([sys.executable, "-c", code], text=True).strip()
+
+
 def mean_std(values: list[float]) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {std:.2f}"
@@ -158,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {row: [r for r in results if r["config"] == CONFIGS[row]] for row in args.rows}
     header = (
         f"Toy benchmark: {len(args.seeds)} seeds x {len(args.rows)} configs, {args.jobs} trainings at once "
-        f"with {threads} CPU thread(s) each on {os.cpu_count()} cores; this invocation took "
-        f"{total / 60:.1f} min (runs already done are reused, not retimed).\n"
+        f"with {threads} CPU thread(s) each on {os.cpu_count()} cores ({cpu_description()}); "
+        f"this invocation took {total / 60:.1f} min (runs already done are reused, not retimed).\n"
         f"Command: python tools/toy_benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
     )
     text = header + table(rows)
