@@ -26,6 +26,7 @@ def test_table_from_finished_runs(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--seeds", "0", "1", "--rows", "SupOnly", "iMAS"]
     assert toy_benchmark.main(args) == 0  # nothing to train: every run has its result.json
     table = (tmp_path / "results.md").read_text()
+    assert "native bf16)" in table.splitlines()[0]  # the header names the CPU's ISA and native bf16
     assert (
         "| SupOnly | `exps/toy/suponly.yaml` | 0, 1 | 41.00 ± 1.41 | 42.00 ± 1.41 | +0.00 | 2.00 ± 0.00 |"
         in table

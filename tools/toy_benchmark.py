@@ -113,10 +113,11 @@ def cpu_description() -> str:
     """The CPU's vector ISA and whether it has native bf16, which decide the toy's speed (e.g. "AVX2, no
     native bf16"). Asked of torch in a subprocess, like the trainings: this script never imports torch."""
     code = (
-        "import torch; print(torch.backends.cpu.get_cpu_capability() + ', '"
-        " + ('' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no ') + 'native bf16')"
+        "import torch; from imas.config import Precision; from imas.engine import cpu_has_native; "
+        "no = '' if cpu_has_native(Precision.bf16) else 'no '; "
+        "print(torch.backends.cpu.get_cpu_capability() + ', ' + no + 'native bf16')"
     )
-    return subprocess.check_output([sys.executable, "-c", code], text=True).strip()
+    return subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True).strip()
 
 
 def mean_std(values: list[float]) -> str:

@@ -10,7 +10,7 @@ and a linear head; AdamW with the poly schedule, fp32 (bf16 autocast ran ~15× s
 native bf16, see imas.engine.precision_warning); the images are generated in memory
 (deterministic, ``imas.data.toy.make_pretrain_sample``). The backbone's state_dict (the standard-stem key
 layout of ``model.pretrained``; the head is dropped) is written atomically, and the accuracy on held-out
-images is printed and stored in a JSON file beside it. About two minutes on 2 CPU cores.
+images is printed and stored in a JSON file beside it. About 7 minutes on 2 AVX2 CPU cores.
 """
 
 from __future__ import annotations
