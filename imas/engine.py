@@ -74,6 +74,13 @@ def cpu_has_native(precision: Precision) -> bool:
     return True
 
 
+def cpu_description() -> str:
+    """The CPU's vector ISA and whether it has native bf16, e.g. "AVX2, no native bf16": what decides how fast
+    a CPU trains, and so what every benchmark record names."""
+    native = "" if cpu_has_native(Precision.bf16) else "no "
+    return f"{torch.backends.cpu.get_cpu_capability()}, {native}native bf16"
+
+
 def precision_warning(precision: Precision, device: torch.device) -> str | None:
     """One sentence for the log when `precision` will be slow on `device`, else None.
 

@@ -255,9 +255,11 @@ def test_precision_warning_names_the_fix(monkeypatch):
     monkeypatch.setattr(engine, "cpu_has_native", lambda precision: precision is Precision.fp32)
     message = engine.precision_warning(Precision.bf16, cpu)
     assert "bf16" in message and "--opt train.precision=fp32" in message
+    assert engine.cpu_description().endswith(", no native bf16")
     assert engine.precision_warning(Precision.bf16, torch.device("cuda")) is None  # CUDA: native or refused
     monkeypatch.setattr(engine, "cpu_has_native", lambda precision: True)
     assert engine.precision_warning(Precision.bf16, cpu) is None
+    assert engine.cpu_description().endswith(", native bf16")
 
 
 def test_imas_trains_and_reports_the_teacher(tmp_path, toy):

@@ -39,7 +39,7 @@ from imas.engine import (  # noqa: E402
     AUTOCAST_DTYPES,
     autocast_context,
     build_model,
-    cpu_has_native,
+    cpu_description,
     make_grad_scaler,
     make_optimizer,
     optimizer_step,
@@ -193,12 +193,7 @@ def run(args: argparse.Namespace) -> dict:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    # The vector ISA and native bf16 decide CPU speed more than the name: bf16 autocast is emulated on AVX2.
-    native = "yes" if cpu_has_native(Precision.bf16) else "no"
-    capability = torch.backends.cpu.get_cpu_capability()
-    return (
-        f"cpu ({platform.processor() or 'x86'}, {capability}, native bf16: {native}, {os.cpu_count()} cores)"
-    )
+    return f"cpu ({platform.processor() or 'x86'}, {cpu_description()}, {os.cpu_count()} cores)"
 
 
 def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:

@@ -110,13 +110,9 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
 
 
 def cpu_description() -> str:
-    """The CPU's vector ISA and whether it has native bf16, which decide the toy's speed (e.g. "AVX2, no
-    native bf16"). Asked of torch in a subprocess, like the trainings: this script never imports torch."""
-    code = (
-        "import torch; from imas.config import Precision; from imas.engine import cpu_has_native; "
-        "no = '' if cpu_has_native(Precision.bf16) else 'no '; "
-        "print(torch.backends.cpu.get_cpu_capability() + ', ' + no + 'native bf16')"
-    )
+    """imas.engine.cpu_description(), e.g. "AVX2, no native bf16", asked in a subprocess like the trainings:
+    this script never imports torch."""
+    code = "from imas.engine import cpu_description; print(cpu_description())"
     return subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True).strip()
 
 
