@@ -138,7 +138,8 @@ def imas_step(
     )
     easiness = 1.0 - hardness
 
-    # 4. Intensity view, adapted per image by e.
+    # 4. Intensity view, adapted per image by e (`magnitude`: op strengths s = U·m·e_i; spec §4 has m = e_i,
+    # the same up to the released cap m = 0.999).
     if sm.adaptive is Adaptation.magnitude:
         intensity = augment.random_strong_view(weak, easiness * sm.magnitude, sm.num_ops)
     else:
@@ -153,7 +154,10 @@ def imas_step(
         fixed_p = sm.cutmix_p if sm.cutmix is CutMixTrigger.fixed else None
         fired = cutmix.per_image(cutmix.trigger(easiness, sm.group_size, fixed_p=fixed_p), sm.group_size)
         source = cutmix.group_pairing(hardness, sm.group_size, sm.pairing.value)
-        boxes = cutmix.cutmix_boxes(b, weak.shape[2], weak.shape[3], sm.group_size, box=sm.cutmix_box.value)
+        scale = easiness.view(-1, sm.group_size).mean(1) if sm.cutmix_scale else None
+        boxes = cutmix.cutmix_boxes(
+            b, weak.shape[2], weak.shape[3], sm.group_size, scale=scale, box=sm.cutmix_box.value
+        )
         cm_image, cm_label, cm_confidence = cutmix.mix(weak, pseudo_label, confidence, boxes, source)
         # Only the groups that fired enter the forward pass and the loss (one host sync).
         keep = fired.nonzero().squeeze(1)
@@ -189,6 +193,8 @@ def imas_step(
     values = {
         "loss_x": loss_x.detach(),
         "loss_u": loss_u.detach(),
+        "loss_int": loss_int.detach(),
+        "loss_cm": loss_cm.detach(),
         "easiness": easiness.mean(),
         "cutmix_rate": fired.float().mean(),
         "confident": (confidence >= sm.threshold).float().mean(),
@@ -326,7 +332,11 @@ def train(args: argparse.Namespace) -> None:
         history.flush(unlabeled_ids)
         state.epoch = epoch + 1
 
+        # Without SyncBN each rank's BN running statistics drift apart (student and teacher alike): rank 0's
+        # go to every rank, so that all evaluate, and rank 0 saves, the same models.
         broadcast_buffers(model)
+        if teacher is not None:
+            broadcast_buffers(teacher.module)
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             start = time.perf_counter()

@@ -355,6 +355,25 @@ def intensity_op(
     return out.squeeze(0) if single else out
 
 
+def draw_ops(
+    batch: int,
+    magnitude: float | Tensor = 0.999,
+    num_ops: int = 2,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The random choices of a strong view, on the CPU: op indices into OPS int64 [num_ops, B] (uniform,
+    with replacement), strengths s = U·m float64 [num_ops, B] and hue signs ±1 int64 [num_ops, B].
+
+    magnitude: float or Tensor[B] (m per image). All draws are made up front, in a fixed order, so the
+    result depends only on the generator's seed and the batch size.
+    """
+    m = torch.as_tensor(magnitude, dtype=torch.float64).detach().cpu().expand(batch)
+    op_idx = torch.randint(0, len(OPS), (num_ops, batch), generator=generator)
+    strengths = torch.rand(num_ops, batch, generator=generator, dtype=torch.float64) * m
+    signs = _random_signs(num_ops * batch, generator).view(num_ops, batch)
+    return op_idx, strengths, signs
+
+
 def random_strong_view(
     images: Tensor,
     magnitude: float | Tensor = 0.999,
@@ -369,12 +388,7 @@ def random_strong_view(
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-    b = images.shape[0]
-    m = torch.as_tensor(magnitude, dtype=torch.float64).detach().cpu().expand(b)
-    # All draws up front, in a fixed order, so the result depends only on the generator's seed.
-    op_idx = torch.randint(0, len(OPS), (num_ops, b), generator=generator)
-    strengths = torch.rand(num_ops, b, generator=generator, dtype=torch.float64) * m
-    signs = _random_signs(num_ops * b, generator).view(num_ops, b)
+    op_idx, strengths, signs = draw_ops(images.shape[0], magnitude, num_ops, generator)
     out = images.clone()
     for step in range(num_ops):
         for k in torch.unique(op_idx[step]).tolist():

@@ -73,7 +73,7 @@ class EvalModel(str, enum.Enum):
 class Adaptation(str, enum.Enum):
     mix = "mix"  # released code: e * strong + (1 - e) * weak
     select = "select"  # strong with probability e, else weak
-    magnitude = "magnitude"  # the paper's wording: op strength U * e, no blend
+    magnitude = "magnitude"  # the paper's wording: op strength U * m * e (spec: m = e; m = 0.999), no blend
     none = "none"  # plain strong view
 
 
@@ -187,12 +187,13 @@ class SemiConfig:
     ema_decay: float = 0.996
     weighting: Weighting = Weighting.easiness
     adaptive: Adaptation = Adaptation.mix
-    magnitude: float = 0.999  # m: op strength s = U * m
+    magnitude: float = 0.999  # m: op strength s = U * m (adaptive: magnitude uses s = U * m * e_i)
     num_ops: int = 2
     cutmix: CutMixTrigger = CutMixTrigger.easiness
     cutmix_p: float = 0.5  # for cutmix: fixed
     pairing: Pairing = Pairing.easy_hard
     cutmix_box: CutMixBox = CutMixBox.imas
+    cutmix_scale: bool = False  # spec §5 option: the box side v times the group's mean easiness
     group_size: int = 4  # images per trigger/pairing decision (the released runs: 4 per GPU)
     class_weighted: bool = True
     ignore_class0: bool = True
@@ -309,10 +310,15 @@ def validate(config: Config) -> None:
     sm = config.semi
     if not 0 < sm.threshold < 1:
         raise ConfigError(f"semi.threshold must be in (0, 1), got {sm.threshold}")
-    if not 0 <= sm.cutmix_p <= 1 or not 0 <= sm.magnitude <= 1:
-        raise ConfigError("semi.cutmix_p and semi.magnitude must be in [0, 1]")
-    if sm.group_size < 1 or sm.num_ops < 0:
-        raise ConfigError("semi.group_size must be >= 1 and semi.num_ops >= 0")
+    for key, value in {"cutmix_p": sm.cutmix_p, "magnitude": sm.magnitude, "ema_decay": sm.ema_decay}.items():
+        if not 0 <= value <= 1:
+            raise ConfigError(f"semi.{key} must be in [0, 1], got {value}")
+    if sm.lambda_u < 0:
+        raise ConfigError(f"semi.lambda_u must be >= 0, got {sm.lambda_u}")
+    if sm.group_size < 1:
+        raise ConfigError(f"semi.group_size must be at least 1, got {sm.group_size}")
+    if sm.num_ops < 0:
+        raise ConfigError(f"semi.num_ops must be >= 0, got {sm.num_ops}")
     if t.method is Method.imas:
         if not d.unlabeled_split:
             raise ConfigError("train.method imas needs an unlabeled split: set data.unlabeled_split")

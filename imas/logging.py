@@ -108,8 +108,9 @@ class HardnessHistory:
     """Per-image hardness over training, one CSV row per (image, iteration): run_dir/hardness.csv.
 
     Rows are buffered on the device and written at logging time, so training never waits on the host.
-    On resume, rows written after the checkpoint's iteration (a crash mid-epoch) are dropped first, so the
-    file continues exactly where the checkpoint stands.
+    On resume, rows of iterations the checkpoint does not cover (a crash mid-epoch) are dropped first, so the
+    file continues exactly where the checkpoint stands: a checkpoint taken after `resume_iteration` steps
+    covers the rows of iterations 0 .. resume_iteration - 1 (a row carries the iteration's index).
     """
 
     HEADER = "image_id,epoch,iteration,hardness\n"
@@ -121,7 +122,7 @@ class HardnessHistory:
         if not enabled:
             return
         rows = self.path.read_text().splitlines()[1:] if self.path.is_file() and resume_iteration else []
-        kept = [row for row in rows if int(row.rsplit(",", 2)[1]) <= resume_iteration]
+        kept = [row for row in rows if int(row.rsplit(",", 2)[1]) < resume_iteration]
         self.path.write_text(self.HEADER + "".join(f"{row}\n" for row in kept))
 
     def add(self, epoch: int, iteration: int, indices: Any, hardness: Any) -> None:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from imas.augment import OPS, _apply, adapt, intensity_op, random_strong_view
+from imas.augment import OPS, _apply, adapt, draw_ops, intensity_op, random_strong_view
 
 STRENGTHS = (0.1, 0.5, 0.95)
-TOLERANCE = 2.0  # mean |ours - PIL| in grey levels (spec §4); measured 0 (exact) for every op on Pillow 13
+TOLERANCE = 2.0  # mean |ours - PIL| in grey levels (spec §4); measured 0 (exact) for every op on Pillow 12.3
 
 
 def _synthetic_images(n: int = 3, h: int = 64, w: int = 80) -> torch.Tensor:
@@ -123,9 +123,41 @@ def test_random_strong_view_seeded(images: torch.Tensor) -> None:
     assert a.dtype == torch.uint8 and a.shape == batch.shape
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    # magnitude 0 makes every strength 0; most ops still change the image, but it must stay valid.
-    zero = random_strong_view(batch, magnitude=torch.zeros(9), generator=torch.Generator().manual_seed(1))
-    assert zero.shape == batch.shape
+    # Per-image magnitudes (the `magnitude` mode's m = e_i) reach their own images: image i of a batch
+    # with m = [m_0, ..., m_8] equals image i of the same draw with the scalar m_i.
+    m = torch.linspace(0.0, 0.999, 9)
+    per_image = random_strong_view(batch, magnitude=m, generator=torch.Generator().manual_seed(1))
+    for i in (0, 4, 8):
+        scalar = random_strong_view(batch, magnitude=float(m[i]), generator=torch.Generator().manual_seed(1))
+        assert torch.equal(per_image[i], scalar[i])
+    assert not torch.equal(per_image, a)  # the strengths did change
+
+
+def test_draw_ops_two_per_image_with_replacement() -> None:
+    """Spec §4: per image 2 ops drawn uniformly from the 12 with replacement, s = U·m."""
+    n = 12000
+    m = torch.rand(n)
+    op_idx, strengths, signs = draw_ops(n, m, 2, torch.Generator().manual_seed(0))
+    assert op_idx.shape == strengths.shape == signs.shape == (2, n)
+    counts = torch.bincount(op_idx.flatten(), minlength=len(OPS)).double() / (2 * n)
+    assert len(OPS) == 12 and counts.min() > 0.07 and counts.max() < 0.097  # uniform: 1/12 = 0.083
+    repeats = (op_idx[0] == op_idx[1]).double().mean().item()
+    assert 0.07 < repeats < 0.097  # with replacement: the same op twice with p = 1/12
+    assert torch.all(strengths >= 0) and torch.all(strengths <= m)
+    assert abs((strengths / m).mean().item() - 0.5) < 0.01  # U ~ U[0, 1]
+    assert set(signs.unique().tolist()) == {-1, 1}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ops_on_cuda_match_cpu(images: torch.Tensor) -> None:
+    """Each op with the same strengths and signs on CUDA gives the CPU's images within 1 grey level."""
+    s = torch.tensor([0.1, 0.5, 0.95], dtype=torch.float64)
+    sign = torch.tensor([1, -1, 1])
+    for name in OPS:
+        cpu = _apply(name, images, s, sign)
+        cuda = _apply(name, images.cuda(), s, sign)
+        assert cuda.device.type == "cuda"
+        assert (cpu.int() - cuda.cpu().int()).abs().float().mean().item() <= 1.0, name
 
 
 def test_adapt_modes(images: torch.Tensor) -> None:

@@ -56,6 +56,12 @@ def test_empty_file_gives_defaults(tmp_path):
         ("train:\n  method: imas\ndata:\n  unlabeled_split: ''\n", ["imas", "data.unlabeled_split"]),
         ("semi:\n  threshold: 1.5\n", ["semi.threshold", "(0, 1)"]),
         ("semi:\n  adaptive: strongest\n", ["semi.adaptive", "mix | select | magnitude | none"]),
+        ("semi:\n  ema_decay: 1.2\n", ["semi.ema_decay", "[0, 1]", "1.2"]),
+        ("semi:\n  cutmix_p: -0.1\n", ["semi.cutmix_p", "[0, 1]", "-0.1"]),
+        ("semi:\n  magnitude: 2\n", ["semi.magnitude", "[0, 1]", "2"]),
+        ("semi:\n  lambda_u: -1\n", ["semi.lambda_u", ">= 0", "-1"]),
+        ("semi:\n  group_size: 0\n", ["semi.group_size", "at least 1", "0"]),
+        ("semi:\n  num_ops: -2\n", ["semi.num_ops", ">= 0", "-2"]),
     ],
 )
 def test_bad_files_name_the_key(tmp_path, text, needles):

@@ -146,3 +146,21 @@ def test_no_gradient_and_inputs_untouched():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         instance_hardness(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, 4), 0.9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_without_host_sync():
+    """On CUDA the whole batch is computed on the device with no host synchronisation (issue 3, point 1),
+    and gives the CPU's numbers."""
+    student = torch.randn(4, 21, 65, 65)
+    teacher = student + torch.randn_like(student)
+    expected = instance_hardness(student, teacher, 0.95)
+    s, t = student.cuda(), teacher.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        result = instance_hardness(s, t, 0.95)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert result.device.type == "cuda"
+    torch.testing.assert_close(result.cpu(), expected, atol=1e-5, rtol=0)

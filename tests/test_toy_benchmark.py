@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import toy_benchmark  # noqa: E402
 
@@ -38,3 +40,29 @@ def test_table_from_finished_runs(tmp_path, capsys):
 def test_unknown_row_is_one_sentence(capsys):
     assert toy_benchmark.main(["--rows", "FixMatch"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown row 'FixMatch'")
+
+
+def test_finished_run_with_other_settings_is_not_reused(tmp_path, capsys):
+    """A result made with another config (here another precision) stops the benchmark with one sentence."""
+    fake_result(tmp_path, "SupOnly", 0, 40.0, 41.0)
+    run_dir = tmp_path / "suponly" / "seed0"
+    saved = {"train": {"precision": "bf16", "seed": 0, "epochs": 8}, "data": {"root": "data/toy"}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    args = ["--out", str(tmp_path), "--seeds", "0", "--rows", "SupOnly"]
+    assert toy_benchmark.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "train.precision is 'bf16' there, 'fp32' now" in err and "delete that folder" in err
+    saved["train"]["precision"] = "fp32"  # the same settings: reused, nothing trains
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert toy_benchmark.main(args) == 0
+
+
+def test_failed_training_is_one_sentence(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(toy_benchmark.subprocess, "check_call", lambda *a, **k: 0)  # data already there
+    monkeypatch.setattr(toy_benchmark.subprocess, "call", lambda *a, **k: 3)  # the training fails
+    args = ["--out", str(tmp_path), "--seeds", "0", "--rows", "SupOnly", "--jobs", "1"]
+    assert toy_benchmark.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: exps/toy/suponly.yaml seed 0 failed with exit code 3; see ")
+    assert "Traceback" not in err

@@ -181,9 +181,12 @@ def test_eval_refuses_checkpoint_with_other_classes(tmp_path, toy, capsys):
     assert "none.pth" in one_error_line(capsys)
 
 
-def test_torchrun_two_processes_gloo(tmp_path, toy):
-    """DDP over 2 CPU processes (gloo): trains, evaluates every val image once, checkpoints."""
-    config = small_config(tmp_path, toy, train={"epochs": 1})
+@pytest.mark.parametrize("method", ["supervised", "imas"])
+def test_torchrun_two_processes_gloo(tmp_path, toy, method):
+    """DDP over 2 CPU processes (gloo): trains (SupOnly or iMAS), evaluates every val image once (the
+    teacher for iMAS), checkpoints; iMAS all-gathers the hardness of both ranks' images."""
+    semi = {"threshold": 0.5, "group_size": 2} if method == "imas" else {}
+    config = small_config(tmp_path, toy, train={"epochs": 1, "method": method}, semi=semi)
     run_dir = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -199,6 +202,14 @@ def test_torchrun_two_processes_gloo(tmp_path, toy):
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["iteration"] == 16 // (4 * 2)  # each of 2 ranks takes 4 images per step
     assert len(ckpt["rng"]) == 2
+    if method == "imas":
+        assert "teacher" in ckpt
+        rows = [row.split(",") for row in (run_dir / "hardness.csv").read_text().splitlines()[1:]]
+        # 2 iterations x 4 images x 2 ranks: one epoch over the 16 unlabeled images, each once
+        assert sorted(row[0] for row in rows) == sorted(
+            (toy / "splits/small_unlabeled.txt").read_text().split()
+        )
+        assert sorted({int(row[2]) for row in rows}) == [0, 1]
     ddp_miou = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["miou"]
 
     out = tmp_path / "ddp_eval.json"
@@ -276,7 +287,14 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
 
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0}).Reload()
     tags = events.Tags()
-    assert {"train/easiness", "train/cutmix_rate", "train/confident", "train/loss_u"} <= set(tags["scalars"])
+    assert {
+        "train/easiness",
+        "train/cutmix_rate",
+        "train/confident",
+        "train/loss_u",
+        "train/loss_int",
+        "train/loss_cm",
+    } <= set(tags["scalars"])
     assert {"eval/miou", "eval/student_miou"} <= set(tags["scalars"])
     assert [h.step for h in events.Histograms("train/hardness")] == [2, 4, 6, 8]  # every log line
     assert events.Histograms("train/hardness")[0].histogram_value.num == 2 * 4  # 2 iterations x 4 images
@@ -370,8 +388,10 @@ def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch
 
     monkeypatch.setattr(train_semi, "save_training_state", save_then_crash)
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
+    checkpoint_iteration = torch.load(resumed / "latest.pth", weights_only=True)["iteration"]
     with (resumed / "hardness.csv").open("a") as f:  # rows of a crashed epoch after the checkpoint
-        f.write("stale,2,7,0.5\n")
+        # the first iteration after the checkpoint (its index is the checkpoint's count) and a later one
+        f.write(f"stale,2,{checkpoint_iteration},0.5\nstale,2,{checkpoint_iteration + 3},0.5\n")
     monkeypatch.setattr(train_semi, "save_training_state", original)
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
     assert (resumed / "hardness.csv").read_text() == (full / "hardness.csv").read_text()

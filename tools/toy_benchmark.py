@@ -23,7 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from imas.config import load_config, to_dict  # noqa: E402  (neither imports torch)
+from imas.errors import UserError  # noqa: E402
+
 CONFIGS = {  # table row -> config; the first row is the baseline the others are compared with
     "SupOnly": "exps/toy/suponly.yaml",
     "iMAS": "exps/toy/imas.yaml",
@@ -58,11 +65,45 @@ def run_name(config: str) -> str:
     return Path(config).stem
 
 
+class BenchmarkError(Exception):
+    """A training failed, or a finished run was made with other settings: one sentence for the user."""
+
+
+def run_options(args: argparse.Namespace) -> list[str]:
+    """The --opt overrides every training gets: the toy data folder, then the user's own."""
+    return [f"data.root={args.data}", *args.opt]
+
+
+def config_difference(run_dir: Path, config: str, seed: int, opts: list[str]) -> str | None:
+    """How the resolved config a finished run saved differs from what this invocation would train, e.g.
+    "train.precision is bf16 there, fp32 now"; None if they agree (keys only one side has are skipped:
+    they were added to, or removed from, the config schema in between)."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return None
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    wanted = to_dict(load_config(REPO / config, opts))
+    wanted["train"]["seed"] = seed
+    for section, values in wanted.items():
+        for key, value in values.items():
+            if key == "run_dir" or key not in saved.get(section, {}):
+                continue
+            if saved[section][key] != value:
+                return f"{section}.{key} is {saved[section][key]!r} there, {value!r} now"
+    return None
+
+
 def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Namespace) -> dict:
     """Train one (config, seed) unless it is already done; return its result record."""
     run_dir = out / run_name(config) / f"seed{seed}"
     result_file = run_dir / "result.json"
     if result_file.is_file():
+        difference = config_difference(run_dir, config, seed, run_options(args))
+        if difference:
+            raise BenchmarkError(
+                f"{run_dir} was trained with other settings ({difference}): delete that folder to train it "
+                "again, or choose another --out"
+            )
         return json.loads(result_file.read_text())
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
@@ -77,8 +118,7 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
         "--device",
         "cpu",
     ]
-    if args.opt:
-        command += ["--opt", *args.opt]
+    command += ["--opt", *run_options(args)]
     say(f"start  {run_name(config)} seed {seed}")
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +126,7 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
         code = subprocess.call(command, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     if code != 0:
-        raise RuntimeError(f"{config} seed {seed} failed with exit code {code}; see {run_dir}/stdout.txt")
+        raise BenchmarkError(f"{config} seed {seed} failed with exit code {code}; see {run_dir}/stdout.txt")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = {
         "config": config,
@@ -159,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         subprocess.check_call([sys.executable, "tools/toy_pretrain.py", "--ensure"], cwd=REPO)
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: train_one(*job, out, threads, args), work))
+    try:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda job: train_one(*job, out, threads, args), work))
+    except (BenchmarkError, UserError) as exc:  # UserError: a bad --opt, found when resolving a config
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     total = time.perf_counter() - start
     rows = {row: [r for r in results if r["config"] == CONFIGS[row]] for row in args.rows}
     header = (
