@@ -154,7 +154,7 @@ def imas_step(
         fixed_p = sm.cutmix_p if sm.cutmix is CutMixTrigger.fixed else None
         fired = cutmix.per_image(cutmix.trigger(easiness, sm.group_size, fixed_p=fixed_p), sm.group_size)
         source = cutmix.group_pairing(hardness, sm.group_size, sm.pairing.value)
-        scale = easiness.view(-1, sm.group_size).mean(1) if sm.cutmix_scale else None
+        scale = cutmix.group_mean(easiness, sm.group_size) if sm.cutmix_scale else None
         boxes = cutmix.cutmix_boxes(
             b, weak.shape[2], weak.shape[3], sm.group_size, scale=scale, box=sm.cutmix_box.value
         )
@@ -334,9 +334,8 @@ def train(args: argparse.Namespace) -> None:
 
         # Without SyncBN each rank's BN running statistics drift apart (student and teacher alike): rank 0's
         # go to every rank, so that all evaluate, and rank 0 saves, the same models.
-        broadcast_buffers(model)
-        if teacher is not None:
-            broadcast_buffers(teacher.module)
+        for module in models.values():
+            broadcast_buffers(module)
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             start = time.perf_counter()

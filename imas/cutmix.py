@@ -62,6 +62,16 @@ def _check_groups(batch: int, group_size: int) -> int:
     return batch // group_size
 
 
+def group_mean(values: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean of each group of `group_size` consecutive images: values [B] -> float [B / group_size].
+
+    E.g. the groups' mean easiness, which is CutMix's firing probability and, with `semi.cutmix_scale`,
+    the factor on the box side.
+    """
+    num_groups = _check_groups(values.shape[0], group_size)
+    return values.float().view(num_groups, group_size).mean(dim=1)
+
+
 # ----------------------------------------------------------------------------------------------- pairing
 
 
@@ -210,7 +220,7 @@ def trigger(
             raise ValueError(f"CutMix fixed probability must be in [0, 1], got {fixed_p}")
         p = torch.full((num_groups,), fixed_p, device=easiness.device)
     else:
-        p = easiness.float().view(num_groups, group_size).mean(dim=1).clamp(0.0, 1.0)
+        p = group_mean(easiness, group_size).clamp(0.0, 1.0)
     # u ∈ [0, 1): p = 1 always fires, p = 0 never does.
     return _uniform((num_groups,), generator, easiness.device) < p
 

@@ -31,6 +31,25 @@ class PixelNet(nn.Module):
         return self.head(self.bn(x))
 
 
+def run_step(cfg):
+    """One imas_step on random uint8 batches with a PixelNet student and a teacher whose head differs from
+    the student's (so that the hardness is not trivial). Returns imas_step's outputs."""
+    model = PixelNet()
+    teacher = EMATeacher(model, cfg.semi.ema_decay)
+    with torch.no_grad():
+        teacher.module.head.weight.add_(0.5 * torch.randn_like(teacher.module.head.weight))
+    labeled = {
+        "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8),
+        "mask": torch.randint(0, K, (B, H, W)),
+    }
+    unlabeled = {"image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8)}
+    criterion = build_supervised_loss("ce", 0.7, 100000, 0.4)
+    model.train()
+    return train_semi.imas_step(
+        model, model, teacher, criterion, labeled, unlabeled, cfg, torch.device("cpu")
+    )
+
+
 def pixel_losses(logits, pseudo_label, confidence, threshold) -> torch.Tensor:
     """ℓ_i [B] written out from the spec."""
     ce = F.cross_entropy(logits.float(), pseudo_label.long(), reduction="none")
@@ -44,17 +63,6 @@ def test_loss_is_the_spec_composition(monkeypatch, weighting):
         "exps/toy/imas.yaml",
         ["semi.group_size=2", "semi.threshold=0.3", f"semi.weighting={weighting}", f"train.batch_size={B}"],
     )
-    model = PixelNet()
-    teacher = EMATeacher(model, cfg.semi.ema_decay)
-    with torch.no_grad():  # a teacher different from the student, so that the hardness is not trivial
-        teacher.module.head.weight.add_(0.5 * torch.randn_like(teacher.module.head.weight))
-    criterion = build_supervised_loss("ce", 0.7, 100000, 0.4)
-    labeled = {
-        "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8),
-        "mask": torch.randint(0, K, (B, H, W)),
-    }
-    unlabeled = {"image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8)}
-
     fired_groups = torch.tensor([False, True])  # the second group of 2 images fires
     monkeypatch.setattr(train_semi.cutmix, "trigger", lambda *args, **kwargs: fired_groups.clone())
     calls = []
@@ -65,10 +73,7 @@ def test_loss_is_the_spec_composition(monkeypatch, weighting):
         return real_loss(logits, pseudo_label, confidence, threshold, weight, valid)
 
     monkeypatch.setattr(train_semi, "unsupervised_loss", recording_loss)
-    model.train()
-    loss, values, hardness, _ = train_semi.imas_step(
-        model, model, teacher, criterion, labeled, unlabeled, cfg, torch.device("cpu")
-    )
+    loss, values, hardness, _ = run_step(cfg)
 
     assert len(calls) == 2  # the intensity view and the CutMix view
     (int_logits, int_label, int_conf, _), (cm_logits, cm_label, cm_conf, _) = calls
@@ -92,8 +97,6 @@ def test_cutmix_scale_passes_the_group_mean_easiness(monkeypatch):
     cfg = load_config(
         "exps/toy/imas.yaml", ["semi.group_size=2", "semi.cutmix_scale=true", f"train.batch_size={B}"]
     )
-    model = PixelNet()
-    teacher = EMATeacher(model, cfg.semi.ema_decay)
     scales = []
     real_boxes = cutmix.cutmix_boxes
 
@@ -102,13 +105,5 @@ def test_cutmix_scale_passes_the_group_mean_easiness(monkeypatch):
         return real_boxes(*args, scale=scale, **kwargs)
 
     monkeypatch.setattr(train_semi.cutmix, "cutmix_boxes", recording_boxes)
-    labeled = {
-        "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8),
-        "mask": torch.zeros(B, H, W, dtype=torch.long),
-    }
-    unlabeled = {"image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8)}
-    criterion = build_supervised_loss("ce", 0.7, 100000, 0.4)
-    _, _, hardness, _ = train_semi.imas_step(
-        model, model, teacher, criterion, labeled, unlabeled, cfg, torch.device("cpu")
-    )
+    _, _, hardness, _ = run_step(cfg)
     torch.testing.assert_close(scales[0], (1 - hardness).view(2, 2).mean(1))
