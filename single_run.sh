@@ -1,9 +1,13 @@
 #!/bin/sh
-# Train one experiment: sh single_run.sh [CONFIG] [NGPU] [key.path=value ...]
+# Train one experiment: sh single_run.sh [CONFIG] [NGPU] [key.path=value ...] [--resume-anyway]
 #   CONFIG  experiment YAML (default: exps/toy/imas.yaml, iMAS on the toy data)
 #   NGPU    processes to launch (default: every visible GPU; plain python on one GPU or the CPU)
 #   key.path=value ...  config overrides, e.g. train.epochs=2 optim.lr=0.002
-# The toy dataset and its pretrained backbone are made under data/toy on first use. Set PYTHON to choose the interpreter.
+#   --resume-anyway     continue an existing run directory under changed settings (see docs/reliability.md)
+# The run directory is train.run_dir, or runs/<config path below exps/>: give overrides that change the
+# result their own, e.g. train.run_dir=runs/toy/imas_lr002, or the run refuses to resume under them.
+# The toy dataset and its pretrained backbone are made under data/toy on first use, when the config's
+# data.root is data/toy. Set PYTHON to choose the interpreter.
 set -eu
 CONFIG=${1:-exps/toy/imas.yaml}
 [ $# -gt 0 ] && shift
@@ -17,11 +21,32 @@ fi
 case "$NGPU" in
     ''|*[!0-9]*) echo "error: NGPU must be a number, got '$NGPU'" >&2; exit 2 ;;
 esac
-if grep -q "data/toy" "$CONFIG" 2>/dev/null; then
+FLAGS=""
+for arg in "$@"; do
+    shift
+    case "$arg" in
+        --resume-anyway) FLAGS="--resume-anyway" ;;
+        -*) echo "error: unknown option '$arg' (single_run.sh takes key.path=value overrides and --resume-anyway)" >&2; exit 2 ;;
+        *) set -- "$@" "$arg" ;;
+    esac
+done
+# The toy data is prepared when the resolved config (overrides included) reads it; a config that cannot
+# be read prints nothing here, and train_semi.py then names the problem.
+TOY=$("$PYTHON" -c "
+import sys
+from pathlib import Path
+from imas.config import load_config
+try:
+    root = load_config(sys.argv[1], sys.argv[2:]).data.root
+except Exception:
+    sys.exit(0)
+print('yes' if Path(root).resolve() == Path('data/toy').resolve() else 'no')
+" "$CONFIG" "$@" 2>/dev/null || true)
+if [ "$TOY" = yes ]; then
     "$PYTHON" -m imas.data.toy --out data/toy --ensure  # (re)writes it when missing or outdated
     "$PYTHON" tools/toy_pretrain.py --ensure            # the toy's pretrained backbone, likewise
 fi
-set -- --config "$CONFIG" --opt "$@"
+set -- --config "$CONFIG" $FLAGS --opt "$@"
 if [ "$NGPU" -gt 1 ]; then
     exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" train_semi.py "$@"
 else

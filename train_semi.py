@@ -3,18 +3,22 @@
     python train_semi.py --config exps/toy/suponly.yaml [--opt key.path=value ...] [--run-dir DIR] [--seed N]
     torchrun --nproc_per_node 4 train_semi.py --config ...
 
-An existing run directory is resumed from its latest.pth. Outputs: config.yaml, train.log, metrics.jsonl,
-TensorBoard events, latest.pth and best.pth in the run directory.
+An existing run directory is resumed from its latest.pth, under the settings that made it (other
+result-changing settings are refused unless --resume-anyway); one process at a time holds a run directory
+(run.lock). Outputs: config.yaml, train.log, metrics.jsonl, TensorBoard events, latest.pth and best.pth in the
+run directory. What happens on a crash, a divergence or a misuse: docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from imas import augment, cutmix
+from imas.checkpoint import load_checkpoint
 from imas.config import Adaptation, Config, CutMixTrigger, Method, Weighting, load_config, save_config
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
 from imas.dist import (
@@ -33,6 +38,7 @@ from imas.dist import (
     broadcast_flag,
     cleanup,
     init_distributed,
+    run_on_main,
 )
 from imas.ema import EMATeacher
 from imas.engine import (
@@ -43,17 +49,27 @@ from imas.engine import (
     gather_rng_states,
     make_grad_scaler,
     make_optimizer,
+    nonfinite_state,
     optimizer_step,
     precision_warning,
+    repair_best,
     resume_training_state,
     save_training_state,
     to_device,
 )
-from imas.errors import TrainingDiverged, UserError, user_message
+from imas.errors import RunDirError, TrainingDiverged, UserError, user_message
 from imas.hardness import instance_hardness
 from imas.inference import normalize
 from imas.logging import HardnessHistory, Progress, RunWriter, setup_logging
 from imas.losses import SupervisedLoss, build_supervised_loss, unsupervised_loss
+from imas.rundir import (
+    RunLock,
+    check_run_dir,
+    describe_changes,
+    remove_stale_temporaries,
+    result_changes,
+    truncate_metrics,
+)
 from imas.schedule import poly_lr, set_lr
 
 log = logging.getLogger("imas")
@@ -77,6 +93,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--resume-anyway",
+        action="store_true",
+        help="resume an existing run directory although result-changing settings differ from its "
+        "checkpoint's (the changes are recorded in train.log and the checkpoint)",
+    )
     return parser.parse_args(argv)
 
 
@@ -220,10 +242,48 @@ def train(args: argparse.Namespace) -> None:
     if args.seed is not None:
         cfg.train.seed = args.seed
     run_dir = Path(args.run_dir or cfg.train.run_dir or default_run_dir(args.config))
+    check_run_dir(run_dir)
     info = init_distributed(args.device)
-    if info.is_main:
+    lock: list[RunLock] = []  # rank 0's claim on the run directory, released however the run ends
+
+    def claim() -> tuple[list[tuple[str, Any, Any]], list[str]]:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        lock.append(RunLock.acquire(run_dir))
+        changes = check_resume_settings(run_dir / "latest.pth", cfg, args.resume_anyway)
+        save_config(cfg, run_dir / "config.yaml")  # only once the settings are known to fit the run
+        return changes, remove_stale_temporaries(run_dir)
+
+    try:
+        changes, removed = run_on_main(claim, info)
+        run(cfg, info, run_dir, changes, removed)
+    finally:
+        for held in lock:
+            held.release()
+
+
+def check_resume_settings(latest: Path, cfg: Config, resume_anyway: bool) -> list[tuple[str, Any, Any]]:
+    """The result-changing settings in which `cfg` differs from the checkpoint it would resume; a
+    RunDirError unless the user accepted them with --resume-anyway."""
+    if not latest.is_file():
+        return []
+    changes = result_changes(load_checkpoint(latest, mmap=True).get("config", {}), cfg)
+    if changes and not resume_anyway:
+        raise RunDirError(
+            f"run directory {latest.parent} holds a run made under other settings "
+            f"({describe_changes(changes)}); use a new --run-dir (or train.run_dir) for these settings, "
+            "or add --resume-anyway to continue this run under them (recorded in train.log)"
+        )
+    return changes
+
+
+def run(
+    cfg: Config,
+    info: DistInfo,
+    run_dir: Path,
+    changes: list[tuple[str, Any, Any]],
+    removed: list[str],
+) -> None:
+    """Build, resume, train, evaluate and checkpoint in a run directory that this process has claimed."""
     barrier()
     setup_logging(run_dir, info.is_main)
     torch.backends.cudnn.benchmark = not cfg.train.deterministic
@@ -233,6 +293,8 @@ def train(args: argparse.Namespace) -> None:
     slow = precision_warning(cfg.train.precision, info.device)
     if slow and info.is_main:
         log.warning(slow)
+    if removed:
+        log.info("removed temporary files of an interrupted write: %s", ", ".join(removed))
 
     # Every rank builds the same initial weights; the data and augmentation streams then differ per rank.
     torch.manual_seed(cfg.train.seed)
@@ -257,9 +319,25 @@ def train(args: argparse.Namespace) -> None:
 
     state = TrainState()
     latest, best = run_dir / "latest.pth", run_dir / "best.pth"
+    saved_epoch: int | None = None  # the epoch latest.pth holds
     if latest.is_file():
-        state = resume_training_state(latest, cfg, info, models, optimizer, scaler)
+        ckpt = load_checkpoint(latest)
+        state = resume_training_state(latest, ckpt, cfg, info, models, optimizer, scaler)
+        saved_epoch = state.epoch
         log.info("resumed from %s: %d epochs done, iteration %d", latest, state.epoch, state.iteration)
+        if changes:
+            described = describe_changes(changes, limit=100)
+            log.warning("resuming under changed settings (--resume-anyway): %s", described)
+            state.resumed_with_changes.append(
+                {"epoch": state.epoch, "iteration": state.iteration, "changes": [list(c) for c in changes]}
+            )
+        if info.is_main:
+            repair_best(best, latest, ckpt, state)
+        del ckpt
+    if info.is_main:
+        dropped = truncate_metrics(run_dir / "metrics.jsonl", state.epoch)
+        if dropped:
+            log.info("dropped %d metrics.jsonl lines of epochs after the checkpoint", dropped)
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(
@@ -275,7 +353,7 @@ def train(args: argparse.Namespace) -> None:
         cfg.train.epochs,
         loaders.iters_per_epoch,
     )
-    writer = RunWriter(run_dir, enabled=info.is_main)
+    writer = RunWriter(run_dir, enabled=info.is_main, purge_step=state.iteration)
     history = HardnessHistory(run_dir, enabled=info.is_main and semi, resume_iteration=state.iteration)
     unlabeled_ids = datasets.unlabeled.ids if datasets.unlabeled is not None else []
     progress = Progress(state.iteration, total_iters)
@@ -313,7 +391,7 @@ def train(args: argparse.Namespace) -> None:
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
             if state.iteration % cfg.train.log_every == 0 or step + 1 == loaders.iters_per_epoch:
-                stop_if_diverged(nonfinite, info, state, epoch, latest)
+                stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch)
                 history.flush(unlabeled_ids)
                 means = {k: all_reduce_mean(v / (step + 1)).item() for k, v in sums.items()}
                 log.info(
@@ -328,7 +406,7 @@ def train(args: argparse.Namespace) -> None:
                 if window_hardness:
                     writer.histogram("train/hardness", torch.cat(window_hardness), state.iteration)
                     window_hardness = []
-        stop_if_diverged(nonfinite, info, state, epoch, latest)
+        stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch)
         history.flush(unlabeled_ids)
         state.epoch = epoch + 1
 
@@ -336,6 +414,15 @@ def train(args: argparse.Namespace) -> None:
         # go to every rank, so that all evaluate, and rank 0 saves, the same models.
         for module in models.values():
             broadcast_buffers(module)
+        # A finite loss does not make a finite state (BN statistics overflow first): check what would be
+        # saved before it is evaluated or written, so that no broken epoch reaches metrics or checkpoints.
+        bad = nonfinite_state(models, optimizer, info)
+        if bad:
+            raise TrainingDiverged(
+                f"after epoch {state.epoch} the model or optimiser state holds NaN or infinite values "
+                f"({len(bad)} tensors, e.g. {bad[0]}); nothing of this epoch was saved and "
+                f"{kept_checkpoint(latest, saved_epoch)}; lower optim.lr or use train.precision fp32"
+            )
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             start = time.perf_counter()
@@ -348,6 +435,8 @@ def train(args: argparse.Namespace) -> None:
             miou = confusion.miou()
             new_best = miou > state.best_miou
             state.best_miou = max(state.best_miou, miou)
+            if new_best:
+                state.best_epoch = state.epoch
             log.info(
                 "epoch %d eval mIoU %.2f (best %.2f) in %.1fs\n%s",
                 state.epoch,
@@ -366,9 +455,12 @@ def train(args: argparse.Namespace) -> None:
 
         rng_states = gather_rng_states(info)
         if info.is_main:
+            # latest.pth first: it names the best epoch, so a stop before best.pth is written is repaired
+            # on resume from latest.pth's own weights (engine.repair_best).
             save_training_state(latest, cfg, state, models, optimizer, scaler, rng_states)
             if new_best:
                 save_training_state(best, cfg, state, models, None, None, None)
+        saved_epoch = state.epoch
         barrier()
     writer.close()
     log.info(
@@ -376,15 +468,26 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
+def kept_checkpoint(latest: Path, saved_epoch: int | None) -> str:
+    """What a stopped run leaves: 'latest.pth of epoch 3 is kept' or 'no checkpoint was written'."""
+    if saved_epoch is None:
+        return "no checkpoint was written"
+    return f"{latest} (epoch {saved_epoch}, checked finite when written) is kept"
+
+
 def stop_if_diverged(
-    nonfinite: torch.Tensor, info: DistInfo, state: TrainState, epoch: int, latest: Path
+    nonfinite: torch.Tensor,
+    info: DistInfo,
+    state: TrainState,
+    epoch: int,
+    latest: Path,
+    saved_epoch: int | None,
 ) -> None:
     """Stop before a NaN/inf loss can reach a checkpoint (one host sync, at logging time only)."""
     if broadcast_flag(bool(nonfinite.item()), info.device):
-        kept = f"the last good checkpoint is {latest}" if latest.is_file() else "no checkpoint was written"
         raise TrainingDiverged(
             f"the loss became NaN or infinite before iteration {state.iteration} in epoch {epoch + 1}; "
-            f"{kept}; lower optim.lr or use train.precision fp32"
+            f"{kept_checkpoint(latest, saved_epoch)}; lower optim.lr or use train.precision fp32"
         )
 
 
@@ -393,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         train(args)
     except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # one sentence per run, not one per process
+            print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the run resumes from its latest.pth when started again", file=sys.stderr)

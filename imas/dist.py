@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from imas.errors import ConfigError
+from imas.errors import ConfigError, UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,27 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
         return
     for buffer in module.buffers():
         dist.broadcast(buffer.data, src=0)
+
+
+def run_on_main(fn: Callable[[], T], info: DistInfo) -> T:
+    """Run `fn` on rank 0 only and hand its result to every rank.
+
+    A UserError raised by `fn` is raised on every rank (rank 0 re-raises the original), so a refusal on
+    rank 0 (a locked run directory, changed settings) stops all processes instead of leaving the others
+    waiting at the next collective."""
+    result: Any = None
+    error: UserError | None = None
+    if info.is_main:
+        try:
+            result = fn()
+        except UserError as exc:
+            error = exc
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [(result, None if error is None else (type(error), str(error)))]
+        dist.broadcast_object_list(box, src=0)
+        result, shared = box[0]
+        if shared is not None and not info.is_main:
+            raise shared[0](shared[1])
+    if error is not None:
+        raise error
+    return result

@@ -34,4 +34,9 @@ def user_message(exc: BaseException) -> str:
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the run stops before any checkpoint could store poisoned weights."""
+    """The loss or the state to save became NaN or infinite; the run stops before a checkpoint could store
+    poisoned weights, and the previous checkpoints are kept."""
+
+
+class RunDirError(UserError):
+    """The run directory is in use by another process, or holds a run made under other settings."""

@@ -59,14 +59,16 @@ class Progress:
 class RunWriter:
     """TensorBoard scalars (tags train/*, eval/*, lr) and metrics.jsonl; does nothing off rank 0."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int = 0) -> None:
+        """purge_step: the iteration the run starts from; TensorBoard hides the events an earlier, crashed
+        attempt logged from that step on, so a re-run stretch is shown once."""
         self.enabled = enabled
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
         self._tb: Any = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only where it is used
 
-            self._tb = SummaryWriter(log_dir=str(run_dir))
+            self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self._tb is None:

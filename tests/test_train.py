@@ -9,50 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import small_config
 
 import eval as eval_cli
 import train_semi
 from imas import engine
 from imas.config import Precision
-from imas.data.toy import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    """A toy dataset with short split lists: 8 labeled, 16 unlabeled, 6 val images."""
-    root = make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", seed=0)
-    for name, count in (("labeled", 8), ("unlabeled", 16), ("val", 6)):
-        ids = (root / "splits" / f"{name}.txt").read_text().split()[:count]
-        (root / "splits" / f"small_{name}.txt").write_text("\n".join(ids) + "\n")
-    return root
-
-
-def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
-    cfg = {
-        "data": {
-            "dataset": "voc",
-            "root": str(toy),
-            "labeled_split": str(toy / "splits/small_labeled.txt"),
-            "unlabeled_split": str(toy / "splits/small_unlabeled.txt"),
-            "val_split": str(toy / "splits/small_val.txt"),
-            "num_classes": 6,
-            "crop_size": 64,
-            "long_side": [64, 96],
-            "num_workers": 0,
-        },
-        "model": {"backbone": "resnet18", "output_stride": 16},
-        "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
-        "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "eval_every": 1},
-        "semi": {},
-    }
-    for section, values in sections.items():
-        cfg[section].update(values)
-    path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_train_then_eval(tmp_path, toy, capsys):

@@ -1,0 +1,336 @@
+"""A run directory holds one run's results: settings checked on resume, one process at a time, nothing
+non-finite or stale kept, a full disk reported in a sentence (docs/reliability.md)."""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import small_config
+
+import train_semi
+from imas import checkpoint as checkpoint_module
+from imas.checkpoint import nonfinite_count, save_checkpoint
+from imas.config import Config, to_dict
+from imas.errors import CheckpointError, ConfigError, RunDirError
+from imas.rundir import LOCK_NAME, RunLock, check_run_dir, result_changes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train(config: Path, run_dir: Path, *extra: str) -> int:
+    return train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", *extra])
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def epochs_of(metrics: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ settings on resume
+
+
+def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, capsys):
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    assert train(config, run_dir) == 0
+    stored = (run_dir / "config.yaml").read_text()
+
+    assert train(config, run_dir, "--opt", "optim.lr=0.02") == 2
+    err = error_line(capsys)
+    assert "optim.lr 0.01 -> 0.02" in err and "--resume-anyway" in err and "--run-dir" in err
+    assert (run_dir / "config.yaml").read_text() == stored  # written only after the check passes
+    assert train(config, run_dir, "--seed", "5") == 2
+    assert "train.seed 0 -> 5" in error_line(capsys)
+    assert train(config, run_dir, "--opt", "train.method=imas", "semi.group_size=2") == 2
+    assert "train.method supervised -> imas" in error_line(capsys)
+
+    # Logging cadence and evaluation options do not change the weights: accepted as they are.
+    assert train(config, run_dir, "--opt", "train.log_every=1", "eval.flip=true", "data.num_workers=1") == 0
+    capsys.readouterr()
+
+    # Opting in continues the run under the new settings, and says so in train.log and the checkpoint.
+    # Switching the optimiser's kind restarts its state instead of failing on a missing key.
+    opts = ["--opt", "train.epochs=2", "optim.kind=adamw", "optim.lr=0.001"]
+    assert train(config, run_dir, "--resume-anyway", *opts) == 0
+    ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["optim"]["kind"] == "adamw"
+    (record,) = ckpt["resumed_with_changes"]
+    assert record["epoch"] == 1 and ["optim.kind", "sgd", "adamw"] in record["changes"]
+    log = (run_dir / "train.log").read_text()
+    assert "resuming under changed settings (--resume-anyway)" in log and "train.epochs 1 -> 2" in log
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["kind"] == "adamw"
+    assert epochs_of(run_dir / "metrics.jsonl") == [1, 2]
+
+
+def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
+    cfg = Config()
+    stored = to_dict(cfg)
+    cfg.train.log_every, cfg.eval.scales, cfg.train.run_dir = 3, [0.5, 1.0], "elsewhere"
+    assert result_changes(stored, cfg) == []
+    del stored["semi"]["mask_padding"]  # a checkpoint older than the key: its default is what it ran
+    assert result_changes(stored, cfg) == []
+    cfg.semi.mask_padding = True
+    cfg.model.backbone = "resnet50"
+    assert result_changes(stored, cfg) == [
+        ("model.backbone", "resnet101", "resnet50"),
+        ("semi.mask_padding", False, True),
+    ]
+
+
+# ------------------------------------------------------------------------------------- the lock
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one (its PID goes into a planted lock)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def plant_lock(run_dir: Path, pid: int) -> None:
+    from imas.rundir import _process_start
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"pid": pid, "host": os.uname().nodename, "start": _process_start(pid), "started": "earlier"}
+    (run_dir / LOCK_NAME).write_text(json.dumps(record))
+
+
+def test_second_run_on_a_directory_is_refused_and_a_stale_lock_taken_over(
+    tmp_path, toy, capsys, other_process
+):
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    plant_lock(run_dir, other_process.pid)
+    assert train(config, run_dir) == 2
+    err = error_line(capsys)
+    assert f"in use by process {other_process.pid}" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_NAME]  # nothing written
+
+    other_process.kill()
+    other_process.wait()
+    assert train(config, run_dir) == 0  # its process is gone: the lock was stale
+    assert not (run_dir / LOCK_NAME).exists()  # released at exit
+
+
+def test_lock_is_exclusive_within_a_host_and_released(tmp_path):
+    first = RunLock.acquire(tmp_path)
+    with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):
+        RunLock.acquire(tmp_path)
+    first.release()
+    RunLock.acquire(tmp_path).release()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-host", "started": "x"}))
+    with pytest.raises(RunDirError, match="on host another-host"):
+        RunLock.acquire(tmp_path)
+
+
+def test_refusal_under_torchrun_stops_every_process(tmp_path, toy, other_process):
+    """Rank 0 finds the directory locked; rank 1 must not wait for it at a barrier."""
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "ddp"
+    plant_lock(run_dir, other_process.pid)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*cmd, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode != 0
+    assert result.stderr.count(f"error: run directory {run_dir} is in use") == 1, result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------ what is saved
+
+
+def test_nonfinite_count_flags_nan_and_inf_but_not_large_values():
+    big = torch.full((4,), 3e31)  # its sum of squares would overflow fp32; its max does not
+    nan, inf = torch.tensor([0.0, float("nan")]), torch.tensor([float("-inf")], dtype=torch.bfloat16)
+    assert nonfinite_count([big, torch.zeros(0), torch.ones(3, dtype=torch.float16)]).item() == 0
+    assert nonfinite_count([big, nan, inf, nan.double()]).item() == 3
+    assert nonfinite_count([]).item() == 0
+
+
+def test_nonfinite_state_stops_before_evaluation_and_keeps_checkpoints(tmp_path, toy, capsys, monkeypatch):
+    """A finite loss but an infinite BN running variance (what lr 1e6 does): the epoch is not saved."""
+    config = small_config(tmp_path, toy, train={"epochs": 2})
+    run_dir = tmp_path / "run"
+    original = train_semi.broadcast_buffers
+    calls = []
+
+    def poison_bn_after_epoch_2(module):
+        original(module)
+        calls.append(1)
+        if len(calls) == 2:  # one model, called once per epoch
+            bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            bn.running_var[0] = float("inf")
+
+    monkeypatch.setattr(train_semi, "broadcast_buffers", poison_bn_after_epoch_2)
+    assert train(config, run_dir) == 2
+    err = error_line(capsys)
+    assert "after epoch 2 the model or optimiser state holds NaN or infinite values" in err
+    assert "(1 tensors, e.g. model." in err and "running_var" in err
+    assert "(epoch 1, checked finite when written) is kept" in err
+    for name in ("latest.pth", "best.pth"):
+        ckpt = torch.load(run_dir / name, weights_only=True)
+        assert ckpt["epoch"] == 1
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    assert epochs_of(run_dir / "metrics.jsonl") == [1]  # the broken epoch was not evaluated
+
+
+# ----------------------------------------------------------------------------- crash leftovers
+
+
+def test_best_is_repaired_after_a_stop_between_the_two_writes(tmp_path, toy, monkeypatch):
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    original = train_semi.save_training_state
+
+    def stop_after_latest(path, cfg, state, *args, **kwargs):
+        original(path, cfg, state, *args, **kwargs)
+        if path.name == "latest.pth":
+            raise KeyboardInterrupt  # killed between latest.pth and best.pth
+
+    monkeypatch.setattr(train_semi, "save_training_state", stop_after_latest)
+    assert train(config, run_dir) == 130
+    assert not (run_dir / "best.pth").exists()
+    monkeypatch.setattr(train_semi, "save_training_state", original)
+    assert train(config, run_dir) == 0  # finished already: only the repair happens
+    latest = torch.load(run_dir / "latest.pth", weights_only=True)
+    best = torch.load(run_dir / "best.pth", weights_only=True)
+    assert best["epoch"] == latest["best_epoch"] == 1 and best["best_miou"] == latest["best_miou"]
+    assert "optimizer" not in best
+    assert all(torch.equal(best["model"][k], v) for k, v in latest["model"].items())
+    assert "rewritten from" in (run_dir / "train.log").read_text()
+
+
+def test_rerun_epoch_is_recorded_once_and_temporaries_removed(tmp_path, toy, monkeypatch):
+    config = small_config(tmp_path, toy, train={"epochs": 2})
+    run_dir = tmp_path / "run"
+    original = train_semi.save_training_state
+
+    def stop_after_epoch_1(path, cfg, state, *args, **kwargs):
+        original(path, cfg, state, *args, **kwargs)
+        if path.name == "best.pth" and state.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_semi, "save_training_state", stop_after_epoch_1)
+    assert train(config, run_dir) == 130
+    monkeypatch.setattr(train_semi, "save_training_state", original)
+    # A crash after epoch 2's evaluation but before its checkpoint: its metrics line and a torn temporary.
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"epoch": 2, "iteration": 8, "miou": 0.5}) + "\n" + '{"epoch": 3, "mi')
+    (run_dir / ".latest.pth.tmp").write_bytes(b"half a checkpoint")
+    assert train(config, run_dir) == 0
+    assert epochs_of(run_dir / "metrics.jsonl") == [1, 2]
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+    assert ".latest.pth.tmp" in (run_dir / "train.log").read_text()
+
+
+# ------------------------------------------------------------------------------------- full disk
+
+
+@pytest.mark.parametrize("failure", ["oserror", "zip_writer"])
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
+    path = tmp_path / "latest.pth"
+    save_checkpoint({"epoch": 1}, path)
+
+    def full_disk(obj, target):
+        Path(target).write_bytes(b"partial")
+        if failure == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    monkeypatch.setattr(
+        checkpoint_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0)
+    )
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint({"epoch": 2}, path)
+    message = str(info.value)
+    assert f"checkpoint {path} could not be written (no space left on device)" in message
+    assert "the previous one is kept" in message
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]
+
+
+def test_full_disk_during_training_is_one_sentence(tmp_path, toy, capsys, monkeypatch):
+    config = small_config(tmp_path, toy, train={"epochs": 2})
+    run_dir = tmp_path / "run"
+    real_save = torch.save
+    calls = []
+
+    def disk_fills_up(obj, target):
+        calls.append(target)
+        if len(calls) > 2:  # epoch 1's latest and best are written; epoch 2's fail
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, target)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", disk_fills_up)
+    assert train(config, run_dir) == 2
+    assert "could not be written (no space left on device); the previous one is kept" in error_line(capsys)
+    assert torch.load(run_dir / "latest.pth", weights_only=True)["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------- small ones
+
+
+def test_run_dir_that_is_a_file_is_one_sentence(tmp_path, toy, capsys):
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert train(config, target) == 2
+    assert "run directory" in error_line(capsys)
+    assert target.read_text() == "mine"
+    with pytest.raises(ConfigError, match="is a file"):
+        check_run_dir(target)
+
+
+def test_single_run_prepares_toy_data_only_when_the_config_reads_it(tmp_path):
+    """single_run.sh reads data.root from the resolved config, not from a grep that matches comments."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            case "$1" in
+                -c) exec {sys.executable} "$@" ;;
+            esac
+            echo "$@" >> {calls}
+            """
+        )
+    )
+    fake.chmod(0o755)
+    config = tmp_path / "mine.yaml"
+    config.write_text("# copied from exps/toy: data/toy is where the toy lives\ndata:\n  root: /my/data\n")
+    env = dict(os.environ, PYTHON=str(fake), PYTHONPATH=str(REPO))
+
+    def run(*args: str) -> list[str]:
+        calls.unlink(missing_ok=True)
+        subprocess.run(["sh", "single_run.sh", *args], cwd=REPO, env=env, check=True, timeout=60)
+        return calls.read_text().splitlines()
+
+    lines = run(str(config), "1", "train.epochs=3", "--resume-anyway")
+    assert lines == [f"train_semi.py --config {config} --resume-anyway --opt train.epochs=3"]
+    lines = run(str(config), "1", "data.root=data/toy")
+    assert lines[0] == "-m imas.data.toy --out data/toy --ensure"
+    assert lines[1] == "tools/toy_pretrain.py --ensure"
+    assert lines[2].startswith("train_semi.py")
