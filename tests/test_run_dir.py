@@ -127,6 +127,35 @@ def test_second_run_on_a_directory_is_refused_and_a_stale_lock_taken_over(
     assert not (run_dir / LOCK_NAME).exists()  # released at exit
 
 
+def test_two_real_runs_on_one_directory(tmp_path, toy, capsys):
+    """A second start while the first trains is refused and leaves the first run's files alone."""
+    import time
+
+    config = small_config(tmp_path, toy, train={"epochs": 2})
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    first = subprocess.Popen(
+        [sys.executable, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir)]
+        + ["--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / LOCK_NAME).exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert train(config, run_dir) == 2
+        assert f"in use by process {first.pid} on this host" in error_line(capsys)
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert epochs_of(run_dir / "metrics.jsonl") == [1, 2]
+    assert not (run_dir / LOCK_NAME).exists()
+
+
 def test_lock_is_exclusive_within_a_host_and_released(tmp_path):
     first = RunLock.acquire(tmp_path)
     with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):

@@ -12,7 +12,9 @@ Modes:
             CutMix, student forward/backward, EMA update) and, for the ratio, one supervised step on the
             same labeled batch;
   hardness  imas.hardness.instance_hardness on [batch, classes, crop, crop] logits vs a per-image NumPy
-            reference on the host (what the released code did), e.g. --batch 16 --classes 21 --crop 513.
+            reference on the host (what the released code did), e.g. --batch 16 --classes 21 --crop 513;
+  state     the finiteness check run before every checkpoint write (imas.engine.nonfinite_state) on the
+            config's student, an EMA teacher and the optimiser's state after one step.
 Every speed claim in this project is measured with this script.
 """
 
@@ -42,6 +44,7 @@ from imas.engine import (  # noqa: E402
     cpu_description,
     make_grad_scaler,
     make_optimizer,
+    nonfinite_state,
     optimizer_step,
 )
 from imas.errors import UserError, user_message  # noqa: E402
@@ -61,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed iterations")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    p.add_argument("--mode", choices=["train", "eval", "both", "imas", "hardness"], default="both")
+    p.add_argument("--mode", choices=["train", "eval", "both", "imas", "hardness", "state"], default="both")
     p.add_argument("--classes", type=int, default=None, help="overrides data.num_classes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -168,6 +171,8 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.mode == "imas":
         result |= benchmark_imas_step(cfg, model, images, labels, device, args)
+    if args.mode == "state":
+        result |= benchmark_state_check(cfg, model, info, args)
 
     if args.mode in ("eval", "both"):
         model.eval()
@@ -248,6 +253,26 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
         )
         out |= {"hardness_s": round(t, 5), "hardness_share_of_imas_step": round(t / semi, 4)}
     return out
+
+
+def benchmark_state_check(cfg, model, info: DistInfo, args) -> dict:
+    """Seconds for the pre-checkpoint finiteness check of student, teacher and optimiser state."""
+    optimizer = make_optimizer(cfg, model)
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()  # creates the momentum buffers that a checkpoint saves
+    models = {"model": model, "teacher": EMATeacher(model, cfg.semi.ema_decay).module}
+    tensors = [t for m in models.values() for t in m.state_dict().values() if t.is_floating_point()]
+    tensors += [t for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)]
+    seconds = timed(lambda: nonfinite_state(models, optimizer, info), args.steps, args.warmup, info.device)
+    return {
+        "mode": "state",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "checked_tensors": len(tensors),
+        "checked_mib": round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 1),
+        "state_check_s": round(seconds, 4),
+    }
 
 
 def reference_hardness_numpy(student: np.ndarray, teacher: np.ndarray, threshold: float) -> np.ndarray:
