@@ -29,6 +29,7 @@ from imas import augment, cutmix
 from imas.checkpoint import load_checkpoint
 from imas.config import Adaptation, Config, CutMixTrigger, Method, Weighting, load_config, save_config
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
+from imas.data.preflight import check_data
 from imas.dist import (
     DistInfo,
     all_gather_cat,
@@ -296,9 +297,14 @@ def run(
     if removed:
         log.info("removed temporary files of an interrupted write: %s", ", ".join(removed))
 
+    # Every file of every split is checked before the first iteration (rank 0; a bad file stops all ranks).
+    semi = cfg.train.method is Method.imas
+    for warning in run_on_main(lambda: check_data(cfg.data, with_unlabeled=semi), info):
+        log.warning(warning)
+
     # Every rank builds the same initial weights; the data and augmentation streams then differ per rank.
     torch.manual_seed(cfg.train.seed)
-    datasets = build_datasets(cfg.data, with_unlabeled=cfg.train.method is Method.imas)
+    datasets = build_datasets(cfg.data, with_unlabeled=semi)
     loaders = build_train_loaders(
         cfg.data, datasets, cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size
     )
@@ -312,7 +318,6 @@ def run(
     )
     torch.manual_seed(cfg.train.seed + 1_000_003 * (info.rank + 1))
 
-    semi = cfg.train.method is Method.imas
     # The teacher is a copy of the plain student, made before DDP wrapping and never wrapped itself.
     teacher = EMATeacher(model, cfg.semi.ema_decay) if semi else None
     models = {"model": model} | ({"teacher": teacher.module} if teacher is not None else {})

@@ -3,13 +3,20 @@
 A config file is YAML with the sections below; every key is optional (the default is used) but an unknown key
 or a value of the wrong type is an error that names the key. ``--opt section.key=value`` overrides are parsed
 to the field's type. The resolved config is written to the run directory as ``config.yaml``.
+
+Files and override values are read by a SafeLoader that also refuses a key given twice in one mapping (plain
+PyYAML keeps the last one silently), names any tag it cannot build (``!!python/...``) and refuses aliases that
+expand past ``MAX_YAML_VALUES`` values or contain themselves. Messages echo user values through
+``short_repr``, so no value, however large, makes a message longer than a line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -221,11 +228,10 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read as text ({exc.__class__.__name__})") from None
+    raw = _load_yaml(text, f"config file {path}")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -241,30 +247,37 @@ def apply_override(config: Config, override: str) -> None:
     """Apply one "section.key=value" override in place; the value is parsed to the field's type."""
     dotted, sep, text = override.partition("=")
     if not sep or not dotted.strip():
-        raise ConfigError(f"override {override!r} must look like section.key=value")
+        raise ConfigError(f"override {short_repr(override)} must look like section.key=value")
     names = dotted.strip().split(".")
     node: Any = config
     for depth, name in enumerate(names):
         valid = [f.name for f in dataclasses.fields(node)]
         if name not in valid:
-            where = ".".join(names[:depth]) or "the config"
+            key, where = short_repr(".".join(names[: depth + 1])), ".".join(names[:depth]) or "the config"
             raise ConfigError(
-                f"unknown key {'.'.join(names[: depth + 1])!r} in {where}; valid keys: {', '.join(valid)}"
+                f"unknown key {key} in {short_repr(where, quote=False)}; valid keys: {', '.join(valid)}"
             )
         if depth == len(names) - 1:
             hint = _field_types(type(node))[name]
             if dataclasses.is_dataclass(hint):
-                raise ConfigError(f"override {dotted!r} names a whole section; give one of its keys")
+                raise ConfigError(
+                    f"override {short_repr(dotted)} names a whole section; give one of its keys"
+                )
             value = text if hint is str else _parse_text(text, dotted)
             setattr(node, name, _convert(value, hint, dotted))
         else:
             node = getattr(node, name)
             if not dataclasses.is_dataclass(node):
-                raise ConfigError(f"{'.'.join(names[: depth + 1])!r} is a value, not a section")
+                raise ConfigError(f"{short_repr('.'.join(names[: depth + 1]))} is a value, not a section")
 
 
 def validate(config: Config) -> None:
     """Cross-field checks that a type alone cannot express."""
+    # First, so that nan (which fails every comparison) and inf get the message that says what they are.
+    bad_number = _first_non_finite(config, prefix="")
+    if bad_number is not None:
+        key, value = bad_number
+        raise ConfigError(f"{key} must be a finite number, got {value}")
     d, m, t = config.data, config.model, config.train
     positive = {
         "data.num_classes": d.num_classes,
@@ -296,17 +309,23 @@ def validate(config: Config) -> None:
     if d.palette and (len(d.palette) < d.num_classes or any(len(c) != 3 for c in d.palette)):
         raise ConfigError(f"data.palette must give one [r, g, b] per class ({d.num_classes} classes)")
     if len(d.long_side) != 2 or not 1 <= d.long_side[0] <= d.long_side[1]:
-        raise ConfigError(f"data.long_side must be [low, high] with 1 <= low <= high, got {d.long_side}")
+        raise ConfigError(
+            f"data.long_side must be [low, high] with 1 <= low <= high, got {short_repr(d.long_side)}"
+        )
     if len(d.base_size) != 2 or min(d.base_size) < 1:
-        raise ConfigError(f"data.base_size must be two positive integers [height, width], got {d.base_size}")
+        raise ConfigError(
+            f"data.base_size must be two positive integers [height, width], got {short_repr(d.base_size)}"
+        )
     if len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]:
-        raise ConfigError(f"data.scale_range must be [low, high] with 0 < low <= high, got {d.scale_range}")
+        raise ConfigError(
+            f"data.scale_range must be [low, high] with 0 < low <= high, got {short_repr(d.scale_range)}"
+        )
     if not d.labeled_split:
         raise ConfigError("data.labeled_split must name a split file")
     if m.output_stride not in (8, 16):
         raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
-    if config.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {config.optim.lr}")
+    _validate_model(m)
+    _validate_optim(config.optim)
     sm = config.semi
     if not 0 < sm.threshold < 1:
         raise ConfigError(f"semi.threshold must be in (0, 1), got {sm.threshold}")
@@ -328,6 +347,53 @@ def validate(config: Config) -> None:
             )
     if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
         raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    # Imported here: imas.models pulls in torch, which reading a config does not otherwise need. BACKBONES
+    # is the one list of backbone names (build_deeplabv3plus looks names up in it).
+    from imas.models import BACKBONES
+
+    if m.backbone not in BACKBONES:
+        raise ConfigError(
+            f"model.backbone {short_repr(m.backbone)} is unknown; valid backbones: {', '.join(BACKBONES)}"
+        )
+
+
+def _validate_optim(o: OptimConfig) -> None:
+    if o.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    # Both optimizers need momentum in [0, 1): SGD diverges at >= 1 and it is AdamW's beta1.
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    # 0 is allowed: it freezes the decoder (an ablation); a negative lr would ascend the loss.
+    if o.decoder_lr_mult < 0:
+        raise ConfigError(
+            f"optim.decoder_lr_mult must be >= 0 (0 freezes the decoder), got {o.decoder_lr_mult}"
+        )
+    # A negative power makes the lr rise over training; 0 would silently turn the poly schedule into a
+    # constant lr (and break its "0 at the end" contract, 0 ** 0 = 1).
+    if o.poly_power <= 0:
+        raise ConfigError(f"optim.poly_power must be > 0, got {o.poly_power}")
+
+
+def _first_non_finite(node: Any, prefix: str) -> tuple[str, float] | None:
+    """The dotted key and value of the first nan/inf float in a config (lists included), else None."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found = _first_non_finite(value, key + ".")
+            if found is not None:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return key, value
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    return f"{key}[{index}]", item
+    return None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -370,13 +436,13 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "the config"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{where} must be a mapping of keys, got {short_repr(raw)}")
     hints = _field_types(cls)
     unknown = [key for key in raw if key not in hints]
     if unknown:
         section = f"section {where!r}" if prefix else where
         raise ConfigError(
-            f"unknown key {prefix + str(unknown[0])!r} in {section}; valid keys: {', '.join(hints)}"
+            f"unknown key {short_repr(prefix + str(unknown[0]))} in {section}; valid keys: {', '.join(hints)}"
         )
     kwargs = {}
     for name, hint in hints.items():
@@ -390,10 +456,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _parse_text(text: str, key: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"value {text!r} for {key} is not valid YAML") from None
+    return _load_yaml(text, f"value {short_repr(text)} for {key}")
 
 
 def _type_name(hint: Any) -> str:
@@ -409,7 +472,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     """Check `value` against the type `hint`; return it converted (int -> float, str -> enum)."""
 
     def bad() -> ConfigError:
-        return ConfigError(f"{key} = {value!r} is invalid: expected {_type_name(hint)}")
+        return ConfigError(f"{key} = {short_repr(value)} is invalid: expected {_type_name(hint)}")
 
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -447,3 +510,131 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise bad()
         return value
     raise TypeError(f"unsupported type {hint!r} in the schema ({key})")
+
+
+# ------------------------------------------------------------------------------------------ YAML reading
+
+# A config has a few hundred values at most (a 256-colour palette is ~1000); far below this, a document that
+# expands past it is an alias bomb ("billion laughs"), refused before anything walks or prints it.
+MAX_YAML_VALUES = 100_000
+_MESSAGE_VALUE_CHARS = 80
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = _MESSAGE_VALUE_CHARS
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
+_repr.maxlevel = 3
+
+
+def short_repr(value: Any, quote: bool = True) -> str:
+    """repr() of a user value for a message, at most 80 characters (reprlib never builds the whole repr)."""
+    text = _repr.repr(value) if quote else str(value)
+    return text if len(text) <= _MESSAGE_VALUE_CHARS else text[: _MESSAGE_VALUE_CHARS - 3] + "..."
+
+
+class _YamlProblem(Exception):
+    """Raised inside the loader; the message is a predicate ("has a duplicate key ...") for _load_yaml."""
+
+
+def _tag_name(node: yaml.Node) -> str:
+    """The node's tag as written ("!!python/name:x", not "tag:yaml.org,2002:python/name:x"), bounded."""
+    prefix = "tag:yaml.org,2002:"
+    tag = "!!" + node.tag[len(prefix) :] if node.tag.startswith(prefix) else node.tag
+    return short_repr(tag, quote=False)
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and turns every construction failure into a _YamlProblem."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *base" merges; keys given next to it override the merged ones by design
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:
+                continue  # unhashable: SafeLoader itself reports it
+            if seen:
+                raise _YamlProblem(
+                    f"has a duplicate key {short_repr(key)} at line {_line(key_node)} "
+                    f"(first at line {first_line[key]})"
+                )
+            first_line[key] = _line(key_node)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            # PyYAML's own constructors fail this way on e.g. "!!float abc" or "!!bool maybe".
+            raise _YamlProblem(
+                f"has a value at line {_line(node)} that its tag {_tag_name(node)} cannot build "
+                f"({exc.__class__.__name__})"
+            ) from None
+
+    def construct_unsupported(self, node: yaml.Node) -> Any:
+        raise _YamlProblem(f"uses the unsupported YAML tag {_tag_name(node)} at line {_line(node)}")
+
+
+# Replaces SafeLoader's catch-all (which says "could not determine a constructor"), for this loader only.
+_ConfigLoader.add_constructor(None, _ConfigLoader.construct_unsupported)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded; linear in the composed nodes.
+
+    Raises _YamlProblem for an alias inside its own anchor (the expansion would be infinite).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _YamlProblem(f"has a YAML alias inside its own anchor (the anchor at line {_line(node)})")
+        open_nodes.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _load_yaml(text: str, what: str) -> Any:
+    """Parse one YAML document; every problem becomes one ConfigError sentence that starts with `what`."""
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_size(node)
+        if values > MAX_YAML_VALUES:
+            raise _YamlProblem(
+                f"has YAML aliases that expand to {values} values (more than {MAX_YAML_VALUES}, "
+                "far beyond any config)"
+            )
+        return loader.construct_document(node)
+    except _YamlProblem as exc:
+        raise ConfigError(f"{what} {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} nests lists or mappings too deeply to be a config") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} is not valid YAML{where}") from None
+    finally:
+        loader.dispose()

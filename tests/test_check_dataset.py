@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from conftest import make_voc, write_split
 from PIL import Image
 
 from imas.data.toy import make_toy_dataset
@@ -65,3 +66,39 @@ def test_bad_config_is_one_sentence(tmp_path, capsys):
     config = write_config(tmp_path, tmp_path / "nowhere")
     assert check_dataset.main([str(config)]) == 2
     assert capsys.readouterr().err.startswith("error: data root")
+
+
+def test_classes_in_no_label_are_a_warning(tmp_path, capsys):
+    root = tmp_path / "voc"
+    make_voc(root, ["a", "b", "c"], num_classes=3)
+    write_split(root / "splits/labeled.txt", ["a", "b"])
+    write_split(root / "splits/unlabeled.txt", ["a", "b"])
+    write_split(root / "splits/val.txt", ["c"])
+    config = write_config(tmp_path, root)
+    config.write_text(config.read_text().replace("num_classes: 6", "num_classes: 21"))
+    assert check_dataset.main([str(config)]) == 0  # a warning, not a problem
+    out = capsys.readouterr().out
+    assert "warning: data.num_classes is 21" in out and "3 (bird)" in out and "20 (tvmonitor)" in out, out
+
+
+def test_labels_that_are_all_ignore_are_a_problem(tmp_path, capsys):
+    root = tmp_path / "voc"
+    make_voc(root, ["a", "b", "c"], num_classes=3)
+    for name in ("a", "b"):
+        path = root / "SegmentationClassAug" / f"{name}.png"
+        Image.fromarray(np.full_like(np.asarray(Image.open(path)), 255)).save(path)
+    write_split(root / "splits/labeled.txt", ["a", "b"])
+    write_split(root / "splits/unlabeled.txt", ["a"])
+    write_split(root / "splits/val.txt", ["c"])
+    config = write_config(tmp_path, root)
+    assert check_dataset.main([str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "- labels all 255 (ignore): 1" in out and "labeled split" in out, out
+
+
+def test_a_config_without_unlabeled_split_is_checked(tmp_path, capsys):
+    root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 3, "unlabeled": 2, "val": 2})
+    config = write_config(tmp_path, root)
+    config.write_text(config.read_text().replace(str(root / "splits/unlabeled.txt"), "''"))
+    assert check_dataset.main([str(config)]) == 0
+    assert "unlabeled: no split configured" in capsys.readouterr().out

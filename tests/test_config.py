@@ -134,3 +134,146 @@ def test_resolved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "exps").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     load_config(path)
+
+
+# ------------------------------------------------------------------------------ bad numbers, one sentence
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("optim:\n  decoder_lr_mult: -1\n", ["optim.decoder_lr_mult", ">= 0", "-1"]),
+        ("optim:\n  poly_power: 0\n", ["optim.poly_power", "> 0", "0"]),
+        ("optim:\n  poly_power: -0.5\n", ["optim.poly_power", "> 0", "-0.5"]),
+        ("optim:\n  lr: .nan\n", ["optim.lr", "finite", "nan"]),
+        ("optim:\n  lr: .inf\n", ["optim.lr", "finite", "inf"]),
+        ("optim:\n  momentum: 1.0\n", ["optim.momentum", "[0, 1)", "1.0"]),
+        ("optim:\n  momentum: -0.1\n", ["optim.momentum", "[0, 1)", "-0.1"]),
+        ("optim:\n  weight_decay: -1e-4\n", ["optim.weight_decay", ">= 0", "-0.0001"]),
+        ("model:\n  backbone: resnet34\n", ["model.backbone", "'resnet34'", "resnet18, resnet50, resnet101"]),
+        ("loss:\n  ohem_thresh: .nan\n", ["loss.ohem_thresh", "finite"]),
+        ("data:\n  scale_range: [0.5, .inf]\n", ["data.scale_range[1]", "finite"]),
+        ("eval:\n  scales: [1.0, -.inf]\n", ["eval.scales[1]", "finite"]),
+    ],
+)
+def test_bad_numbers_name_the_key(tmp_path, text, needles):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [("optim.lr=inf", "optim.lr"), ("optim.lr=nan", "optim.lr"), ("semi.lambda_u=inf", "semi.lambda_u")],
+)
+def test_non_finite_overrides(tmp_path, override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, ""), [override])
+    assert f"{needle} must be a finite number" in str(info.value)
+
+
+def test_decoder_lr_mult_zero_freezes_the_decoder_and_is_allowed(tmp_path):
+    assert load_config(write(tmp_path, "optim:\n  decoder_lr_mult: 0\n")).optim.decoder_lr_mult == 0.0
+
+
+# ------------------------------------------------------------------------------------ YAML hazards
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("optim:\n  lr: 0.1\n  momentum: 0.5\n  lr: 0.2\n", ["duplicate key 'lr'", "line 4", "line 2"]),
+        (
+            "optim:\n  lr: 0.1\ntrain:\n  epochs: 2\noptim:\n  momentum: 0.5\n",
+            ["duplicate key 'optim'", "line 5"],
+        ),
+        ("data: {crop_size: 3, crop_size: 4}\n", ["duplicate key 'crop_size'", "line 1"]),
+    ],
+)
+def test_duplicate_keys_are_errors(tmp_path, text, needles):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_anchors_and_aliases_still_work(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  scale_range: &r [0.5, 2.0]\neval:\n  scales: *r\n"))
+    assert cfg.eval.scales == [0.5, 2.0]
+
+
+def billion_laughs(levels: int, width: int = 9) -> str:
+    """A list whose item k repeats item k - 1 `width` times: width**levels strings once aliases expand."""
+    items = [f"&a0 [{', '.join(['lol'] * width)}]"]
+    items += [f"&a{k} [{', '.join([f'*a{k - 1}'] * width)}]" for k in range(1, levels + 1)]
+    return "[" + ", ".join(items) + "]"
+
+
+def test_alias_bomb_is_refused_in_a_short_message(tmp_path):
+    # 9**6 = 531441 strings once expanded: today the error message alone is megabytes long.
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"data:\n  crop_size: {billion_laughs(6)}\n"))
+    message = str(info.value)
+    assert len(message) < 300 and "alias" in message, message[:300]
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "data:\n  class_names: &a [x, *a]\n"))
+    message = str(info.value)
+    assert len(message) < 300 and "alias" in message, message[:300]
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (
+            "optim:\n  lr: !!python/object/apply:os.system ['true']\n",
+            ["!!python/object/apply:os.system", "line 2"],
+        ),
+        ("data:\n  root: !!python/name:os.system\n", ["!!python/name:os.system", "line 2"]),
+        ("data:\n  root: !custom x\n", ["!custom", "line 2"]),
+    ],
+)
+def test_unsupported_tags_are_named(tmp_path, text, needles):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert "unsupported YAML tag" in message and "not valid YAML" not in message, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("optim.lr=!!python/object/apply:os.system ['true']", ["unsupported YAML tag", "!!python/object"]),
+        ("data.scale_range={a: 1, a: 2}", ["duplicate key 'a'"]),
+        ("data.class_names=&a [x, *a]", ["alias"]),
+    ],
+)
+def test_overrides_get_the_same_yaml_checks(tmp_path, override, needles):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, ""), [override])
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides"),
+    [
+        ("data:\n  crop_size: '" + "x" * 5000 + "'\n", []),
+        ("data: [" + ", ".join(["1"] * 3000) + "]\n", []),
+        ("data:\n  long_side: [" + ", ".join(["1"] * 3000) + "]\n", []),
+        ("", ["optim.lr=" + "x" * 5000]),
+        ("", ["optim.lr=[" + "x" * 5000]),
+        ("", ["optim.l" + "r" * 5000 + "=1"]),
+    ],
+)
+def test_messages_never_echo_huge_values(tmp_path, text, overrides):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), overrides)
+    assert len(str(info.value)) < 400, str(info.value)[:400]

@@ -125,6 +125,18 @@ def test_bad_data_is_one_sentence(tmp_path, toy, capsys, data, needle):
     assert needle in one_error_line(capsys)
 
 
+def test_bad_val_file_stops_before_the_first_iteration(tmp_path, toy, capsys):
+    """A missing val image used to be found at the first evaluation, after an epoch of training."""
+    val = tmp_path / "val.txt"
+    val.write_text((toy / "splits/small_val.txt").read_text() + "val_missing\n")
+    config = small_config(tmp_path, toy, data={"val_split": str(val)})
+    run_dir = tmp_path / "r"
+    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+    assert "val_missing" in one_error_line(capsys)
+    assert "epoch 1/" not in (run_dir / "train.log").read_text()
+    assert not (run_dir / "latest.pth").exists()
+
+
 def test_bad_config_is_one_sentence(tmp_path, toy, capsys):
     config = small_config(tmp_path, toy)
     assert train_semi.main(["--config", str(config), "--opt", "train.epoch=3"]) == 2

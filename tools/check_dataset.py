@@ -4,26 +4,25 @@
 
 For the labeled, unlabeled and val splits of the config: the split file reads; every image exists and
 decodes; every label (labeled and val) exists, decodes, is a class-index image with values in
-[0, data.num_classes) or 255, and has its image's size; no id is listed twice in a split, and none of the
-val ids is also in the labeled or unlabeled split. Prints a summary per split and the first problems of each
-kind; exit status 0 when clean, 1 when there are problems, 2 when the config itself is bad.
+[0, data.num_classes) or 255, and has its image's size; the labels of a split are not all 255 (ignore); no id
+is listed twice in a split, and none of the val ids is also in the labeled or unlabeled split. Warns (without
+failing) when some of the data.num_classes classes appear in no labeled or val label. Prints a summary per
+split and the first problems of each kind; exit status 0 when clean, 1 when there are problems, 2 when the
+config itself is bad. The checks are training's preflight (imas.data.preflight), made exhaustive.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imas.config import load_config  # noqa: E402
-from imas.data.io import check_same_size, read_image, read_label  # noqa: E402
-from imas.data.layouts import resolve_entries  # noqa: E402
-from imas.data.splits import read_split  # noqa: E402
-from imas.errors import DataError, UserError, user_message  # noqa: E402
+from imas.data.preflight import ABSENT_CLASSES, scan_data  # noqa: E402
+from imas.errors import UserError, user_message  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,64 +33,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def problem_kind(message: str) -> str:
-    """A short category for a DataError message, to group the report."""
-    for needle, kind in (
-        ("does not exist", "missing file"),
-        ("cannot be read", "corrupt file"),
-        ("colour image", "label not an index image"),
-        ("contains value", "label value out of range"),
-        ("but its image is", "image/label size mismatch"),
-    ):
-        if needle in message:
-            return kind
-    return "other"
-
-
-def check_split(split: str, with_labels: bool, cfg, problems: dict[str, list[str]]) -> list[str]:
-    """Check one split's files; append problems by kind; return its ids."""
-    entries = resolve_entries(read_split(split), cfg.data, split)
-    start = time.perf_counter()
-    for done, (_, image_path, label_path) in enumerate(entries, start=1):
-        try:
-            image = read_image(image_path)
-            if with_labels:
-                check_same_size(image, read_label(label_path, cfg.data.num_classes), label_path)
-        except DataError as exc:
-            message = user_message(exc)
-            problems[problem_kind(message)].append(message)
-        if done % 500 == 0:
-            print(
-                f"  {split}: {done}/{len(entries)} files in {time.perf_counter() - start:.0f} s", flush=True
-            )
-    ids = [entry[0] for entry in entries]
-    for image_id, count in Counter(ids).items():
-        if count > 1:
-            problems["id listed twice in a split"].append(f"{image_id} is listed {count} times in {split}")
-    return ids
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opt)
-    d = cfg.data
-    if not Path(d.root).is_dir():
-        raise DataError(f"data root {d.root} does not exist (set data.root)")
+    # The same checks as training's preflight (imas.data.preflight), but every image decoded, every finding
+    # kept, and duplicates and val overlap counted as problems rather than warnings.
+    with_unlabeled = bool(cfg.data.unlabeled_split)
+    scan = scan_data(cfg.data, with_unlabeled, decode_unlabeled=True, progress=print, progress_every_s=10)
+    for split in scan.splits:
+        print(f"{split.name}: {split.path}: {split.entries} entries, {split.findings} problem(s)")
+    if not with_unlabeled:
+        print("unlabeled: no split configured")
     problems: dict[str, list[str]] = defaultdict(list)
-    splits = {"labeled": (d.labeled_split, True), "unlabeled": (d.unlabeled_split, False)}
-    splits["val"] = (d.val_split, True)
-    ids: dict[str, set[str]] = {}
-    for name, (split, with_labels) in splits.items():
-        if not split:
-            print(f"{name}: no split configured")
-            continue
-        before = sum(len(v) for v in problems.values())
-        listed = check_split(split, with_labels, cfg, problems)
-        ids[name] = set(listed)
-        found = sum(len(v) for v in problems.values()) - before
-        print(f"{name}: {split}: {len(listed)} entries, {found} problem(s)")
-    for other in ("labeled", "unlabeled"):
-        for image_id in sorted(ids.get("val", set()) & ids.get(other, set())):
-            problems[f"val id also in {other}"].append(f"{image_id} is in both val and {other}")
+    for finding in scan.findings:
+        if finding.kind == ABSENT_CLASSES:
+            print(f"warning: {finding.message}")
+        else:
+            problems[finding.kind].append(finding.message)
     total = sum(len(v) for v in problems.values())
     if not total:
         print(f"{args.config}: every file checked, no problems")

@@ -77,6 +77,16 @@ LAYOUTS: dict[str, Callable[[str, Path, DataConfig], Entry]] = {
 }
 
 
+def check_paths(cfg: DataConfig, with_unlabeled: bool) -> None:
+    """The data root exists and the splits a run needs are named (data.labeled_split: by validate)."""
+    if not Path(cfg.root).is_dir():
+        raise DataError(f"data root {cfg.root} does not exist (set data.root)")
+    if not cfg.val_split:
+        raise DataError("data.val_split must name a split file")
+    if with_unlabeled and not cfg.unlabeled_split:
+        raise DataError("training with unlabeled data needs data.unlabeled_split to name a split file")
+
+
 def resolve_entries(lines: list[tuple[str, ...]], cfg: DataConfig, split_file: str | Path) -> list[Entry]:
     """Turn split lines into (id, image, label) entries; a pair line gives both paths explicitly."""
     kind = cfg.dataset.value
