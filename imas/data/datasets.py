@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from imas.config import DataConfig, DatasetKind
 from imas.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX, VOC_CLASSES, voc_palette
 from imas.data.io import check_same_size, read_image, read_label
-from imas.data.layouts import Entry, resolve_entries
+from imas.data.layouts import Entry, check_paths, resolve_entries
 from imas.data.splits import read_split
 from imas.data.transforms import weak_transform
 from imas.errors import DataError
@@ -82,13 +82,7 @@ class Datasets:
 
 def build_datasets(cfg: DataConfig, with_unlabeled: bool) -> Datasets:
     """The labeled, unlabeled (if `with_unlabeled`) and val datasets; checks that every listed file exists."""
-    root = Path(cfg.root)
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist (set data.root)")
-    if not cfg.val_split:
-        raise DataError("data.val_split must name a split file")
-    if with_unlabeled and not cfg.unlabeled_split:
-        raise DataError("training with unlabeled data needs data.unlabeled_split to name a split file")
+    check_paths(cfg, with_unlabeled)
     names, colors = class_names(cfg), palette(cfg)
 
     def build(split: str, mode: Mode) -> SegmentationDataset:
