@@ -3,6 +3,9 @@
 python eval.py --config exps/toy/suponly.yaml --checkpoint runs/toy/suponly/best.pth
 python eval.py --config ... --checkpoint ... --model student --mode sliding --opt eval.flip=true
 torchrun --nproc_per_node 4 eval.py --config ... --checkpoint ...   (each val image counted once)
+
+--output's folder is created if needed; an --output that cannot be written (a folder, a path under a file,
+no permission) is refused in one sentence before the evaluation starts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from imas.checkpoint import load_checkpoint
 from imas.config import EvalMode, EvalModel, load_config
 from imas.data import build_datasets, build_val_loader, class_names
+from imas.data.io import check_writable_file
 from imas.dist import cleanup, init_distributed
 from imas.engine import evaluate_model, load_trained_model
 from imas.errors import UserError, user_message
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> dict:
     model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
     if which == "model" and cfg.eval.model.value == "teacher":
         log.info("checkpoint has no teacher (a supervised run): evaluating its model")
+    output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
+    # Checked on every rank (not only the one that writes) so that all of them stop before evaluating,
+    # instead of a traceback after the whole evaluation or ranks waiting on one that stopped.
+    check_writable_file(output, "--output")
 
     datasets = build_datasets(cfg.data, with_unlabeled=False)
     loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
@@ -75,7 +83,6 @@ def run(args: argparse.Namespace) -> dict:
     }
     if info.is_main:
         print(confusion.table(names))
-        output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
         output.write_text(json.dumps(result, indent=2) + "\n")
         log.info("%d images in %.1fs; wrote %s", len(datasets.val), seconds, output)
     return result

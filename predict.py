@@ -7,8 +7,26 @@
 --input is a folder (its images, not recursive), a glob pattern or one file. The config defaults to the one
 stored in the checkpoint; --opt overrides it (eval.mode, eval.window, eval.scales, eval.flip ...). For every
 image <name>: <output>/<name>.png, the class indices as a palette PNG (pixel value = class, shown in the
-dataset's colours), and <output>/<name>_overlay.jpg, the image blended with those colours. Images that cannot
-be read are reported and skipped; the run ends with a count of both and exits non-zero if nothing was written.
+dataset's colours), and <output>/<name>_overlay.jpg, the image blended with those colours.
+
+Names: <name> is the input's stem (photo.jpg -> photo.png); inputs that share a stem, ignoring case, keep
+their suffix (a.jpg -> a_jpg.png, a.png -> a_png.png) and a name still taken gets _2, _3 ..., so every
+prediction has its own files and the count printed at the end is the number of files written.
+
+Before any work: an --output folder that cannot be created or written, or where a prediction would replace
+one of the inputs (e.g. --output equal to an --input folder holding photo.png), is refused in one sentence.
+
+Images: read as a viewer shows them (EXIF orientation applied, so a phone photo's mask lies on the photo as
+it is displayed); 16-bit images are scaled to 8 bits. An image whose long side is above
+max(LARGE_SIDE = 2560, 2 x eval.window) px is predicted with sliding windows (eval.window) in tiles whose
+float buffers stay within TILE_BYTES (1 GiB) plus the model's activations for eval.batch_size windows, with
+the same labels as one sliding pass (windows across tile borders are run once per tile: up to ~2x the
+windows); the log names each such image. Outside the tiles memory grows by about 10 bytes a pixel (the
+decoded image, its labels and its overlay): a 12000 x 12000 photo needs ~3 GB, not the 16+ GB of one pass.
+
+Images that cannot be read (corrupt, a float image, above Pillow's decompression-bomb limit, ...) are
+skipped and listed with the reason at the end. Exit status: 0 when at least one prediction was written,
+2 when none was or the command line, checkpoint or --output is wrong.
 """
 
 from __future__ import annotations
@@ -16,26 +34,35 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from imas.checkpoint import load_checkpoint
 from imas.config import Config, EvalMode, EvalModel, apply_override, from_dict, load_config, validate
 from imas.data import palette
+from imas.data.io import check_writable_dir, read_image
 from imas.dist import DistInfo
 from imas.engine import AUTOCAST_DTYPES, inference_options, load_trained_model
 from imas.errors import ConfigError, DataError, UserError, user_message
-from imas.inference import normalize, predict
+from imas.inference import normalize, predict, predict_labels_tiled
 from imas.logging import Progress, setup_logging
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 OVERLAY_ALPHA = 0.5  # weight of the class colours in the overlay
+# An image whose long side is above max(LARGE_SIDE, 2 x eval.window) is predicted with sliding windows,
+# tile by tile, whatever eval.mode says: a whole-image pass (or one holding K x H x W probabilities) of a
+# 12000 x 12000 photo took over 16 GB. 2560 keeps Cityscapes (2048 x 1024) and common photos on eval's path.
+LARGE_SIDE = 2560
+TILE_BYTES = 1 << 30  # float buffers of one tile of a large image (see tile_side)
 log = logging.getLogger("imas")
 
 
@@ -93,69 +120,165 @@ def resolve_config(args: argparse.Namespace, ckpt: dict) -> Config:
 
 
 def output_names(files: list[Path]) -> list[str]:
-    """Each file's stem, made unique with _2, _3 ... when several inputs share one (e.g. from a glob)."""
-    seen: dict[str, int] = {}
+    """Each input's output name (<output>/<name>.png and <name>_overlay.jpg), unique even where the file
+    system ignores case.
+
+    A stem that no other input shares (ignoring case) is the name: photo.jpg -> photo. Inputs that share a
+    stem keep their suffix: a.jpg -> a_jpg, a.png -> a_png, A.bmp -> A_bmp. A name that is still taken (the
+    same file name from two folders of a glob, or an input whose own stem is a_jpg) gets _2, _3 ...
+    """
+    stems = Counter(file.stem.lower() for file in files)
+    used = {file.stem.lower() for file in files if stems[file.stem.lower()] == 1}
     names = []
     for file in files:
-        seen[file.stem] = seen.get(file.stem, 0) + 1
-        names.append(file.stem if seen[file.stem] == 1 else f"{file.stem}_{seen[file.stem]}")
+        if stems[file.stem.lower()] == 1:
+            names.append(file.stem)
+            continue
+        wanted = f"{file.stem}_{file.suffix.lstrip('.')}" if file.suffix else file.stem
+        name, n = wanted, 2
+        while name.lower() in used:
+            name, n = f"{wanted}_{n}", n + 1
+        used.add(name.lower())
+        names.append(name)
     return names
 
 
-def run(args: argparse.Namespace) -> tuple[int, list[str]]:
-    """Predict every input image; returns (images written, messages about the skipped ones)."""
+def output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
+    """The index PNG and the overlay JPEG written for one input."""
+    return out_dir / f"{name}.png", out_dir / f"{name}_overlay.jpg"
+
+
+def check_outputs(files: list[Path], names: list[str], out_dir: Path) -> None:
+    """Refuse, before any work, an --output that cannot be written or where a prediction would replace an
+    input (e.g. --output equal to --input holding photo.png): a UserError naming the folder or the file."""
+    inputs = {}
+    for file in files:
+        stat = file.stat()
+        inputs[(stat.st_dev, stat.st_ino)] = file  # the same file whatever its spelling, link or case
+    for name in names:
+        for path in output_paths(out_dir, name):
+            if not path.exists():
+                continue
+            stat = path.stat()
+            if (stat.st_dev, stat.st_ino) in inputs:
+                raise UserError(
+                    f"--output {out_dir} would overwrite the input {inputs[(stat.st_dev, stat.st_ino)]} "
+                    f"with its prediction; choose another --output folder"
+                )
+    check_writable_dir(out_dir, "--output")
+
+
+def large_side(cfg: Config) -> int:
+    """The long side (pixels) above which an image is predicted with sliding windows, tile by tile."""
+    return max(LARGE_SIDE, 2 * cfg.eval.window)
+
+
+def tile_side(cfg: Config) -> int:
+    """The side of the output tiles of a large image: the largest (at least eval.window) whose float
+    buffers fit in about TILE_BYTES: the windows' pixels (3 channels), the view's summed probabilities
+    (K + 1) over the tile at the largest scale, and the resizes back to the tile plus the tile's total
+    (4 K over the larger of the two)."""
+    k, window, scale = cfg.data.num_classes, cfg.eval.window, max(cfg.eval.scales)
+
+    def need(tile: int) -> float:
+        view = math.ceil(scale * tile) + 2
+        return 4 * (3 * (view + 2 * window) ** 2 + (k + 1) * view**2 + 4 * k * max(view, tile) ** 2)
+
+    tile = window
+    while need(tile + 32) <= TILE_BYTES:
+        tile += 32
+    return tile
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """The image blended with its class colours, uint8 [H, W, 3], computed in bands of rows: the float
+    arithmetic of a whole 12000 x 12000 image at once would take ~10 GB."""
+    out = np.empty_like(rgb)
+    band = max(1, (1 << 22) // max(1, rgb.shape[1]))  # ~4M pixels per band
+    for top in range(0, rgb.shape[0], band):
+        rows = slice(top, top + band)
+        mixed = (1 - OVERLAY_ALPHA) * rgb[rows] + OVERLAY_ALPHA * colours[labels[rows]]
+        out[rows] = mixed.round().astype(np.uint8)
+    return out
+
+
+class Summary(NamedTuple):
+    written: int  # predictions written (each to its own pair of files)
+    skipped: list[str]  # one sentence per image that was not predicted
+    upright: int  # images turned by their EXIF orientation before prediction
+
+
+def run(args: argparse.Namespace) -> Summary:
+    """Predict every input image; returns what was written and skipped."""
     setup_logging(None, is_main=True)
+    files = find_images(args.input)
+    names = output_names(files)
+    out_dir = Path(args.output)
+    check_outputs(files, names, out_dir)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = resolve_config(args, ckpt)
-    files = find_images(args.input)
     use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))
     model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
     colours = np.array(palette(cfg.data), dtype=np.uint8)
     flat_palette = colours.flatten().tolist()
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     dtype = AUTOCAST_DTYPES[cfg.train.precision]
+    options = inference_options(cfg)
+    limit, tile = large_side(cfg), tile_side(cfg)
     log.info(
         "%d images, %s weights of %s, %s inference", len(files), which, args.checkpoint, cfg.eval.mode.value
     )
     progress = Progress(0, len(files))
-    written, skipped = 0, []
-    for done, (file, name) in enumerate(zip(files, output_names(files)), start=1):
+    written, skipped, upright = 0, [], 0
+    for done, (file, name) in enumerate(zip(files, names), start=1):
         try:
-            with Image.open(file) as image:
-                rgb = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            skipped.append(f"{file}: {type(exc).__name__}: {exc}")
-            log.warning("skipped %s: cannot be read as an image (%s)", file, type(exc).__name__)
+            image = read_image(file, exif_transpose=True)
+        except DataError as exc:
+            skipped.append(user_message(exc))  # the sentence names the file
+            log.warning("skipped: %s", user_message(exc))
             continue
-        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(info.device)
+        upright += bool(image.info.get("exif_applied"))
+        rgb = np.array(image)  # writable, so torch can share it
+        del image  # one copy of a large image is enough
+        h, w = rgb.shape[:2]
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         with torch.autocast(info.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            probs = predict(model, normalize(x), **inference_options(cfg))
-        labels = probs.argmax(1)[0].to("cpu", torch.uint8).numpy()
-        index_png = Image.fromarray(labels, mode="P")
+            if max(h, w) > limit:
+                why = f"{file} is {w}x{h}, above {limit} px on its long side"
+                log.info("%s: sliding windows of %d px in %d px tiles", why, options["window"], tile)
+                sliding = {key: value for key, value in options.items() if key != "mode"}
+                labels = predict_labels_tiled(model, x, tile, device=info.device, **sliding)[0].numpy()
+            else:
+                probs = predict(model, normalize(x.to(info.device)), **options)
+                labels = probs.argmax(1)[0].to("cpu", torch.uint8).numpy()
+                del probs
+        index_path, overlay_path = output_paths(out_dir, name)
+        index_png = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
         index_png.putpalette(flat_palette)
-        index_png.save(out_dir / f"{name}.png")
-        overlay = (1 - OVERLAY_ALPHA) * rgb + OVERLAY_ALPHA * colours[labels]
-        Image.fromarray(overlay.round().astype(np.uint8)).save(out_dir / f"{name}_overlay.jpg", quality=90)
+        index_png.save(index_path)
+        Image.fromarray(overlay(rgb, labels, colours)).save(overlay_path, quality=90)
         written += 1
         if done % 20 == 0 or done == len(files):
             log.info("predict %s", progress.line(done))
-    return written, skipped
+    return Summary(written, skipped, upright)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        written, skipped = run(args)
+        written, skipped, upright = run(args)
     except UserError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
-    print(f"wrote {written} predictions to {args.output} in {seconds:.1f} s; skipped {len(skipped)} images")
+    turned = f"; {upright} images turned upright by their EXIF orientation" if upright else ""
+    print(
+        f"wrote {written} predictions to {args.output} in {seconds:.1f} s; skipped {len(skipped)} images"
+        + turned
+    )
     for message in skipped:
-        print(f"  skipped {message}")
+        print(f"  skipped: {message}")
     if written == 0:
         print("error: no image could be read, nothing was written", file=sys.stderr)
         return 2

@@ -162,6 +162,197 @@ def predict(
     return total / views
 
 
+# ------------------------------------------------------------------------- large images, tile by tile
+
+
+def _source_index(
+    lo: int, hi: int, in_size: int, out_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Output indices [lo, hi) of a bilinear, align_corners=True resize of one axis from in_size to out_size:
+    the two source indices and the weight of the second, computed as F.interpolate computes them."""
+    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    source = torch.arange(lo, hi, device=device, dtype=torch.float32) * scale
+    first = source.floor().long().clamp(0, in_size - 1)
+    second = (first + 1).clamp(max=in_size - 1)
+    return first, second, (source - first).clamp(0, 1)
+
+
+def _needed(lo: int, hi: int, in_size: int, out_size: int) -> tuple[int, int]:
+    """The source range [lo, hi) that output indices [lo, hi) of `_resize_axis` read."""
+    if in_size == out_size:
+        return lo, hi
+    first, second, _ = _source_index(lo, hi, in_size, out_size, torch.device("cpu"))
+    return int(first.min()), int(second.max()) + 1
+
+
+def _resize_axis(
+    x: torch.Tensor, dim: int, lo: int, hi: int, size: tuple[int, int], offset: int
+) -> torch.Tensor:
+    """Output indices [lo, hi) along `dim` (2: rows, 3: columns) of the bilinear, align_corners=True resize
+    of that axis from size[0] to size[1], computed from x, whose index 0 along `dim` is source `offset`."""
+    in_size, out_size = size
+    if in_size == out_size:  # scale 1: no resize, no copy
+        return x.narrow(dim, lo - offset, hi - lo)
+    if dim == 3:  # index_select along the last dimension is ~4x slower on the CPU: go through the transpose
+        return _resize_axis(x.transpose(2, 3).contiguous(), 2, lo, hi, size, offset).transpose(2, 3)
+    first, second, weight = _source_index(lo, hi, in_size, out_size, x.device)
+    return torch.lerp(
+        x.index_select(2, first - offset), x.index_select(2, second - offset), weight.view(-1, 1)
+    )
+
+
+def _view_pixels(
+    image: torch.Tensor,
+    size: tuple[int, int],
+    mirrored: bool,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    device: torch.device,
+) -> torch.Tensor:
+    """Rows/cols [lo, hi) of `normalize(image)` resized to `size` (then mirrored), on `device`: the view that
+    `predict` gives the model, computed from the source pixels it needs only. image: uint8 [B, 3, H, W]."""
+    h, w = image.shape[-2:]
+    if mirrored:  # column j of the mirrored view is column size[1] - 1 - j of the resized image
+        cols = (size[1] - cols[1], size[1] - cols[0])
+    (r0, r1), (c0, c1) = _needed(*rows, h, size[0]), _needed(*cols, w, size[1])
+    source = normalize(image[:, :, r0:r1, c0:c1].to(device))
+    pixels = _resize_axis(_resize_axis(source, 2, *rows, (h, size[0]), r0), 3, *cols, (w, size[1]), c0)
+    return pixels.flip(-1) if mirrored else pixels
+
+
+def _sliding_box(
+    model: Callable[[torch.Tensor], Any],
+    image: torch.Tensor,
+    size: tuple[int, int],
+    mirrored: bool,
+    box: tuple[int, int, int, int],
+    window: int,
+    stride: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Box (top, bottom, left, right) of predict_sliding's probabilities for one view (image resized to
+    `size`, maybe mirrored), from the windows that touch the box only: the same windows, the same sums and
+    counts as the whole view gives those pixels. Returns [B, K, bottom - top, right - left]."""
+    top, bottom, left, right = box
+    vh, vw = size
+    ph, pw = max(vh, window), max(vw, window)  # predict_sliding pads a short side up to the window
+    ys = [y for y in window_starts(ph, window, stride) if y < bottom and y + window > top]
+    xs = [x for x in window_starts(pw, window, stride) if x < right and x + window > left]
+    u0, u1, v0, v1 = ys[0], ys[-1] + window, xs[0], xs[-1] + window
+    b = image.shape[0]
+    # The windows' pixels: the view where it exists, 0 (the mean colour after normalisation) in the padding.
+    region = torch.zeros(b, 3, u1 - u0, v1 - v0, device=device)
+    inside = (u0, min(u1, vh)), (v0, min(v1, vw))
+    pixels = _view_pixels(image, size, mirrored, *inside, device)
+    region[:, :, : inside[0][1] - u0, : inside[1][1] - v0] = pixels
+    total: torch.Tensor | None = None
+    boxes = [(i, y, x) for i in range(b) for y in ys for x in xs]
+    for first in range(0, len(boxes), batch_size):
+        chunk = boxes[first : first + batch_size]
+        crops = torch.cat(
+            [region[i : i + 1, :, y - u0 : y - u0 + window, x - v0 : x - v0 + window] for i, y, x in chunk]
+        )
+        probs = _probs(model, crops)
+        if total is None:
+            total = probs.new_zeros(b, probs.shape[1], bottom - top, right - left)
+        for (i, y, x), p in zip(chunk, probs):
+            # The part of window (y, x) inside the box.
+            y0, y1, x0, x1 = max(y, top), min(y + window, bottom), max(x, left), min(x + window, right)
+            total[i, :, y0 - top : y1 - top, x0 - left : x1 - left] += p[:, y0 - y : y1 - y, x0 - x : x1 - x]
+    assert total is not None  # there is always at least one window
+    # Every window covering a box pixel touches the box, so these are the whole view's counts there.
+    rows = torch.arange(top, bottom, device=device)
+    cols = torch.arange(left, right, device=device)
+    starts_y, starts_x = torch.tensor(ys, device=device), torch.tensor(xs, device=device)
+    row_count = ((rows[:, None] >= starts_y) & (rows[:, None] < starts_y + window)).sum(1)
+    col_count = ((cols[:, None] >= starts_x) & (cols[:, None] < starts_x + window)).sum(1)
+    return total.div_((row_count[:, None] * col_count[None, :]).to(total.dtype))
+
+
+@torch.inference_mode()
+def predict_box(
+    model: Callable[[torch.Tensor], Any],
+    image: torch.Tensor,
+    box: tuple[int, int, int, int],
+    window: int,
+    stride: int | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Probabilities [B, K, bottom - top, right - left] of the box (top, bottom, left, right) of a uint8
+    image [B, 3, H, W], equal up to float rounding to
+    `predict(model, normalize(image), "sliding", window, stride, scales, flip, batch_size)` cropped to the
+    box, but computed from the pixels and windows that the box needs only: memory grows with the box, not
+    with the image. The image may stay on the CPU: the pixels the box needs go to `device` (default: the
+    image's), where the model must be, and so does the result."""
+    device = torch.device(device) if device is not None else image.device
+    stride = stride or (2 * window) // 3
+    if window <= 0 or not 0 < stride <= window or batch_size <= 0:
+        raise ValueError(
+            f"need window > 0, 0 < stride <= window and batch_size > 0, got {window}, {stride}, {batch_size}"
+        )
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"scales must be a non-empty list of positive numbers, got {list(scales)}")
+    h, w = image.shape[-2:]
+    top, bottom, left, right = box
+    total: torch.Tensor | None = None
+    views = 0
+    for scale in scales:
+        size = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))
+        # The rows/columns of the view's probabilities that resizing back to the box reads.
+        a0, a1 = _needed(top, bottom, size[0], h)
+        b0, b1 = _needed(left, right, size[1], w)
+        for mirrored in (False, True) if flip else (False,):
+            cols = (size[1] - b1, size[1] - b0) if mirrored else (b0, b1)
+            view_box = (a0, a1, *cols)
+            probs = _sliding_box(model, image, size, mirrored, view_box, window, stride, batch_size, device)
+            probs = probs.flip(-1) if mirrored else probs
+            probs = _resize_axis(probs, 2, top, bottom, (size[0], h), a0)
+            probs = _resize_axis(probs, 3, left, right, (size[1], w), b0)
+            total = probs if total is None else total.add_(probs)  # in place: one K x tile x tile buffer
+            views += 1
+    assert total is not None
+    return total.div_(views)
+
+
+def predict_labels_tiled(
+    model: Callable[[torch.Tensor], Any],
+    image: torch.Tensor,
+    tile: int,
+    window: int,
+    stride: int | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Sliding-window labels (argmax) of a large uint8 image [B, 3, H, W] → [B, H, W] (uint8 when there are
+    at most 256 classes, else int64), computed `tile` × `tile` output pixels at a time with `predict_box`.
+
+    The same labels as predict(..., "sliding", ...).argmax(1) up to float rounding, without ever holding
+    K × H × W probabilities. The image and labels stay on the image's device (e.g. the CPU); each tile's
+    pixels go to `device` (default: the image's), where the model is. Windows that straddle a tile border
+    are run once for each tile they touch: the price of the memory bound.
+    """
+    if tile <= 0:
+        raise ValueError(f"tile must be positive, got {tile}")
+    b, _, h, w = image.shape
+    labels: torch.Tensor | None = None
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            box = (top, min(top + tile, h), left, min(left + tile, w))
+            probs = predict_box(model, image, box, window, stride, scales, flip, batch_size, device)
+            if labels is None:
+                dtype = torch.uint8 if probs.shape[1] <= 256 else torch.int64
+                labels = torch.empty(b, h, w, dtype=dtype, device=image.device)
+            labels[:, box[0] : box[1], box[2] : box[3]] = probs.argmax(1).to(image.device, labels.dtype)
+    assert labels is not None
+    return labels
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 

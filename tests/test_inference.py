@@ -14,6 +14,8 @@ from imas.inference import (
     evaluate,
     normalize,
     predict,
+    predict_box,
+    predict_labels_tiled,
     predict_sliding,
     predict_whole,
     window_starts,
@@ -199,3 +201,27 @@ def test_evaluate_under_bf16_autocast():
         conv_model(), uint8_batches(1, 9, 9), K, torch.device("cpu"), autocast_dtype=torch.bfloat16
     )
     assert confusion.matrix.sum() == 2 * 8 * 9
+
+
+@pytest.mark.parametrize(
+    "scales, flip, tile",
+    [((1.0,), False, 10), ((0.75, 1.25), True, 13), ((0.3, 1.0), True, 50), ((1.0,), True, 1)],
+)
+def test_tiles_equal_one_sliding_pass(scales, flip, tile):
+    """Large images are predicted box by box (predict.py): the same probabilities as one pass, tile seams
+    included; 0.3 makes the view smaller than the window (padded), tile 1 is one pixel per box."""
+    model = conv_model(layers=2)
+    pixels = torch.randint(
+        0, 256, (2, 3, 23, 31), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
+    )
+    options = {"window": 12, "stride": 7, "scales": scales, "flip": flip, "batch_size": 3}
+    expected = predict(model, normalize(pixels), "sliding", **options)
+    out = torch.zeros_like(expected)
+    for top in range(0, 23, tile):
+        for left in range(0, 31, tile):
+            box = (top, min(top + tile, 23), left, min(left + tile, 31))
+            out[..., box[0] : box[1], box[2] : box[3]] = predict_box(model, pixels, box, **options)
+    assert torch.allclose(out, expected, atol=1e-5)
+    labels = predict_labels_tiled(model, pixels, tile, **options)
+    assert labels.dtype == torch.uint8 and labels.shape == (2, 23, 31)
+    assert (labels.long() == expected.argmax(1)).float().mean() > 0.999  # ties may round either way

@@ -48,6 +48,8 @@ CORRUPT = "corrupt file"
 NOT_INDEX = "label not an index image"
 BAD_VALUE = "label value out of range"
 SIZE_MISMATCH = "image/label size mismatch"
+TOO_LARGE = "image too large (decompression-bomb guard)"
+PIXEL_FORMAT = "unsupported pixel format"
 OTHER = "other"
 ALL_IGNORE = "labels all 255 (ignore)"
 CLASS_NAMES = "class names"
@@ -101,6 +103,9 @@ def problem_kind(message: str) -> str:
         ("colour image", NOT_INDEX),
         ("contains value", BAD_VALUE),
         ("but its image is", SIZE_MISMATCH),
+        ("pixels, more than", TOO_LARGE),
+        ("floating-point", PIXEL_FORMAT),
+        ("8-bit or 16-bit", PIXEL_FORMAT),
     ):
         if needle in message:
             return kind
