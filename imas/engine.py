@@ -214,15 +214,16 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
     return states
 
 
-def training_payload(
+def save_training_state(
+    path: Path,
     cfg: Config,
     state: TrainState,
     models: dict[str, nn.Module],
     optimizer: torch.optim.Optimizer | None,
     scaler: torch.amp.GradScaler | None,
     rng_states: list[dict[str, Any]] | None,
-) -> dict[str, Any]:
-    """The checkpoint's contents (tensors by reference, nothing copied). best.pth omits optimiser and RNG."""
+) -> None:
+    """Write a checkpoint (rank 0 only calls this). best.pth omits optimiser and RNG state."""
     payload: dict[str, Any] = {
         "epoch": state.epoch,
         "iteration": state.iteration,
@@ -240,20 +241,7 @@ def training_payload(
         payload["scaler"] = scaler.state_dict()
     if rng_states is not None:
         payload["rng"] = rng_states
-    return payload
-
-
-def save_training_state(
-    path: Path,
-    cfg: Config,
-    state: TrainState,
-    models: dict[str, nn.Module],
-    optimizer: torch.optim.Optimizer | None,
-    scaler: torch.amp.GradScaler | None,
-    rng_states: list[dict[str, Any]] | None,
-) -> None:
-    """Write a checkpoint (rank 0 only calls this). best.pth omits optimiser and RNG state."""
-    save_checkpoint(training_payload(cfg, state, models, optimizer, scaler, rng_states), path)
+    save_checkpoint(payload, path)
 
 
 def nonfinite_state(
