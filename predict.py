@@ -247,7 +247,16 @@ def run(args: argparse.Namespace) -> Summary:
                 why = f"{file} is {w}x{h}, above {limit} px on its long side"
                 log.info("%s: sliding windows of %d px in %d px tiles", why, options["window"], tile)
                 sliding = {key: value for key, value in options.items() if key != "mode"}
-                labels = predict_labels_tiled(model, x, tile, device=info.device, **sliding)[0].numpy()
+                tiles = Progress(0, 0)
+
+                def tile_done(done: int, total: int, tiles: Progress = tiles, name: str = file.name) -> None:
+                    tiles.total = total
+                    line = tiles.line(done).replace("it ", "tile ", 1).replace("it/s", "tiles/s")
+                    log.info("  %s %s", name, line)
+
+                labels = predict_labels_tiled(
+                    model, x, tile, device=info.device, on_tile=tile_done, **sliding
+                )[0].numpy()
             else:
                 probs = predict(model, normalize(x.to(info.device)), **options)
                 labels = probs.argmax(1)[0].to("cpu", torch.uint8).numpy()

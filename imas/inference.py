@@ -328,6 +328,7 @@ def predict_labels_tiled(
     flip: bool = False,
     batch_size: int = 4,
     device: torch.device | str | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Sliding-window labels (argmax) of a large uint8 image [B, 3, H, W] → [B, H, W] (uint8 when there are
     at most 256 classes, else int64), computed `tile` × `tile` output pixels at a time with `predict_box`.
@@ -335,20 +336,26 @@ def predict_labels_tiled(
     The same labels as predict(..., "sliding", ...).argmax(1) up to float rounding, without ever holding
     K × H × W probabilities. The image and labels stay on the image's device (e.g. the CPU); each tile's
     pixels go to `device` (default: the image's), where the model is. Windows that straddle a tile border
-    are run once for each tile they touch: the price of the memory bound.
+    are run once for each tile they touch: the price of the memory bound. `on_tile(done, total)` is called
+    after each tile (progress for an image that takes minutes).
     """
     if tile <= 0:
         raise ValueError(f"tile must be positive, got {tile}")
     b, _, h, w = image.shape
     labels: torch.Tensor | None = None
-    for top in range(0, h, tile):
-        for left in range(0, w, tile):
-            box = (top, min(top + tile, h), left, min(left + tile, w))
-            probs = predict_box(model, image, box, window, stride, scales, flip, batch_size, device)
-            if labels is None:
-                dtype = torch.uint8 if probs.shape[1] <= 256 else torch.int64
-                labels = torch.empty(b, h, w, dtype=dtype, device=image.device)
-            labels[:, box[0] : box[1], box[2] : box[3]] = probs.argmax(1).to(image.device, labels.dtype)
+    boxes = [
+        (top, min(top + tile, h), left, min(left + tile, w))
+        for top in range(0, h, tile)
+        for left in range(0, w, tile)
+    ]
+    for done, box in enumerate(boxes, start=1):
+        probs = predict_box(model, image, box, window, stride, scales, flip, batch_size, device)
+        if labels is None:
+            dtype = torch.uint8 if probs.shape[1] <= 256 else torch.int64
+            labels = torch.empty(b, h, w, dtype=dtype, device=image.device)
+        labels[:, box[0] : box[1], box[2] : box[3]] = probs.argmax(1).to(image.device, labels.dtype)
+        if on_tile is not None:
+            on_tile(done, len(boxes))
     assert labels is not None
     return labels
 

@@ -319,6 +319,7 @@ def test_large_image_is_predicted_in_sliding_tiles(tmp_path, monkeypatch, capsys
     assert (
         "wide.png is 150x70, above 64 px on its long side: sliding windows of 32 px in 32 px tiles" in stdout
     )
+    assert "wide.png tile 15/15" in stdout  # progress per tile: 3 x 5 tiles of 32 px
     mask = Image.open(out / "wide.png")
     assert mask.size == (150, 70) and int(np.asarray(mask).max()) < 6
     assert Image.open(out / "wide_overlay.jpg").size == (150, 70)
