@@ -21,8 +21,9 @@ it is displayed); 16-bit images are scaled to 8 bits. An image whose long side i
 max(LARGE_SIDE = 2560, 2 x eval.window) px is predicted with sliding windows (eval.window) in tiles whose
 float buffers stay within TILE_BYTES (1 GiB) plus the model's activations for eval.batch_size windows, with
 the same labels as one sliding pass (windows across tile borders are run once per tile: up to ~2x the
-windows); the log names each such image. Outside the tiles memory grows by about 10 bytes a pixel (the
-decoded image, its labels and its overlay): a 12000 x 12000 photo needs ~3 GB, not the 16+ GB of one pass.
+windows); the log names each such image and shows progress per tile. Outside the tiles memory grows by
+about 10 bytes a pixel (the decoded image, its labels and its overlay); docs/reliability.md gives the peak
+measured for a 12000 x 12000 photo.
 
 Images that cannot be read (corrupt, a float image, above Pillow's decompression-bomb limit, ...) are
 skipped and listed with the reason at the end. Exit status: 0 when at least one prediction was written,
