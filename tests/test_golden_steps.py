@@ -1,0 +1,148 @@
+"""Golden values of today's training steps, so that moving the step code changes nothing.
+
+For SupOnly and four iMAS settings that between them take every branch of the step (the default; CutMix on
+every image with padding masked, Beta boxes and random pairing; select adaptation, no weighting, unweighted
+IoU, weak view outside the batch; magnitude adaptation with scaled boxes), one step on fixed inputs in fp32
+with one thread: the loss, every logged scalar, the hardness, and the gradient of a few parameters. The
+values in tests/golden/steps.json were written by this file (`python tests/test_golden_steps.py`, only when
+a step's behaviour is meant to change) and are compared bit for bit on a CPU of the vector ISA that wrote
+them (oneDNN picks other kernels on another ISA, so elsewhere they are compared to 1e-5 relative).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import train_semi  # noqa: E402
+from imas.config import load_config  # noqa: E402
+from imas.dist import DistInfo  # noqa: E402
+from imas.ema import EMATeacher  # noqa: E402
+from imas.engine import build_model  # noqa: E402
+from imas.losses import build_supervised_loss  # noqa: E402
+
+GOLDEN = Path(__file__).with_name("golden") / "steps.json"
+B, S = 4, 32
+BASE = [
+    "model.pretrained=",
+    "model.backbone_width=8",
+    "model.decoder_channels=16",
+    f"train.batch_size={B}",
+    f"data.crop_size={S}",
+    "semi.group_size=2",
+    "semi.threshold=0.4",
+]
+CASES: dict[str, list[str]] = {
+    "supervised": ["train.method=supervised", "model.aux_head=true"],
+    "imas": ["train.method=imas"],
+    "imas_cutmix_all_masked": [
+        "train.method=imas",
+        "semi.cutmix=fixed",
+        "semi.cutmix_p=1.0",
+        "semi.mask_padding=true",
+        "semi.cutmix_box=beta",
+        "semi.pairing=random",
+    ],
+    "imas_select_unweighted": [
+        "train.method=imas",
+        "semi.adaptive=select",
+        "semi.weighting=none",
+        "semi.class_weighted=false",
+        "semi.weak_in_batch=false",
+    ],
+    "imas_magnitude_scaled": ["train.method=imas", "semi.adaptive=magnitude", "semi.cutmix_scale=true"],
+}
+STEP_SEED = 5  # the step's random draws (augmentation ops, CutMix trigger, boxes, pairing)
+
+
+def run_case(overrides: list[str]) -> dict[str, Any]:
+    """One step on seeded inputs; every number it produces, as float lists."""
+    torch.set_num_threads(1)
+    cfg = load_config(REPO / "exps/toy/imas.yaml", BASE + overrides)
+    device = torch.device("cpu")
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    torch.manual_seed(0)
+    model = build_model(cfg, info)
+    criterion = build_supervised_loss(
+        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
+    )
+    gen = torch.Generator().manual_seed(1)
+    labeled = {
+        "image": torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, generator=gen),
+        "mask": torch.randint(0, cfg.data.num_classes, (B, S, S), generator=gen),
+    }
+    labeled["mask"][:, :2] = 255  # ignored rows, as crop padding gives
+    valid = torch.ones(B, S, S, dtype=torch.bool)
+    valid[:, :, -5:] = False
+    unlabeled = {
+        "image": torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, generator=gen),
+        "valid": valid,
+        "index": torch.arange(B),
+    }
+    model.train()
+    out: dict[str, Any] = {}
+    if cfg.train.method.value == "supervised":
+        torch.manual_seed(STEP_SEED)
+        loss, values = train_semi.supervised_step(model, criterion, labeled, cfg, device)
+    else:
+        teacher = EMATeacher(model, cfg.semi.ema_decay)
+        with torch.no_grad():  # a teacher that disagrees with the student, so the hardness is not trivial
+            for param in teacher.module.parameters():
+                param.add_(0.1 * torch.randn(param.shape, generator=gen))
+        torch.manual_seed(STEP_SEED)
+        loss, values, hardness, _ = train_semi.imas_step(
+            model, model, teacher, criterion, labeled, unlabeled, cfg, device
+        )
+        out["hardness"] = hardness.tolist()
+    loss.backward()
+    out["loss"] = [loss.item()]
+    out |= {f"value/{key}": [value.item()] for key, value in sorted(values.items())}
+    backbone, decoder = model.param_groups()
+    for group, params in (("backbone", backbone), ("decoder", decoder)):
+        for index in (0, -1):
+            out[f"grad/{group}[{index}]"] = params[index].grad.flatten()[:16].tolist()
+    return out
+
+
+def write() -> None:
+    golden = {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "cases": {
+            name: {key: [v.hex() for v in values] for key, values in run_case(overrides).items()}
+            for name, overrides in CASES.items()
+        },
+    }
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_step_matches_its_golden_values(name):
+    golden = json.loads(GOLDEN.read_text())
+    expected = {key: [float.fromhex(v) for v in values] for key, values in golden["cases"][name].items()}
+    threads = torch.get_num_threads()
+    try:
+        actual = run_case(CASES[name])
+    finally:
+        torch.set_num_threads(threads)
+    assert actual.keys() == expected.keys()
+    same_isa = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    for key, values in expected.items():
+        if same_isa:
+            assert actual[key] == values, key
+        else:
+            assert actual[key] == pytest.approx(values, rel=1e-5, abs=1e-7), key
+
+
+if __name__ == "__main__":
+    write()
+    print(f"wrote {GOLDEN}")
