@@ -5,7 +5,8 @@ python eval.py --config ... --checkpoint ... --model student --mode sliding --op
 torchrun --nproc_per_node 4 eval.py --config ... --checkpoint ...   (each val image counted once)
 
 --output's folder is created if needed; an --output that cannot be written (a folder, a path under a file,
-no permission) is refused in one sentence before the evaluation starts.
+no permission), that is the checkpoint or the config, or that is an existing file other than an earlier
+eval.py result, is refused in one sentence before the evaluation starts.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> dict:
     output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
     # Checked on every rank (not only the one that writes) so that all of them stop before evaluating,
     # instead of a traceback after the whole evaluation or ranks waiting on one that stopped.
+    check_not_overwriting(output, [Path(args.checkpoint), Path(args.config)])
     check_writable_file(output, "--output")
 
     datasets = build_datasets(cfg.data, with_unlabeled=False)
@@ -86,6 +88,25 @@ def run(args: argparse.Namespace) -> dict:
         output.write_text(json.dumps(result, indent=2) + "\n")
         log.info("%d images in %.1fs; wrote %s", len(datasets.val), seconds, output)
     return result
+
+
+def check_not_overwriting(output: Path, inputs: list[Path]) -> None:
+    """Refuse an --output that is one of the inputs (the checkpoint, the config), or an existing file that
+    is not an earlier eval.py result: replacing it with a JSON would destroy it."""
+    if not output.is_file():
+        return
+    here = output.stat()
+    for path in inputs:
+        if path.exists() and path.samefile(output):
+            raise UserError(f"--output {output} is the {path.suffix.lstrip('.')} file this command reads")
+    try:
+        earlier = json.loads(output.read_text()) if here.st_size < 2**20 else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"miou", "checkpoint", "model"} <= earlier.keys()):
+        raise UserError(
+            f"--output {output} exists and is not an eval.py result; choose another path or delete it"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +29,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from imas import augment, cutmix
 from imas.checkpoint import load_checkpoint
-from imas.config import Adaptation, Config, CutMixTrigger, Method, Weighting, load_config, save_config
+from imas.config import (
+    Adaptation,
+    Config,
+    CutMixTrigger,
+    Method,
+    Precision,
+    Weighting,
+    load_config,
+    save_config,
+)
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
 from imas.data.preflight import check_data
 from imas.dist import (
@@ -64,6 +75,7 @@ from imas.inference import normalize
 from imas.logging import HardnessHistory, Progress, RunWriter, setup_logging
 from imas.losses import SupervisedLoss, build_supervised_loss, unsupervised_loss
 from imas.rundir import (
+    LOCK_NAME,
     RunLock,
     check_run_dir,
     describe_changes,
@@ -248,15 +260,24 @@ def train(args: argparse.Namespace) -> None:
     lock: list[RunLock] = []  # rank 0's claim on the run directory, released however the run ends
 
     def claim() -> tuple[list[tuple[str, Any, Any]], list[str]]:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {run_dir} ({exc.strerror or exc})") from None
         lock.append(RunLock.acquire(run_dir))
+        notes = [f"took over {LOCK_NAME} from {lock[0].took_over}, which has ended"] * bool(lock[0].took_over)
+        notes += [lock[0].warning] * bool(lock[0].warning)
         changes = check_resume_settings(run_dir / "latest.pth", cfg, args.resume_anyway)
-        save_config(cfg, run_dir / "config.yaml")  # only once the settings are known to fit the run
-        return changes, remove_stale_temporaries(run_dir)
+        if not changes:  # under accepted changes, config.yaml follows the first checkpoint made under them
+            save_config(cfg, run_dir / "config.yaml")
+        removed = remove_stale_temporaries(run_dir)
+        if removed:
+            notes.append(f"removed temporary files of an interrupted write: {', '.join(removed)}")
+        return changes, notes
 
     try:
-        changes, removed = run_on_main(claim, info)
-        run(cfg, info, run_dir, changes, removed)
+        changes, notes = run_on_main(claim, info)
+        run(cfg, info, run_dir, changes, notes)
     finally:
         for held in lock:
             held.release()
@@ -282,7 +303,7 @@ def run(
     info: DistInfo,
     run_dir: Path,
     changes: list[tuple[str, Any, Any]],
-    removed: list[str],
+    notes: list[str],
 ) -> None:
     """Build, resume, train, evaluate and checkpoint in a run directory that this process has claimed."""
     barrier()
@@ -294,8 +315,8 @@ def run(
     slow = precision_warning(cfg.train.precision, info.device)
     if slow and info.is_main:
         log.warning(slow)
-    if removed:
-        log.info("removed temporary files of an interrupted write: %s", ", ".join(removed))
+    for note in notes:
+        log.warning(note)
 
     # Every file of every split is checked before the first iteration (rank 0; a bad file stops all ranks).
     semi = cfg.train.method is Method.imas
@@ -396,7 +417,7 @@ def run(
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
             if state.iteration % cfg.train.log_every == 0 or step + 1 == loaders.iters_per_epoch:
-                stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch)
+                stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch, cfg)
                 history.flush(unlabeled_ids)
                 means = {k: all_reduce_mean(v / (step + 1)).item() for k, v in sums.items()}
                 log.info(
@@ -411,7 +432,7 @@ def run(
                 if window_hardness:
                     writer.histogram("train/hardness", torch.cat(window_hardness), state.iteration)
                     window_hardness = []
-        stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch)
+        stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch, cfg)
         history.flush(unlabeled_ids)
         state.epoch = epoch + 1
 
@@ -426,7 +447,7 @@ def run(
             raise TrainingDiverged(
                 f"after epoch {state.epoch} the model or optimiser state holds NaN or infinite values "
                 f"({len(bad)} tensors, e.g. {bad[0]}); nothing of this epoch was saved and "
-                f"{kept_checkpoint(latest, saved_epoch)}; lower optim.lr or use train.precision fp32"
+                f"{kept_checkpoint(latest, saved_epoch)}; {divergence_advice(cfg)}"
             )
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
@@ -465,6 +486,9 @@ def run(
             save_training_state(latest, cfg, state, models, optimizer, scaler, rng_states)
             if new_best:
                 save_training_state(best, cfg, state, models, None, None, None)
+            if changes:  # the first checkpoint made under settings accepted with --resume-anyway
+                save_config(cfg, run_dir / "config.yaml")
+                changes = []
         saved_epoch = state.epoch
         barrier()
     writer.close()
@@ -480,6 +504,11 @@ def kept_checkpoint(latest: Path, saved_epoch: int | None) -> str:
     return f"{latest} (epoch {saved_epoch}, checked finite when written) is kept"
 
 
+def divergence_advice(cfg: Config) -> str:
+    fp32 = "" if cfg.train.precision is Precision.fp32 else " or use train.precision fp32"
+    return f"lower optim.lr (now {cfg.optim.lr:g}){fp32}"
+
+
 def stop_if_diverged(
     nonfinite: torch.Tensor,
     info: DistInfo,
@@ -487,27 +516,43 @@ def stop_if_diverged(
     epoch: int,
     latest: Path,
     saved_epoch: int | None,
+    cfg: Config,
 ) -> None:
     """Stop before a NaN/inf loss can reach a checkpoint (one host sync, at logging time only)."""
     if broadcast_flag(bool(nonfinite.item()), info.device):
         raise TrainingDiverged(
             f"the loss became NaN or infinite before iteration {state.iteration} in epoch {epoch + 1}; "
-            f"{kept_checkpoint(latest, saved_epoch)}; lower optim.lr or use train.precision fp32"
+            f"{kept_checkpoint(latest, saved_epoch)}; {divergence_advice(cfg)}"
         )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption or scancel, docker stop, torchrun stopping its workers), raised so
+    that the run ends like one interrupted by Ctrl-C: the lock released, the last checkpoint kept."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         train(args)
     except UserError as exc:
-        if int(os.environ.get("RANK", "0")) == 0:  # one sentence per run, not one per process
+        # One sentence per run: an error that rank 0 found and shared is printed by rank 0 only.
+        if int(os.environ.get("RANK", "0")) == 0 or not getattr(exc, "shared", False):
             print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; the run resumes from its latest.pth when started again", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{how}; starting the same command again resumes from the last checkpoint", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         cleanup()
     return 0
 

@@ -107,22 +107,30 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 def run_on_main(fn: Callable[[], T], info: DistInfo) -> T:
     """Run `fn` on rank 0 only and hand its result to every rank.
 
-    A UserError raised by `fn` is raised on every rank (rank 0 re-raises the original), so a refusal on
-    rank 0 (a locked run directory, changed settings) stops all processes instead of leaving the others
-    waiting at the next collective."""
+    An exception raised by `fn` is raised on every rank (rank 0 re-raises the original; the others a copy
+    of a UserError marked `shared`, or a RuntimeError naming any other), so a refusal on rank 0 (a locked
+    run directory, changed settings) stops all processes instead of leaving the others waiting at the next
+    collective."""
     result: Any = None
-    error: UserError | None = None
+    error: BaseException | None = None
     if info.is_main:
         try:
             result = fn()
-        except UserError as exc:
+        except Exception as exc:
             error = exc
     if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [(result, None if error is None else (type(error), str(error)))]
+        shared = None
+        if isinstance(error, UserError):
+            shared = (type(error), str(error))
+        elif error is not None:  # its class may not pickle: its name and message do
+            shared = (RuntimeError, f"rank 0 failed: {type(error).__name__}: {error}")
+        box = [(result, shared)]
         dist.broadcast_object_list(box, src=0)
         result, shared = box[0]
         if shared is not None and not info.is_main:
-            raise shared[0](shared[1])
+            copy = shared[0](shared[1])
+            copy.shared = True
+            raise copy
     if error is not None:
         raise error
     return result

@@ -315,9 +315,15 @@ def resume_training_state(
             f"data.num_classes {cfg.data.num_classes}; use another train.run_dir"
         )
     for name, model in models.items():
-        if name not in ckpt:
-            raise CheckpointError(f"checkpoint {path} holds no {name!r} weights")
-        load_model_state(model, ckpt[name], path)
+        key = name
+        if name == "teacher" and name not in ckpt and "model" in ckpt:
+            # A run without a teacher continued with one (--resume-anyway): the teacher starts as a copy of
+            # the student, as it does at the start of training.
+            log.warning("checkpoint %s has no teacher: the EMA teacher starts as a copy of the student", path)
+            key = "model"
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {path} holds no {key!r} weights")
+        load_model_state(model, ckpt[key], path)
     stored_kind = ckpt.get("config", {}).get("optim", {}).get("kind", cfg.optim.kind.value)
     hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:

@@ -6,6 +6,7 @@ See docs/reliability.md for what a user gets in each case.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -23,7 +24,6 @@ LOCK_NAME = "run.lock"
 # resumes it. Everything else (data, model, loss, optimiser, schedule, method, seed, precision) does, and a
 # resume under other values is refused unless the user opts in with --resume-anyway.
 RESULT_NEUTRAL_KEYS = (
-    "data.num_workers",
     "train.log_every",
     "train.image_every",
     "train.eval_every",
@@ -33,98 +33,100 @@ RESULT_NEUTRAL_KEYS = (
 
 
 def check_run_dir(run_dir: Path) -> None:
-    """A run directory must be a folder (or not exist yet): one sentence for a file in its place."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} is a file; give --run-dir a folder")
+    """A run directory must be a folder (or not exist yet, under folders): one sentence for a file in the
+    way."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == run_dir else f"lies under the file {path}"
+                raise ConfigError(f"run directory {run_dir} {where}; give --run-dir a folder")
+            return
 
 
 # --------------------------------------------------------------------------------------------- the lock
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux), to tell a reused PID apart; None
-    where /proc is not available."""
+def _owner(fd: int) -> str:
+    """Who a lock file's record names: 'process 4242 on host gpu07 (since 2026-12-02 10:00:00)'."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: fields are counted after its last ")".
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    """True if process `pid` runs and is the process that wrote the lock (same start time, when known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    current = _process_start(pid)
-    return start is None or current is None or current == start
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"process {int(record['pid'])} on host {record['host']} (since {record.get('started', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its record is not written yet)"
 
 
 @dataclass
 class RunLock:
-    """An exclusive claim on a run directory: `run.lock` holds the owner's PID, host and start time.
+    """An exclusive claim on a run directory: an flock on `run.lock`, whose text names the owner (PID, host,
+    start time) for the message a second run gets.
 
-    Taken by rank 0 before anything is written; released (the file removed) at exit. A lock whose process
-    is gone (same host, PID not running or reused) is stale and taken over; a lock held by a live process,
-    or by another host, refuses the second run with one sentence naming the owner.
+    The kernel releases an flock when its process ends, however it ends (kill -9, a lost node's lease on a
+    network file system), so a lock is never stale: a record left by a dead owner is simply taken over
+    (`took_over` names it). Taken by rank 0 before anything is written; released (the file removed) at exit.
+    Where the file system has no locks, the run goes on unprotected and `warning` says so.
     """
 
     path: Path
-    held: bool = False
+    fd: int | None = None
+    took_over: str = ""
+    warning: str = ""
 
     @classmethod
     def acquire(cls, run_dir: Path) -> RunLock:
-        lock = cls(run_dir / LOCK_NAME)
-        pid = os.getpid()
-        record = {
-            "pid": pid,
-            "host": socket.gethostname(),
-            "start": _process_start(pid),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        for _ in range(2):  # a second try after removing a stale lock
+        path = run_dir / LOCK_NAME
+        record = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        ).encode()
+        while True:
             try:
-                fd = os.open(lock.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                lock._refuse_or_clear()
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise RunDirError(f"cannot create {path} ({_reason(exc)})") from None
+            lock = cls(path, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _owner(fd)
+                os.close(fd)
+                raise RunDirError(
+                    f"run directory {run_dir} is in use by {owner}; wait for it to finish or stop it, "
+                    "or use another --run-dir"
+                ) from None
+            except OSError as exc:  # e.g. ENOLCK: a network file system mounted without locks
+                lock.warning = f"{path} cannot be locked on this file system ({_reason(exc)}): a second run "
+                lock.warning += "started on this folder would not be refused"
+            # The previous owner unlinks the file as it releases: a lock won on that unlinked file is no lock.
+            try:
+                same = os.path.samestat(os.stat(path), os.fstat(fd))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
-            lock.held = True
+            if os.fstat(fd).st_size:
+                lock.took_over = _owner(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, record, 0)
+            except OSError as exc:
+                lock.release()
+                raise RunDirError(f"cannot write {path} ({_reason(exc)})") from None
             return lock
-        raise RunDirError(f"run directory {run_dir} is locked by {lock.path}, which could not be taken over")
-
-    def _refuse_or_clear(self) -> None:
-        try:
-            owner = json.loads(self.path.read_text())
-            pid, host = int(owner["pid"]), str(owner["host"])
-        except FileNotFoundError:
-            return  # released meanwhile
-        except (OSError, ValueError, KeyError, TypeError):
-            raise RunDirError(
-                f"{self.path} exists but cannot be read; if no other run uses {self.path.parent}, delete it"
-            ) from None
-        since = owner.get("started", "?")
-        if host != socket.gethostname():
-            raise RunDirError(
-                f"run directory {self.path.parent} is in use by process {pid} on host {host} "
-                f"(since {since}); use another --run-dir, or delete {self.path} if that process is gone"
-            )
-        if _alive(pid, owner.get("start")):
-            raise RunDirError(
-                f"run directory {self.path.parent} is in use by process {pid} on this host (since {since}); "
-                "wait for it to finish or stop it, or use another --run-dir"
-            )
-        self.path.unlink(missing_ok=True)  # stale: its process is gone
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.fd is None:
+            return
+        try:
+            if os.path.samestat(os.stat(self.path), os.fstat(self.fd)):
+                self.path.unlink()  # while still locked: a waiting run then finds no file or a new one
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)  # releases the flock
+        self.fd = None
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
 
 
 # ------------------------------------------------------------------------------ settings of a resume
@@ -171,14 +173,18 @@ def _short(value: Any, width: int = 40) -> str:
 # ------------------------------------------------------------------------------------ crash leftovers
 
 
+# The temporary files this code writes in a run directory before renaming them into place.
+TEMPORARIES = (".latest.pth.tmp", ".best.pth.tmp", "config.yaml.tmp", "metrics.jsonl.tmp")
+
+
 def remove_stale_temporaries(run_dir: Path) -> list[str]:
-    """Delete the temporary files an interrupted write leaves (".latest.pth.tmp", "config.yaml.tmp");
-    return their names."""
+    """Delete the temporary files an interrupted write left (TEMPORARIES, no other file); return their
+    names."""
     removed = []
-    for path in sorted(set(run_dir.glob(".*.tmp")) | set(run_dir.glob("*.tmp"))):
-        if path.is_file():
-            path.unlink()
-            removed.append(path.name)
+    for name in TEMPORARIES:
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
+            removed.append(name)
     return removed
 
 

@@ -92,6 +92,10 @@ def test_float_and_out_of_range_images_are_refused(tmp_path):
     Image.fromarray(grey(4, 4).astype(np.int32)).save(tmp_path / "i8.tif")  # 8-bit values in a 32-bit image
     with pytest.raises(DataError, match=r"i8\.tif .*8-bit or 16-bit data"):
         read_image(tmp_path / "i8.tif")
+    # A uint8 array cast to uint16 without scaling: as 16-bit data it would read as black.
+    Image.fromarray(grey(4, 4).astype(np.uint16)).save(tmp_path / "cast16.png")
+    with pytest.raises(DataError, match=r"cast16\.png is a 16-bit integer image .*8-bit or 16-bit data"):
+        read_image(tmp_path / "cast16.png")
 
 
 def test_decompression_bomb_is_one_sentence(tmp_path, monkeypatch):
@@ -353,3 +357,20 @@ def test_eval_creates_the_output_folder(tmp_path, checkpoint):
     args = ["--config", str(checkpoint.parent / "c.yaml"), "--checkpoint", str(checkpoint), "--device", "cpu"]
     assert eval_cli.main([*args, "--output", str(out)]) == 0
     assert '"miou"' in out.read_text()
+    assert eval_cli.main([*args, "--output", str(out)]) == 0  # an earlier result is replaced
+
+
+def test_eval_never_overwrites_its_inputs_or_other_files(tmp_path, capsys, checkpoint):
+    config = checkpoint.parent / "c.yaml"
+    args = ["--config", str(config), "--checkpoint", str(checkpoint), "--device", "cpu", "--output"]
+    before = checkpoint.read_bytes(), config.read_text()
+    assert eval_cli.main([*args, str(checkpoint)]) == 2
+    assert "is the pth file this command reads" in capsys.readouterr().err
+    assert eval_cli.main([*args, str(config)]) == 2
+    assert "is the yaml file this command reads" in capsys.readouterr().err
+    notes = tmp_path / "metrics.jsonl"
+    notes.write_text('{"epoch": 1, "miou": 0.5}\n')
+    assert eval_cli.main([*args, str(notes)]) == 2
+    assert "exists and is not an eval.py result" in capsys.readouterr().err
+    assert (checkpoint.read_bytes(), config.read_text()) == before
+    assert notes.read_text() == '{"epoch": 1, "miou": 0.5}\n'

@@ -57,9 +57,17 @@ def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, caps
     assert train(config, run_dir, "--opt", "train.method=imas", "semi.group_size=2") == 2
     assert "train.method supervised -> imas" in error_line(capsys)
 
-    # Logging cadence and evaluation options do not change the weights: accepted as they are.
-    assert train(config, run_dir, "--opt", "train.log_every=1", "eval.flip=true", "data.num_workers=1") == 0
-    capsys.readouterr()
+    # Logging cadence and evaluation options do not change the weights: accepted as they are. The number
+    # of loader workers does (each worker has its own random stream).
+    assert train(config, run_dir, "--opt", "train.log_every=1", "eval.flip=true") == 0
+    assert train(config, run_dir, "--opt", "data.num_workers=1") == 2
+    assert "data.num_workers 0 -> 1" in error_line(capsys)
+
+    # Accepted changes that then fail (a diverging lr) leave config.yaml describing the checkpoint.
+    stored = (run_dir / "config.yaml").read_text()
+    assert train(config, run_dir, "--resume-anyway", "--opt", "optim.lr=1e6", "train.epochs=2") == 2
+    assert "lower optim.lr (now 1e+06)" in error_line(capsys)
+    assert (run_dir / "config.yaml").read_text() == stored
 
     # Opting in continues the run under the new settings, and says so in train.log and the checkpoint.
     # Switching the optimiser's kind restarts its state instead of failing on a missing key.
@@ -73,6 +81,18 @@ def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, caps
     assert "resuming under changed settings (--resume-anyway)" in log and "train.epochs 1 -> 2" in log
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["kind"] == "adamw"
     assert epochs_of(run_dir / "metrics.jsonl") == [1, 2]
+
+
+def test_a_supervised_run_continued_as_imas_starts_its_teacher_from_the_student(tmp_path, toy, capsys):
+    config = small_config(tmp_path, toy, train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    assert train(config, run_dir) == 0
+    opts = ["--opt", "train.method=imas", "semi.group_size=2", "semi.threshold=0.5", "train.epochs=2"]
+    assert train(config, run_dir, "--resume-anyway", *opts) == 0
+    ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
+    assert ckpt["epoch"] == 2 and "teacher" in ckpt
+    assert "the EMA teacher starts as a copy of the student" in (run_dir / "train.log").read_text()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["method"] == "imas"
 
 
 def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
@@ -93,38 +113,44 @@ def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
 # ------------------------------------------------------------------------------------- the lock
 
 
+HOLD_LOCK = """
+import fcntl, json, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": "earlier"}).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
 @pytest.fixture
-def other_process():
-    """A live process that is not this one (its PID goes into a planted lock)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
+def lock_holder(tmp_path):
+    """A process that holds a run directory's run.lock the way a run does; yields (run_dir, process)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir / LOCK_NAME)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    yield run_dir, proc
     proc.kill()
     proc.wait()
 
 
-def plant_lock(run_dir: Path, pid: int) -> None:
-    from imas.rundir import _process_start
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"pid": pid, "host": os.uname().nodename, "start": _process_start(pid), "started": "earlier"}
-    (run_dir / LOCK_NAME).write_text(json.dumps(record))
-
-
-def test_second_run_on_a_directory_is_refused_and_a_stale_lock_taken_over(
-    tmp_path, toy, capsys, other_process
-):
+def test_second_run_on_a_directory_is_refused_and_a_dead_owner_taken_over(tmp_path, toy, capsys, lock_holder):
     config = small_config(tmp_path, toy, train={"epochs": 1})
-    run_dir = tmp_path / "run"
-    plant_lock(run_dir, other_process.pid)
+    run_dir, holder = lock_holder
     assert train(config, run_dir) == 2
     err = error_line(capsys)
-    assert f"in use by process {other_process.pid}" in err
+    assert f"in use by process {holder.pid} on host {os.uname().nodename} (since earlier)" in err
     assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_NAME]  # nothing written
 
-    other_process.kill()
-    other_process.wait()
-    assert train(config, run_dir) == 0  # its process is gone: the lock was stale
+    holder.kill()  # like kill -9: the kernel releases the lock, the record stays behind
+    holder.wait()
+    assert (run_dir / LOCK_NAME).read_text()
+    assert train(config, run_dir) == 0
     assert not (run_dir / LOCK_NAME).exists()  # released at exit
+    assert f"took over {LOCK_NAME} from process {holder.pid}" in (run_dir / "train.log").read_text()
 
 
 def test_two_real_runs_on_one_directory(tmp_path, toy, capsys):
@@ -145,10 +171,12 @@ def test_two_real_runs_on_one_directory(tmp_path, toy, capsys):
     )
     try:
         deadline = time.monotonic() + 120
-        while not (run_dir / LOCK_NAME).exists() and first.poll() is None and time.monotonic() < deadline:
+        lock = run_dir / LOCK_NAME
+        while not (lock.exists() and lock.stat().st_size) and first.poll() is None:
+            assert time.monotonic() < deadline
             time.sleep(0.05)
         assert train(config, run_dir) == 2
-        assert f"in use by process {first.pid} on this host" in error_line(capsys)
+        assert f"in use by process {first.pid} on host {os.uname().nodename}" in error_line(capsys)
     finally:
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
@@ -156,22 +184,36 @@ def test_two_real_runs_on_one_directory(tmp_path, toy, capsys):
     assert not (run_dir / LOCK_NAME).exists()
 
 
-def test_lock_is_exclusive_within_a_host_and_released(tmp_path):
+def test_lock_is_exclusive_and_released(tmp_path):
     first = RunLock.acquire(tmp_path)
-    with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):
+    with pytest.raises(RunDirError, match=f"in use by process {os.getpid()} on host"):
         RunLock.acquire(tmp_path)
     first.release()
-    RunLock.acquire(tmp_path).release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    # A record without a lock (its writer ended, on this host or another) is taken over, and said so.
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-host", "started": "x"}))
-    with pytest.raises(RunDirError, match="on host another-host"):
+    second = RunLock.acquire(tmp_path)
+    assert second.took_over == "process 1 on host another-host (since x)"
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    second.release()
+
+
+def test_a_full_disk_while_locking_is_one_sentence_and_leaves_no_lock(tmp_path, monkeypatch):
+    def no_space(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(RunDirError, match="cannot write .*run.lock \\(no space left on device\\)"):
         RunLock.acquire(tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / LOCK_NAME).exists()
+    RunLock.acquire(tmp_path).release()
 
 
-def test_refusal_under_torchrun_stops_every_process(tmp_path, toy, other_process):
+def test_refusal_under_torchrun_stops_every_process(tmp_path, toy, lock_holder):
     """Rank 0 finds the directory locked; rank 1 must not wait for it at a barrier."""
     config = small_config(tmp_path, toy, train={"epochs": 1})
-    run_dir = tmp_path / "ddp"
-    plant_lock(run_dir, other_process.pid)
+    run_dir, _ = lock_holder
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(
@@ -330,6 +372,53 @@ def test_run_dir_that_is_a_file_is_one_sentence(tmp_path, toy, capsys):
     assert target.read_text() == "mine"
     with pytest.raises(ConfigError, match="is a file"):
         check_run_dir(target)
+    assert train(config, target / "sub" / "run") == 2
+    assert f"lies under the file {target}" in error_line(capsys)
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, toy):
+    """A scheduler's SIGTERM (preemption, scancel) releases the lock and keeps the last checkpoint."""
+    import signal
+    import time
+
+    config = small_config(tmp_path, toy, train={"epochs": 50})
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(
+        [*cmd, "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "latest.pth").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminated; starting the same command again resumes from the last checkpoint" in err
+    assert not (run_dir / LOCK_NAME).exists()
+    assert torch.load(run_dir / "latest.pth", weights_only=True)["epoch"] >= 1
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_errors_of_other_ranks_are_printed_once(monkeypatch, capsys, shared):
+    """Under torchrun an error that rank 0 found and shared is printed by rank 0 only; one that another
+    rank met on its own (a corrupt image in its share of the data) is printed by that rank."""
+
+    def fail(args):
+        exc = RunDirError("the sentence")
+        if shared:
+            exc.shared = True
+        raise exc
+
+    monkeypatch.setattr(train_semi, "train", fail)
+    monkeypatch.setenv("RANK", "1")
+    assert train_semi.main(["--config", "x.yaml"]) == 2
+    assert capsys.readouterr().err == ("" if shared else "error: the sentence\n")
 
 
 def test_single_run_prepares_toy_data_only_when_the_config_reads_it(tmp_path):

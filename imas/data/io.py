@@ -71,7 +71,8 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
     convert("RGB") clips 16-bit grey (mode "I;16", or "I" from older Pillow and 32-bit TIFFs) at 255, which
     turns nearly every pixel white. Values 0..65535 are scaled by 255/65535 (rounded), so a 16-bit copy of
     an 8-bit image (v * 257) reads back exactly as the original. 16-bit RGB PNGs already open as 8-bit "RGB".
-    Mode "I" values outside 0..65535, or all within 0..255 (8-bit or 16-bit data?), are refused.
+    Values outside 0..65535, or all within 0..255 (8-bit data stored in 16 or 32 bits, e.g. a uint8 array
+    cast to uint16 without scaling? or a nearly black 16-bit image?), are refused.
     """
     mode = image.mode
     if mode == "F":
@@ -88,12 +89,13 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
                 f"image {path} holds values from {low} to {high}, outside the 16-bit range 0..65535 "
                 "that can be scaled to 8 bits; save it as an 8-bit or 16-bit image"
             )
-        if mode == "I" and 0 < high <= 255:
-            # A 32-bit integer image holding 8-bit values: scaled as 16-bit data it would be black, read as
-            # 8-bit data a dark 16-bit image would be 257 times too bright. Neither guess is safe.
+        if 0 < high <= 255:
+            # An integer image holding 8-bit values: scaled as 16-bit data it would be black, read as 8-bit
+            # data a dark 16-bit image would be 257 times too bright. Neither guess is safe.
+            bits = "32" if mode == "I" else "16"
             raise DataError(
-                f"image {path} is a 32-bit integer image whose values (0..{high}) do not say whether they "
-                "are 8-bit or 16-bit data; save it as an 8-bit or 16-bit image"
+                f"image {path} is a {bits}-bit integer image whose values (0..{high}) do not say whether "
+                "they are 8-bit or 16-bit data; save it as an 8-bit image, or scale it to the 16-bit range"
             )
         eight = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257)
         return Image.fromarray(eight).convert("RGB")
