@@ -23,8 +23,8 @@ from imas.config import EvalMode, EvalModel, load_config
 from imas.data import build_datasets, build_val_loader, class_names
 from imas.data.io import check_writable_file
 from imas.dist import cleanup, init_distributed
-from imas.engine import evaluate_model, load_trained_model
 from imas.errors import UserError, user_message
+from imas.inference import evaluate_model, load_trained_model
 from imas.logging import setup_logging
 
 

@@ -52,10 +52,10 @@ from imas.config import Config, EvalMode, EvalModel, apply_override, from_dict, 
 from imas.data import palette
 from imas.data.io import check_writable_dir, read_image
 from imas.dist import DistInfo
-from imas.engine import AUTOCAST_DTYPES, inference_options, load_trained_model
 from imas.errors import ConfigError, DataError, UserError, user_message
-from imas.inference import normalize, predict, predict_labels_tiled
+from imas.inference import inference_options, load_trained_model, normalize, predict, predict_labels_tiled
 from imas.logging import Progress, setup_logging
+from imas.precision import AUTOCAST_DTYPES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 OVERLAY_ALPHA = 0.5  # weight of the class colours in the overlay

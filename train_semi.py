@@ -28,7 +28,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from imas import augment, cutmix
-from imas.checkpoint import load_checkpoint
+from imas.checkpoint import (
+    TrainState,
+    gather_rng_states,
+    load_checkpoint,
+    nonfinite_state,
+    repair_best,
+    resume_training_state,
+    save_training_state,
+)
 from imas.config import (
     Adaptation,
     Config,
@@ -40,6 +48,7 @@ from imas.config import (
     save_config,
 )
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
+from imas.data.loaders import to_device
 from imas.data.preflight import check_data
 from imas.dist import (
     DistInfo,
@@ -53,27 +62,13 @@ from imas.dist import (
     run_on_main,
 )
 from imas.ema import EMATeacher
-from imas.engine import (
-    TrainState,
-    autocast_context,
-    build_model,
-    evaluate_model,
-    gather_rng_states,
-    make_grad_scaler,
-    make_optimizer,
-    nonfinite_state,
-    optimizer_step,
-    precision_warning,
-    repair_best,
-    resume_training_state,
-    save_training_state,
-    to_device,
-)
 from imas.errors import RunDirError, TrainingDiverged, UserError, user_message
 from imas.hardness import instance_hardness
-from imas.inference import normalize
+from imas.inference import evaluate_model, normalize
 from imas.logging import HardnessHistory, Progress, RunWriter, setup_logging
 from imas.losses import SupervisedLoss, build_supervised_loss, unsupervised_loss
+from imas.models import build_model
+from imas.precision import autocast_context, make_grad_scaler, optimizer_step, precision_warning
 from imas.rundir import (
     LOCK_NAME,
     RunLock,
@@ -83,7 +78,7 @@ from imas.rundir import (
     result_changes,
     truncate_metrics,
 )
-from imas.schedule import poly_lr, set_lr
+from imas.schedule import make_optimizer, poly_lr, set_lr
 
 log = logging.getLogger("imas")
 
@@ -482,7 +477,7 @@ def run(
         rng_states = gather_rng_states(info)
         if info.is_main:
             # latest.pth first: it names the best epoch, so a stop before best.pth is written is repaired
-            # on resume from latest.pth's own weights (engine.repair_best).
+            # on resume from latest.pth's own weights (imas.checkpoint.repair_best).
             save_training_state(latest, cfg, state, models, optimizer, scaler, rng_states)
             if new_best:
                 save_training_state(best, cfg, state, models, None, None, None)

@@ -1,20 +1,29 @@
-"""Atomic, self-describing checkpoints that `torch.load(weights_only=True)` accepts."""
+"""Atomic, self-describing checkpoints that `torch.load(weights_only=True)` accepts, and the training state
+they hold: what is saved, the finiteness check before a save, resume, and the best.pth repair."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import shutil
 import subprocess
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
 import imas
+from imas.config import Config, to_dict
+from imas.dist import DistInfo
 from imas.errors import CheckpointError
+
+log = logging.getLogger("imas")
 
 
 def code_version() -> str:
@@ -156,3 +165,167 @@ def load_model_state(
             f"unexpected tensors, e.g. {example}); check model.backbone, model.aux_head and model.stem"
         )
     model.load_state_dict(state_dict)
+
+
+# ------------------------------------------------------------------------- training state and resume
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    iteration: int = 0  # optimiser steps taken
+    best_miou: float = -1.0
+    best_epoch: int = 0  # the epoch whose models best.pth holds; 0 = none yet
+    # Result-changing settings accepted on a resume (--resume-anyway): [{"epoch", "iteration", "changes"}]
+    resumed_with_changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG state, so a resumed run continues each rank's random stream exactly."""
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_training_state(
+    path: Path,
+    cfg: Config,
+    state: TrainState,
+    models: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None,
+    rng_states: list[dict[str, Any]] | None,
+) -> None:
+    """Write a checkpoint (rank 0 only calls this). best.pth omits optimiser and RNG state."""
+    payload: dict[str, Any] = {
+        "epoch": state.epoch,
+        "iteration": state.iteration,
+        "best_miou": state.best_miou,
+        "best_epoch": state.best_epoch,
+        "resumed_with_changes": state.resumed_with_changes,
+        "config": to_dict(cfg),
+        "version": code_version(),
+    }
+    for name, model in models.items():
+        payload[name] = model.state_dict()
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if scaler is not None:
+        payload["scaler"] = scaler.state_dict()
+    if rng_states is not None:
+        payload["rng"] = rng_states
+    save_checkpoint(payload, path)
+
+
+def nonfinite_state(
+    models: dict[str, nn.Module], optimizer: torch.optim.Optimizer, info: DistInfo
+) -> list[str]:
+    """The names of the floating tensors of the state a checkpoint would save (every model's parameters
+    and buffers, the optimiser's state) that hold NaN or infinity; [] when all are finite.
+
+    Every rank checks its own copy and the verdict is all-reduced, so all ranks stop together: one host
+    synchronisation per call. The names are only looked up on the rare failure."""
+    state = {name: model.state_dict() for name, model in models.items()} | {
+        "optimizer": optimizer.state_dict()["state"]
+    }
+    tensors = floating_tensors(state)
+    count = nonfinite_count(list(tensors.values())).to(info.device, torch.float32)
+    if info.distributed:
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    if count.item() == 0:
+        return []
+    bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    return bad or ["a tensor on another process"]
+
+
+def repair_best(best: Path, latest: Path, ckpt: dict[str, Any], state: TrainState) -> None:
+    """Make best.pth hold the epoch that latest.pth (`ckpt`) names as best (rank 0, on resume).
+
+    latest.pth is written before best.pth, and records the best epoch; a crash between the two writes
+    leaves best.pth behind. The models of that epoch are then latest.pth's own, so best.pth is rebuilt
+    from them exactly."""
+    if state.best_epoch == 0:
+        return  # nothing evaluated yet, or a checkpoint from before best epochs were recorded
+    try:
+        held = int(load_checkpoint(best, mmap=True)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        held = None
+    if held == state.best_epoch:
+        return
+    if state.best_epoch == state.epoch:
+        save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng")}, best)
+        log.warning(
+            "%s did not hold the best epoch %d (a stop between two checkpoint writes): rewritten from %s",
+            best,
+            state.best_epoch,
+            latest,
+        )
+    else:
+        log.warning(
+            "%s does not hold the best epoch %d (mIoU %.2f), whose weights are no longer available",
+            best,
+            state.best_epoch,
+            100 * state.best_miou,
+        )
+
+
+def resume_training_state(
+    path: Path,
+    ckpt: dict[str, Any],
+    cfg: Config,
+    info: DistInfo,
+    models: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> TrainState:
+    """Load latest.pth (`ckpt`, read from `path`) into the models, optimiser and scaler; restore this rank's
+    RNG stream. The optimiser keeps the config's hyper-parameters (momentum, weight decay): a resume
+    accepted with changed settings trains under the new ones."""
+    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
+    if stored_classes is not None and stored_classes != cfg.data.num_classes:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with {stored_classes} classes but the config has "
+            f"data.num_classes {cfg.data.num_classes}; use another train.run_dir"
+        )
+    for name, model in models.items():
+        key = name
+        if name == "teacher" and name not in ckpt and "model" in ckpt:
+            # A run without a teacher continued with one (--resume-anyway): the teacher starts as a copy of
+            # the student, as it does at the start of training.
+            log.warning("checkpoint %s has no teacher: the EMA teacher starts as a copy of the student", path)
+            key = "model"
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {path} holds no {key!r} weights")
+        load_model_state(model, ckpt[key], path)
+    stored_kind = ckpt.get("config", {}).get("optim", {}).get("kind", cfg.optim.kind.value)
+    hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        if stored_kind == cfg.optim.kind.value:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            for group, own in zip(optimizer.param_groups, hyper):
+                group.update(own)
+        else:
+            log.warning("optim.kind changed from %s: the optimiser state starts afresh", stored_kind)
+        scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState(
+            int(ckpt["epoch"]),
+            int(ckpt["iteration"]),
+            float(ckpt["best_miou"]),
+            int(ckpt.get("best_epoch", 0)),
+            list(ckpt.get("resumed_with_changes", [])),
+        )
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a resumable training checkpoint ({exc})") from None
+    rng = ckpt.get("rng", [])
+    if len(rng) == info.world_size:
+        set_rng_state(rng[info.rank])
+    else:
+        log.warning(
+            "checkpoint was written by %d processes, this run has %d: random streams restart from the seed",
+            len(rng),
+            info.world_size,
+        )
+    return state

@@ -10,13 +10,20 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imas.checkpoint import load_model_state
+from imas.config import Config
+from imas.dist import DistInfo
+from imas.errors import CheckpointError
 from imas.metrics import ConfusionMatrix
+from imas.models import build_model
+from imas.precision import AUTOCAST_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -402,3 +409,66 @@ def evaluate(
                 log.info("eval %d/%s batches", step, total or "?")
     confusion.all_reduce()
     return confusion
+
+
+# ---------------------------------------------------------------- evaluation and trained models
+
+
+def inference_options(cfg: Config) -> dict[str, Any]:
+    """cfg.eval as the keyword arguments of imas.inference.predict / evaluate."""
+    e = cfg.eval
+    return {
+        "mode": e.mode.value,
+        "window": e.window,
+        "stride": e.stride or None,
+        "scales": e.scales,
+        "flip": e.flip,
+        "batch_size": e.batch_size,
+    }
+
+
+def evaluate_model(
+    cfg: Config, model: nn.Module, loader: Any, device: torch.device, progress: bool = False
+) -> Any:
+    """Confusion matrix of `model` on the val loader with cfg.eval's mode, scales and flip (all ranks)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate(
+            model,
+            loader,
+            num_classes=cfg.data.num_classes,
+            device=device,
+            **inference_options(cfg),
+            autocast_dtype=AUTOCAST_DTYPES[cfg.train.precision],
+            progress=progress,
+        )
+    finally:
+        model.train(was_training)
+
+
+def load_trained_model(
+    cfg: Config, ckpt: dict[str, Any], checkpoint: str | Path, which: str, info: DistInfo
+) -> tuple[nn.Module, str]:
+    """The model of a training checkpoint `ckpt` (read from `checkpoint` by load_checkpoint), ready for
+    inference (eval mode, on info.device).
+
+    which: "teacher" or "student"; a supervised run's checkpoint has no teacher, so its "model" is used.
+    Returns (model, the checkpoint key that was loaded). A checkpoint without those weights or with another
+    class count than the config is a CheckpointError naming the file.
+    """
+    key = {"teacher": "teacher", "student": "model"}[which]
+    if key not in ckpt and which == "teacher" and "model" in ckpt:
+        key = "model"  # a supervised run: its only model
+    if key not in ckpt:
+        raise CheckpointError(f"checkpoint {checkpoint} holds no {which!r} weights")
+    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
+    if stored_classes is not None and stored_classes != cfg.data.num_classes:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} predicts {stored_classes} classes but the config has "
+            f"data.num_classes {cfg.data.num_classes}"
+        )
+    model = build_model(cfg, info, pretrained=False)
+    load_model_state(model, ckpt[key], checkpoint)
+    model.eval()
+    return model, key

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from imas.config import Config
+
 
 def poly_lr(base_lr: float, iteration: int, total_iterations: int, power: float = 0.9) -> float:
     """base_lr · (1 − t/T)^power at iteration t of T; 0 from t = T on (never negative)."""
@@ -62,3 +64,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's learning rate to lr × its "lr_mult"."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
+
+
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    backbone_params, decoder_params = model.param_groups()
+    o = cfg.optim
+    return build_optimizer(
+        backbone_params, decoder_params, o.lr, o.momentum, o.weight_decay, o.decoder_lr_mult, o.kind.value
+    )

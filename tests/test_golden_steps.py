@@ -26,8 +26,8 @@ import train_semi  # noqa: E402
 from imas.config import load_config  # noqa: E402
 from imas.dist import DistInfo  # noqa: E402
 from imas.ema import EMATeacher  # noqa: E402
-from imas.engine import build_model  # noqa: E402
 from imas.losses import build_supervised_loss  # noqa: E402
+from imas.models import build_model  # noqa: E402
 
 GOLDEN = Path(__file__).with_name("golden") / "steps.json"
 B, S = 4, 32

@@ -23,8 +23,8 @@ from imas.data import build_datasets
 from imas.data.io import check_same_size, read_image, read_label
 from imas.data.toy import make_toy_dataset
 from imas.dist import DistInfo
-from imas.engine import build_model
 from imas.errors import DataError
+from imas.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import check_dataset  # noqa: E402

@@ -15,7 +15,8 @@ from imas.config import load_config, to_dict
 from imas.data import build_datasets, build_val_loader
 from imas.data.toy import make_toy_dataset
 from imas.dist import init_distributed
-from imas.engine import build_model, evaluate_model
+from imas.inference import evaluate_model
+from imas.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import pseudo_label_quality as plq  # noqa: E402

@@ -13,7 +13,7 @@ from conftest import small_config
 
 import eval as eval_cli
 import train_semi
-from imas import engine
+from imas import precision as mixed_precision
 from imas.config import Precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,21 +232,22 @@ def test_mixed_precision_and_channels_last_on_cpu(tmp_path, toy, precision):
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
     # The run warns about emulated low precision exactly when this CPU lacks native kernels for it.
     warned = "no native" in (run_dir / "train.log").read_text()
-    assert warned == (not engine.cpu_has_native(Precision(precision)))
+    assert warned == (not mixed_precision.cpu_has_native(Precision(precision)))
 
 
 def test_precision_warning_names_the_fix(monkeypatch):
     cpu = torch.device("cpu")
-    assert engine.cpu_has_native(Precision.fp32)
-    assert engine.precision_warning(Precision.fp32, cpu) is None
-    monkeypatch.setattr(engine, "cpu_has_native", lambda precision: precision is Precision.fp32)
-    message = engine.precision_warning(Precision.bf16, cpu)
+    assert mixed_precision.cpu_has_native(Precision.fp32)
+    assert mixed_precision.precision_warning(Precision.fp32, cpu) is None
+    monkeypatch.setattr(mixed_precision, "cpu_has_native", lambda precision: precision is Precision.fp32)
+    message = mixed_precision.precision_warning(Precision.bf16, cpu)
     assert "bf16" in message and "--opt train.precision=fp32" in message
-    assert engine.cpu_description().endswith(", no native bf16")
-    assert engine.precision_warning(Precision.bf16, torch.device("cuda")) is None  # CUDA: native or refused
-    monkeypatch.setattr(engine, "cpu_has_native", lambda precision: True)
-    assert engine.precision_warning(Precision.bf16, cpu) is None
-    assert engine.cpu_description().endswith(", native bf16")
+    assert mixed_precision.cpu_description().endswith(", no native bf16")
+    cuda = torch.device("cuda")
+    assert mixed_precision.precision_warning(Precision.bf16, cuda) is None  # CUDA: native or refused
+    monkeypatch.setattr(mixed_precision, "cpu_has_native", lambda precision: True)
+    assert mixed_precision.precision_warning(Precision.bf16, cpu) is None
+    assert mixed_precision.cpu_description().endswith(", native bf16")
 
 
 def test_imas_trains_and_reports_the_teacher(tmp_path, toy):

@@ -13,7 +13,7 @@ Modes:
             same labeled batch;
   hardness  imas.hardness.instance_hardness on [batch, classes, crop, crop] logits vs a per-image NumPy
             reference on the host (what the released code did), e.g. --batch 16 --classes 21 --crop 513;
-  state     the finiteness check run before every checkpoint write (imas.engine.nonfinite_state) on the
+  state     the finiteness check run before every checkpoint write (imas.checkpoint.nonfinite_state) on the
             config's student, an EMA teacher and the optimiser's state after one step.
 Every speed claim in this project is measured with this script.
 """
@@ -34,23 +34,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from imas.checkpoint import nonfinite_state  # noqa: E402
 from imas.config import Method, Precision, load_config  # noqa: E402
 from imas.dist import DistInfo  # noqa: E402
 from imas.ema import EMATeacher  # noqa: E402
-from imas.engine import (  # noqa: E402
-    AUTOCAST_DTYPES,
-    autocast_context,
-    build_model,
-    cpu_description,
-    make_grad_scaler,
-    make_optimizer,
-    nonfinite_state,
-    optimizer_step,
-)
 from imas.errors import UserError, user_message  # noqa: E402
 from imas.hardness import instance_hardness  # noqa: E402
 from imas.inference import normalize, predict  # noqa: E402
 from imas.losses import build_supervised_loss  # noqa: E402
+from imas.models import build_model  # noqa: E402
+from imas.precision import (  # noqa: E402
+    AUTOCAST_DTYPES,
+    autocast_context,
+    cpu_description,
+    make_grad_scaler,
+    optimizer_step,
+)
+from imas.schedule import make_optimizer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -150,9 +150,9 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
 
 
 def cpu_description() -> str:
-    """imas.engine.cpu_description(), e.g. "AVX2, no native bf16", asked in a subprocess like the trainings:
-    this script never imports torch."""
-    code = "from imas.engine import cpu_description; print(cpu_description())"
+    """imas.precision.cpu_description(), e.g. "AVX2, no native bf16", asked in a subprocess like the
+    trainings: this script never imports torch."""
+    code = "from imas.precision import cpu_description; print(cpu_description())"
     return subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True).strip()
 
 

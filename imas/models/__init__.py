@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from imas.config import Config
+from imas.dist import DistInfo
 from imas.models.deeplabv3plus import DeepLabV3Plus
 from imas.models.pretrained import LoadReport, load_backbone_weights
 from imas.models.resnet import ResNet, resnet18, resnet50, resnet101
@@ -18,6 +21,7 @@ __all__ = [
     "LoadReport",
     "ResNet",
     "build_deeplabv3plus",
+    "build_model",
     "load_backbone_weights",
 ]
 
@@ -60,4 +64,26 @@ def build_deeplabv3plus(
     if sync_bn:
         # Conversion keeps the loaded weights and statistics; SyncBN only syncs inside a process group.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def build_model(cfg: Config, info: DistInfo, pretrained: bool = True) -> nn.Module:
+    """The DeepLabv3+ of cfg.model on info.device; SyncBN when training on several CUDA devices."""
+    m = cfg.model
+    model = build_deeplabv3plus(
+        m.backbone,
+        cfg.data.num_classes,
+        output_stride=m.output_stride,
+        aux_head=m.aux_head,
+        multi_grid=m.multi_grid,
+        pretrained=(m.pretrained or None) if pretrained else None,
+        stem=m.stem.value,
+        decoder_channels=m.decoder_channels,
+        backbone_width=m.backbone_width,
+        # SyncBatchNorm has CUDA kernels only; on CPU (gloo) each process keeps its own statistics.
+        sync_bn=m.sync_bn and info.distributed and info.device.type == "cuda",
+    )
+    model.to(info.device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     return model
