@@ -142,6 +142,18 @@ def toy(tmp_path_factory) -> Path:
     return root
 
 
+def toy_data(root: Path, **keys) -> dict:
+    """The data section of a config reading a toy dataset made by make_toy_dataset (all of its splits)."""
+    return {
+        "dataset": "voc",
+        "root": str(root),
+        "labeled_split": str(root / "splits/labeled.txt"),
+        "unlabeled_split": str(root / "splits/unlabeled.txt"),
+        "val_split": str(root / "splits/val.txt"),
+        "num_classes": 6,
+    } | keys
+
+
 def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     cfg = {
         "data": {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from conftest import make_voc, write_split
+from conftest import make_voc, toy_data, write_split
 from PIL import Image
 
 from imas.data.toy import make_toy_dataset
@@ -17,16 +17,7 @@ import check_dataset  # noqa: E402
 
 
 def write_config(tmp_path: Path, root: Path) -> Path:
-    config = {
-        "data": {
-            "dataset": "voc",
-            "root": str(root),
-            "labeled_split": str(root / "splits/labeled.txt"),
-            "unlabeled_split": str(root / "splits/unlabeled.txt"),
-            "val_split": str(root / "splits/val.txt"),
-            "num_classes": 6,
-        }
-    }
+    config = {"data": toy_data(root)}
     path = tmp_path / "check.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

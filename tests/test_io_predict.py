@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import toy_data
 from PIL import Image
 
 import eval as eval_cli
@@ -147,17 +148,7 @@ def test_exif_orientation_raw_for_training_applied_on_request(tmp_path):
 
 def test_check_dataset_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypatch, capsys):
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 3, "unlabeled": 2, "val": 2})
-    config = {
-        "data": {
-            "dataset": "voc",
-            "root": str(root),
-            "labeled_split": str(root / "splits/labeled.txt"),
-            "unlabeled_split": str(root / "splits/unlabeled.txt"),
-            "val_split": str(root / "splits/val.txt"),
-            "num_classes": 6,
-        }
-    }
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": toy_data(root)}))
     images = root / "JPEGImages"
     # A 16-bit copy of labeled_0000 (PNG data under the .jpg name: Pillow reads the content).
     original = np.asarray(Image.open(images / "labeled_0000.jpg").convert("L"))
@@ -190,15 +181,7 @@ def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ckpt")
     root = make_toy_dataset(folder / "toy", sizes={"labeled": 2, "unlabeled": 2, "val": 2})
     config = {
-        "data": {
-            "dataset": "voc",
-            "root": str(root),
-            "labeled_split": str(root / "splits/labeled.txt"),
-            "unlabeled_split": str(root / "splits/unlabeled.txt"),
-            "val_split": str(root / "splits/val.txt"),
-            "num_classes": 6,
-            "num_workers": 0,
-        },
+        "data": toy_data(root, num_workers=0),
         "model": {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16, "backbone_width": 8},
         "eval": {"window": 48},
     }

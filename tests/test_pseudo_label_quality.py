@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import toy_data
 
 from imas.checkpoint import save_checkpoint
 from imas.config import load_config, to_dict
@@ -40,14 +41,7 @@ def test_confident_confusion_and_summary_by_hand() -> None:
 def test_end_to_end_matches_the_evaluation_metric(tmp_path: Path, capsys) -> None:
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 2, "unlabeled": 3, "val": 4})
     config = tmp_path / "c.yaml"
-    data = {
-        "root": str(root),
-        "labeled_split": str(root / "splits/labeled.txt"),
-        "unlabeled_split": str(root / "splits/unlabeled.txt"),
-        "val_split": str(root / "splits/val.txt"),
-        "num_classes": 6,
-        "num_workers": 0,
-    }
+    data = toy_data(root, num_workers=0)
     model = {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16}
     config.write_text(yaml.safe_dump({"data": data, "model": model, "train": {"method": "imas"}}))
     cfg = load_config(config)
