@@ -60,8 +60,9 @@ from imas.precision import AUTOCAST_DTYPES
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 OVERLAY_ALPHA = 0.5  # weight of the class colours in the overlay
 # An image whose long side is above max(LARGE_SIDE, 2 x eval.window) is predicted with sliding windows,
-# tile by tile, whatever eval.mode says: a whole-image pass (or one holding K x H x W probabilities) of a
-# 12000 x 12000 photo took over 16 GB. 2560 keeps Cityscapes (2048 x 1024) and common photos on eval's path.
+# tile by tile, whatever eval.mode says: a whole-image pass of a 12000 x 12000 photo holds 21 x 12000 x 12000
+# float probabilities (12 GB) besides the model's activations. 2560 keeps Cityscapes (2048 x 1024) and common
+# photos on eval's path.
 LARGE_SIDE = 2560
 TILE_BYTES = 1 << 30  # float buffers of one tile of a large image (see tile_side)
 log = logging.getLogger("imas")

@@ -493,7 +493,8 @@ def run(
 
 
 def kept_checkpoint(latest: Path, saved_epoch: int | None) -> str:
-    """What a stopped run leaves: 'latest.pth of epoch 3 is kept' or 'no checkpoint was written'."""
+    """What a stopped run leaves: 'runs/x/latest.pth (epoch 3, checked finite when written) is kept', or 'no
+    checkpoint was written'."""
     if saved_epoch is None:
         return "no checkpoint was written"
     return f"{latest} (epoch {saved_epoch}, checked finite when written) is kept"
@@ -546,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{how}; starting the same command again resumes from the last checkpoint", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
-        if in_main_thread:
+        if in_main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
         cleanup()
     return 0

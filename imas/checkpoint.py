@@ -309,7 +309,10 @@ def resume_training_state(
                 group.update(own)
         else:
             log.warning("optim.kind changed from %s: the optimiser state starts afresh", stored_kind)
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"] or not scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        else:  # fp32/bf16 save an empty scaler state; a resume in fp16 starts loss scaling afresh
+            log.warning("the checkpoint has no loss-scaler state (not fp16): loss scaling starts afresh")
         state = TrainState(
             int(ckpt["epoch"]),
             int(ckpt["iteration"]),

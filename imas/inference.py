@@ -1,7 +1,9 @@
 """Whole-image, sliding-window and multi-scale + flip prediction and evaluation (eval.py and training).
 
 Images enter the model normalised with the ImageNet mean/std (see `normalize`). Every predictor returns
-class probabilities [B, K, H, W] at the input size; the predicted label map is their argmax.
+class probabilities [B, K, H, W] at the input size; the predicted label map is their argmax. Large images are
+predicted tile by tile with bounded memory (`predict_labels_tiled`). `load_trained_model`,
+`evaluate_model` and `inference_options` connect a config and a training checkpoint to these.
 """
 
 from __future__ import annotations
@@ -415,7 +417,7 @@ def evaluate(
 
 
 def inference_options(cfg: Config) -> dict[str, Any]:
-    """cfg.eval as the keyword arguments of imas.inference.predict / evaluate."""
+    """cfg.eval as the keyword arguments of `predict` / `evaluate`."""
     e = cfg.eval
     return {
         "mode": e.mode.value,

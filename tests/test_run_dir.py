@@ -71,10 +71,11 @@ def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, caps
 
     # Opting in continues the run under the new settings, and says so in train.log and the checkpoint.
     # Switching the optimiser's kind restarts its state instead of failing on a missing key.
-    opts = ["--opt", "train.epochs=2", "optim.kind=adamw", "optim.lr=0.001"]
+    opts = ["--opt", "train.epochs=2", "optim.kind=adamw", "optim.lr=0.001", "train.precision=fp16"]
     assert train(config, run_dir, "--resume-anyway", *opts) == 0
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["config"]["optim"]["kind"] == "adamw"
+    assert ckpt["scaler"]["scale"] > 0  # fp16 loss scaling started afresh from an fp32 checkpoint
     (record,) = ckpt["resumed_with_changes"]
     assert record["epoch"] == 1 and ["optim.kind", "sgd", "adamw"] in record["changes"]
     log = (run_dir / "train.log").read_text()

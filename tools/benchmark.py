@@ -14,7 +14,10 @@ Modes:
   hardness  imas.hardness.instance_hardness on [batch, classes, crop, crop] logits vs a per-image NumPy
             reference on the host (what the released code did), e.g. --batch 16 --classes 21 --crop 513;
   state     the finiteness check run before every checkpoint write (imas.checkpoint.nonfinite_state) on the
-            config's student, an EMA teacher and the optimiser's state after one step.
+            config's student, an EMA teacher and the optimiser's state after one step;
+  preflight the data check training runs before its first iteration (imas.data.preflight), per entry, on
+            generated files: VOC-size (500 x 375 JPEG + label PNG, full decode), Cityscapes-size (2048 x 1024
+            PNG + label PNG, full decode) and unlabeled (header only), with --threads reader threads.
 Every speed claim in this project is measured with this script.
 """
 
@@ -64,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed iterations")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    p.add_argument("--mode", choices=["train", "eval", "both", "imas", "hardness", "state"], default="both")
+    modes = ["train", "eval", "both", "imas", "hardness", "state", "preflight"]
+    p.add_argument("--mode", choices=modes, default="both")
     p.add_argument("--classes", type=int, default=None, help="overrides data.num_classes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -121,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
     b, s, k = cfg.train.batch_size, cfg.data.crop_size, cfg.data.num_classes
     if args.mode == "hardness":
         return benchmark_hardness(cfg, device, args) | {"device": device_name(device)}
+    if args.mode == "preflight":
+        return benchmark_preflight(args) | {"device": device_name(torch.device("cpu"))}
     model = build_model(cfg, info, pretrained=False)
     images = torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, device=device)
     labels = torch.randint(0, k, (b, s, s), device=device)
@@ -273,6 +279,66 @@ def benchmark_state_check(cfg, model, info: DistInfo, args) -> dict:
         "checked_mib": round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 1),
         "state_check_s": round(seconds, 4),
     }
+
+
+def benchmark_preflight(args) -> dict:
+    """Seconds per entry of imas.data.preflight.scan_data for VOC-size, Cityscapes-size and unlabeled
+    entries, on photo-like generated files (smooth colour fields with noise) in a temporary folder."""
+    import tempfile
+
+    from PIL import Image
+
+    from imas.config import DataConfig
+    from imas.data.preflight import scan_data
+
+    rng = np.random.default_rng(0)
+
+    def photo(h: int, w: int) -> Image.Image:
+        coarse = rng.integers(0, 256, (h // 25 + 2, w // 25 + 2, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.int16)
+        return Image.fromarray(np.clip(smooth + rng.integers(-12, 13, smooth.shape), 0, 255).astype(np.uint8))
+
+    def label(h: int, w: int) -> Image.Image:
+        tiles = rng.integers(0, 21, (h // 32 + 1, w // 32 + 1)).astype(np.uint8)
+        return Image.fromarray(np.kron(tiles, np.ones((32, 32), np.uint8))[:h, :w])
+
+    counts = {"voc": args.steps * 20, "cityscapes": args.steps * 2}
+    result: dict = {"mode": "preflight", "threads": args.threads or 1, "entries": counts}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "JPEGImages").mkdir()
+        (root / "SegmentationClassAug").mkdir()
+        lines: dict[str, list[str]] = {"voc": [], "cityscapes": []}
+        for kind, (h, w, suffix) in {"voc": (375, 500, ".jpg"), "cityscapes": (1024, 2048, ".png")}.items():
+            for i in range(counts[kind]):
+                name = f"{kind}_{i:05d}"
+                photo(h, w).save(root / "JPEGImages" / f"{name}{suffix}", quality=90)
+                label(h, w).save(root / "SegmentationClassAug" / f"{name}.png")
+                lines[kind].append(f"JPEGImages/{name}{suffix} SegmentationClassAug/{name}.png")
+        for kind, entries in lines.items():
+            (root / f"{kind}.txt").write_text("\n".join(entries) + "\n")
+        (root / "one.txt").write_text(lines["voc"][0] + "\n")
+        images = [line.split()[0] for line in lines["voc"]] * 10  # headers are cheap: read more of them
+        (root / "unlabeled.txt").write_text("\n".join(images) + "\n")
+
+        def seconds(labeled: str, unlabeled: str = "") -> float:
+            cfg = DataConfig(
+                root=str(root),
+                labeled_split=str(root / labeled),
+                unlabeled_split=str(root / unlabeled) if unlabeled else "",
+                val_split=str(root / "one.txt"),
+            )
+            start = time.perf_counter()
+            scan_data(cfg, with_unlabeled=bool(unlabeled), workers=args.threads or 1)
+            return time.perf_counter() - start
+
+        seconds("one.txt")  # warm-up: plugin imports, the first decodes
+        one = min(seconds("one.txt") for _ in range(3))  # the fixed cost (a labeled and a val entry)
+        for kind in ("voc", "cityscapes"):
+            result[f"{kind}_ms_per_entry"] = round(1000 * (seconds(f"{kind}.txt") - one) / counts[kind], 2)
+        unlabeled = seconds("one.txt", "unlabeled.txt") - one
+        result["unlabeled_header_ms_per_entry"] = round(1000 * unlabeled / len(images), 3)
+    return result
 
 
 def reference_hardness_numpy(student: np.ndarray, teacher: np.ndarray, threshold: float) -> np.ndarray:

@@ -32,7 +32,7 @@ from imas.data.layouts import resolve_entries  # noqa: E402
 from imas.data.splits import read_split  # noqa: E402
 from imas.dist import init_distributed  # noqa: E402
 from imas.errors import UserError, user_message  # noqa: E402
-from imas.inference import inference_options, load_trained_model, normalize, predict  # noqa: E402  # noqa: E402
+from imas.inference import inference_options, load_trained_model, normalize, predict  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -71,8 +71,9 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
     convert("RGB") clips 16-bit grey (mode "I;16", or "I" from older Pillow and 32-bit TIFFs) at 255, which
     turns nearly every pixel white. Values 0..65535 are scaled by 255/65535 (rounded), so a 16-bit copy of
     an 8-bit image (v * 257) reads back exactly as the original. 16-bit RGB PNGs already open as 8-bit "RGB".
-    Values outside 0..65535, or all within 0..255 (8-bit data stored in 16 or 32 bits, e.g. a uint8 array
-    cast to uint16 without scaling? or a nearly black 16-bit image?), are refused.
+    Values outside 0..65535 are refused, and so are values all within 0..255: such an image is either 8-bit
+    data stored in 16 or 32 bits (a uint8 array cast to uint16 without scaling) or a nearly black 16-bit
+    image, and nothing tells which.
     """
     mode = image.mode
     if mode == "F":

@@ -1,4 +1,5 @@
-"""Train and val DataLoaders: epoch-seeded order, labeled oversampling, rank shards, reproducible workers.
+"""Train and val DataLoaders: epoch-seeded order, labeled oversampling, rank shards, reproducible workers;
+and `to_device`, which moves a collated batch to the training device.
 
 Reproducibility contract: the global order of epoch e depends only on (seed, stream, e), so every rank draws
 the same permutation and takes a disjoint shard, and a resumed run sees the same data as an uninterrupted

@@ -4,15 +4,15 @@
 of the others), and returns warnings for findings that a run survives. ``scan_data`` does the work and keeps
 every finding; tools/check_dataset.py prints all of them.
 
-What is read, per split (cost per entry: one thread, warm page cache, a loaded 2-core AMD EPYC VM, generated
-files):
+What is read, per split (the cost per entry is measured by `tools/benchmark.py --mode preflight`, see
+docs/reliability.md):
 
 - labeled and val: the image fully decoded (a truncated file fails now, not in the middle of an epoch) and
   the label fully decoded and checked by imas.data.io.read_label (index mode, values in [0, K) or 255), then
-  the sizes compared. VOC-size 500x375 JPEG + label: 2.5-4 ms; Cityscapes-size 2048x1024 PNG + label:
-  55-70 ms (the PNG image decode is most of it).
-- unlabeled (large, e.g. 10k VOC images): the image header only (it exists, is an image, has a size):
-  0.1-0.2 ms. A corrupt pixel stream in an unlabeled image is found only when training reads it.
+  the sizes compared. The image decode is most of the cost.
+- unlabeled (large, e.g. 10k VOC images): the image header only (it exists, is an image, has a size), a
+  small fraction of a full decode. A corrupt pixel stream in an unlabeled image is found only when training
+  reads it.
 
 Files are read by a pool of threads (PIL releases the GIL while decoding).
 """

@@ -1,4 +1,5 @@
-"""Model construction: ``build_deeplabv3plus`` is the one entry point the rest of the code uses."""
+"""Model construction: ``build_model(cfg, info)`` builds the config's DeepLabv3+ on a device (training,
+evaluation, prediction); ``build_deeplabv3plus`` takes the architecture's arguments directly."""
 
 from __future__ import annotations
 
