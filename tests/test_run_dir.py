@@ -71,11 +71,10 @@ def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, caps
 
     # Opting in continues the run under the new settings, and says so in train.log and the checkpoint.
     # Switching the optimiser's kind restarts its state instead of failing on a missing key.
-    opts = ["--opt", "train.epochs=2", "optim.kind=adamw", "optim.lr=0.001", "train.precision=fp16"]
+    opts = ["--opt", "train.epochs=2", "optim.kind=adamw", "optim.lr=0.001"]
     assert train(config, run_dir, "--resume-anyway", *opts) == 0
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["config"]["optim"]["kind"] == "adamw"
-    assert ckpt["scaler"]["scale"] > 0  # fp16 loss scaling started afresh from an fp32 checkpoint
     (record,) = ckpt["resumed_with_changes"]
     assert record["epoch"] == 1 and ["optim.kind", "sgd", "adamw"] in record["changes"]
     log = (run_dir / "train.log").read_text()
@@ -94,6 +93,29 @@ def test_a_supervised_run_continued_as_imas_starts_its_teacher_from_the_student(
     assert ckpt["epoch"] == 2 and "teacher" in ckpt
     assert "the EMA teacher starts as a copy of the student" in (run_dir / "train.log").read_text()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["method"] == "imas"
+
+
+def test_a_resume_into_fp16_starts_loss_scaling_afresh(tmp_path, toy):
+    """An fp32 or bf16 checkpoint holds an empty scaler state, which an fp16 GradScaler refuses to load."""
+    from imas.checkpoint import TrainState, resume_training_state, save_training_state
+    from imas.config import load_config
+    from imas.dist import DistInfo
+    from imas.models import build_model
+    from imas.precision import make_grad_scaler
+    from imas.schedule import make_optimizer
+
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    cfg = load_config(small_config(tmp_path, toy), ["model.pretrained="])
+    model = build_model(cfg, info, pretrained=False)
+    optimizer = make_optimizer(cfg, model)
+    path = tmp_path / "latest.pth"
+    save_training_state(path, cfg, TrainState(1, 4, 0.5, 1), {"model": model}, optimizer, None, None)
+    ckpt = torch.load(path, weights_only=True) | {"scaler": make_grad_scaler(cfg, info.device).state_dict()}
+    assert ckpt["scaler"] == {}
+    cfg.train.precision = type(cfg.train.precision)("fp16")
+    scaler = make_grad_scaler(cfg, info.device)
+    state = resume_training_state(path, ckpt, cfg, info, {"model": model}, optimizer, scaler)
+    assert state.epoch == 1 and scaler.is_enabled() and scaler.get_scale() == 2.0**16
 
 
 def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
