@@ -259,9 +259,13 @@ def train(args: argparse.Namespace) -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunDirError(f"cannot create run directory {run_dir} ({exc.strerror or exc})") from None
-        lock.append(RunLock.acquire(run_dir))
-        notes = [f"took over {LOCK_NAME} from {lock[0].took_over}, which has ended"] * bool(lock[0].took_over)
-        notes += [lock[0].warning] * bool(lock[0].warning)
+        claimed = RunLock.acquire(run_dir)
+        lock.append(claimed)
+        notes = []
+        if claimed.took_over:
+            notes.append(f"took over {LOCK_NAME} from {claimed.took_over}, which has ended")
+        if claimed.warning:
+            notes.append(claimed.warning)
         changes = check_resume_settings(run_dir / "latest.pth", cfg, args.resume_anyway)
         if not changes:  # under accepted changes, config.yaml follows the first checkpoint made under them
             save_config(cfg, run_dir / "config.yaml")

@@ -220,18 +220,23 @@ def save_training_state(
     save_checkpoint(payload, path)
 
 
+def saved_state_tensors(
+    models: dict[str, nn.Module], optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
+    """The floating tensors of the state a checkpoint saves (every model's parameters and buffers, the
+    optimiser's state), by dotted name: what `nonfinite_state` checks."""
+    state = {name: model.state_dict() for name, model in models.items()}
+    return floating_tensors(state | {"optimizer": optimizer.state_dict()["state"]})
+
+
 def nonfinite_state(
     models: dict[str, nn.Module], optimizer: torch.optim.Optimizer, info: DistInfo
 ) -> list[str]:
-    """The names of the floating tensors of the state a checkpoint would save (every model's parameters
-    and buffers, the optimiser's state) that hold NaN or infinity; [] when all are finite.
+    """The names of the `saved_state_tensors` that hold NaN or infinity; [] when all are finite.
 
     Every rank checks its own copy and the verdict is all-reduced, so all ranks stop together: one host
     synchronisation per call. The names are only looked up on the rare failure."""
-    state = {name: model.state_dict() for name, model in models.items()} | {
-        "optimizer": optimizer.state_dict()["state"]
-    }
-    tensors = floating_tensors(state)
+    tensors = saved_state_tensors(models, optimizer)
     count = nonfinite_count(list(tensors.values())).to(info.device, torch.float32)
     if info.distributed:
         dist.all_reduce(count, op=dist.ReduceOp.MAX)

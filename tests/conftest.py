@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -142,31 +146,22 @@ def toy(tmp_path_factory) -> Path:
     return root
 
 
-def toy_data(root: Path, **keys) -> dict:
-    """The data section of a config reading a toy dataset made by make_toy_dataset (all of its splits)."""
+def toy_data(root: Path, splits: str = "", **keys) -> dict:
+    """The data section of a config reading a toy dataset made by make_toy_dataset: its split lists
+    splits/<splits>labeled.txt etc. (splits="small_": the `toy` fixture's short lists), plus `keys`."""
     return {
         "dataset": "voc",
         "root": str(root),
-        "labeled_split": str(root / "splits/labeled.txt"),
-        "unlabeled_split": str(root / "splits/unlabeled.txt"),
-        "val_split": str(root / "splits/val.txt"),
+        "labeled_split": str(root / f"splits/{splits}labeled.txt"),
+        "unlabeled_split": str(root / f"splits/{splits}unlabeled.txt"),
+        "val_split": str(root / f"splits/{splits}val.txt"),
         "num_classes": 6,
     } | keys
 
 
 def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     cfg = {
-        "data": {
-            "dataset": "voc",
-            "root": str(toy),
-            "labeled_split": str(toy / "splits/small_labeled.txt"),
-            "unlabeled_split": str(toy / "splits/small_unlabeled.txt"),
-            "val_split": str(toy / "splits/small_val.txt"),
-            "num_classes": 6,
-            "crop_size": 64,
-            "long_side": [64, 96],
-            "num_workers": 0,
-        },
+        "data": toy_data(toy, "small_", crop_size=64, long_side=[64, 96], num_workers=0),
         "model": {"backbone": "resnet18", "output_stride": 16},
         "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
         "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "eval_every": 1},
@@ -177,3 +172,53 @@ def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+# ---------------------------------------------------------------------------- running train_semi.py
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS` in the repository (gloo on the
+    CPU, one thread per process), its output captured."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def start_training(config: Path, run_dir: Path) -> subprocess.Popen:
+    """train_semi.py on the CPU in a process of its own (one thread), stderr piped, not waited for."""
+    cmd = [
+        sys.executable,
+        "train_semi.py",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--device",
+        "cpu",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def stop_after_save(monkeypatch, when: Callable[[Path, object], bool]) -> Callable[[], None]:
+    """Make train_semi stop as a killed job would (KeyboardInterrupt) right after a checkpoint write for
+    which when(path, state) is true; returns the function that restores normal saving."""
+    import train_semi
+
+    original = train_semi.save_training_state
+
+    def save_then_stop(path, cfg, state, *args, **kwargs):
+        original(path, cfg, state, *args, **kwargs)
+        if when(path, state):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_semi, "save_training_state", save_then_stop)
+    return lambda: monkeypatch.setattr(train_semi, "save_training_state", original)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import small_config
+from conftest import REPO, small_config, start_training, stop_after_save, torchrun
 
 import train_semi
 from imas import checkpoint as checkpoint_module
@@ -21,8 +21,6 @@ from imas.checkpoint import nonfinite_count, save_checkpoint
 from imas.config import Config, to_dict
 from imas.errors import CheckpointError, ConfigError, RunDirError
 from imas.rundir import LOCK_NAME, RunLock, check_run_dir, result_changes
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def train(config: Path, run_dir: Path, *extra: str) -> int:
@@ -182,16 +180,7 @@ def test_two_real_runs_on_one_directory(tmp_path, toy, capsys):
 
     config = small_config(tmp_path, toy, train={"epochs": 2})
     run_dir = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    first = subprocess.Popen(
-        [sys.executable, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir)]
-        + ["--device", "cpu"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_training(config, run_dir)
     try:
         deadline = time.monotonic() + 120
         lock = run_dir / LOCK_NAME
@@ -237,15 +226,8 @@ def test_refusal_under_torchrun_stops_every_process(tmp_path, toy, lock_holder):
     """Rank 0 finds the directory locked; rank 1 must not wait for it at a barrier."""
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir, _ = lock_holder
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(
-        [*cmd, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = torchrun(
+        "train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", timeout=180
     )
     assert result.returncode != 0
     assert result.stderr.count(f"error: run directory {run_dir} is in use") == 1, result.stderr[-2000:]
@@ -295,17 +277,11 @@ def test_nonfinite_state_stops_before_evaluation_and_keeps_checkpoints(tmp_path,
 def test_best_is_repaired_after_a_stop_between_the_two_writes(tmp_path, toy, monkeypatch):
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir = tmp_path / "run"
-    original = train_semi.save_training_state
-
-    def stop_after_latest(path, cfg, state, *args, **kwargs):
-        original(path, cfg, state, *args, **kwargs)
-        if path.name == "latest.pth":
-            raise KeyboardInterrupt  # killed between latest.pth and best.pth
-
-    monkeypatch.setattr(train_semi, "save_training_state", stop_after_latest)
+    # killed between latest.pth and best.pth
+    resume_saving = stop_after_save(monkeypatch, lambda path, state: path.name == "latest.pth")
     assert train(config, run_dir) == 130
     assert not (run_dir / "best.pth").exists()
-    monkeypatch.setattr(train_semi, "save_training_state", original)
+    resume_saving()
     assert train(config, run_dir) == 0  # finished already: only the repair happens
     latest = torch.load(run_dir / "latest.pth", weights_only=True)
     best = torch.load(run_dir / "best.pth", weights_only=True)
@@ -318,16 +294,11 @@ def test_best_is_repaired_after_a_stop_between_the_two_writes(tmp_path, toy, mon
 def test_rerun_epoch_is_recorded_once_and_temporaries_removed(tmp_path, toy, monkeypatch):
     config = small_config(tmp_path, toy, train={"epochs": 2})
     run_dir = tmp_path / "run"
-    original = train_semi.save_training_state
-
-    def stop_after_epoch_1(path, cfg, state, *args, **kwargs):
-        original(path, cfg, state, *args, **kwargs)
-        if path.name == "best.pth" and state.epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_semi, "save_training_state", stop_after_epoch_1)
+    resume_saving = stop_after_save(
+        monkeypatch, lambda path, state: path.name == "best.pth" and state.epoch == 1
+    )
     assert train(config, run_dir) == 130
-    monkeypatch.setattr(train_semi, "save_training_state", original)
+    resume_saving()
     # A crash after epoch 2's evaluation but before its checkpoint: its metrics line and a torn temporary.
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"epoch": 2, "iteration": 8, "miou": 0.5}) + "\n" + '{"epoch": 3, "mi')
@@ -406,16 +377,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, toy):
 
     config = small_config(tmp_path, toy, train={"epochs": 50})
     run_dir = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(
-        [*cmd, "--device", "cpu"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_training(config, run_dir)
     deadline = time.monotonic() + 120
     while not (run_dir / "latest.pth").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

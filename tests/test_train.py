@@ -1,22 +1,17 @@
 """End-to-end: train + evaluate on a small toy subset, resume, bad input, torchrun with gloo."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_config, stop_after_save, torchrun
 
 import eval as eval_cli
 import train_semi
 from imas import precision as mixed_precision
 from imas.config import Precision
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_then_eval(tmp_path, toy, capsys):
@@ -61,17 +56,13 @@ def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
 
-    original = train_semi.save_training_state
-
-    def save_then_crash(path, cfg, state, *args, **kwargs):
-        original(path, cfg, state, *args, **kwargs)
-        if path.name == "latest.pth" and state.epoch == 1:
-            raise KeyboardInterrupt  # the job is killed right after the first epoch's checkpoint
-
-    monkeypatch.setattr(train_semi, "save_training_state", save_then_crash)
+    # the job is killed right after the first epoch's checkpoint
+    resume_saving = stop_after_save(
+        monkeypatch, lambda path, state: path.name == "latest.pth" and state.epoch == 1
+    )
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
     assert torch.load(resumed / "latest.pth", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(train_semi, "save_training_state", original)
+    resume_saving()
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
 
     a = torch.load(full / "latest.pth", weights_only=True)
@@ -164,16 +155,7 @@ def test_torchrun_two_processes_gloo(tmp_path, toy, method):
     semi = {"threshold": 0.5, "group_size": 2} if method == "imas" else {}
     config = small_config(tmp_path, toy, train={"epochs": 1, "method": method}, semi=semi)
     run_dir = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    train = subprocess.run(
-        [*cmd, "train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    train = torchrun("train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu")
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["iteration"] == 16 // (4 * 2)  # each of 2 ranks takes 4 images per step
@@ -189,14 +171,16 @@ def test_torchrun_two_processes_gloo(tmp_path, toy, method):
     ddp_miou = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["miou"]
 
     out = tmp_path / "ddp_eval.json"
-    evaluation = subprocess.run(
-        [*cmd, "eval.py", "--config", str(config), "--checkpoint", str(run_dir / "latest.pth")]
-        + ["--output", str(out), "--device", "cpu"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    evaluation = torchrun(
+        "eval.py",
+        "--config",
+        str(config),
+        "--checkpoint",
+        str(run_dir / "latest.pth"),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
     )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     single = tmp_path / "single_eval.json"
@@ -356,20 +340,15 @@ def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch
         image_id, _, _, value = row.split(",")
         assert image_id in unlabeled_ids and 0.0 <= float(value) <= 1.0
 
-    original = train_semi.save_training_state
-
-    def save_then_crash(path, cfg, state, *args, **kwargs):
-        original(path, cfg, state, *args, **kwargs)
-        if path.name == "latest.pth" and state.epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_semi, "save_training_state", save_then_crash)
+    resume_saving = stop_after_save(
+        monkeypatch, lambda path, state: path.name == "latest.pth" and state.epoch == 1
+    )
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
     checkpoint_iteration = torch.load(resumed / "latest.pth", weights_only=True)["iteration"]
     with (resumed / "hardness.csv").open("a") as f:  # rows of a crashed epoch after the checkpoint
         # the first iteration after the checkpoint (its index is the checkpoint's count) and a later one
         f.write(f"stale,2,{checkpoint_iteration},0.5\nstale,2,{checkpoint_iteration + 3},0.5\n")
-    monkeypatch.setattr(train_semi, "save_training_state", original)
+    resume_saving()
     assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
     assert (resumed / "hardness.csv").read_text() == (full / "hardness.csv").read_text()
 

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imas.checkpoint import nonfinite_state  # noqa: E402
+from imas.checkpoint import nonfinite_state, saved_state_tensors  # noqa: E402
 from imas.config import Method, Precision, load_config  # noqa: E402
 from imas.dist import DistInfo  # noqa: E402
 from imas.ema import EMATeacher  # noqa: E402
@@ -268,8 +268,7 @@ def benchmark_state_check(cfg, model, info: DistInfo, args) -> dict:
         param.grad = torch.zeros_like(param)
     optimizer.step()  # creates the momentum buffers that a checkpoint saves
     models = {"model": model, "teacher": EMATeacher(model, cfg.semi.ema_decay).module}
-    tensors = [t for m in models.values() for t in m.state_dict().values() if t.is_floating_point()]
-    tensors += [t for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)]
+    tensors = list(saved_state_tensors(models, optimizer).values())
     seconds = timed(lambda: nonfinite_state(models, optimizer, info), args.steps, args.warmup, info.device)
     return {
         "mode": "state",
