@@ -1,6 +1,7 @@
-"""Train a DeepLabv3+ semantic segmentation model: supervised-only (SupOnly) or iMAS.
+"""Train a DeepLabv3+ semantic segmentation model with one of the methods of imas.methods (train.method:
+supervised, mean_teacher, imas, fixmatch, unimatch, cps), all through this one loop.
 
-    python train_semi.py --config exps/toy/suponly.yaml [--opt key.path=value ...] [--run-dir DIR] [--seed N]
+    python train_semi.py --config exps/toy/imas.yaml [--opt key.path=value ...] [--run-dir DIR] [--seed N]
     torchrun --nproc_per_node 4 train_semi.py --config ...
 
 An existing run directory is resumed from its latest.pth, under the settings that made it (other
@@ -23,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from imas import augment, cutmix
 from imas.checkpoint import (
     TrainState,
     gather_rng_states,
@@ -37,16 +36,7 @@ from imas.checkpoint import (
     resume_training_state,
     save_training_state,
 )
-from imas.config import (
-    Adaptation,
-    Config,
-    CutMixTrigger,
-    Method,
-    Precision,
-    Weighting,
-    load_config,
-    save_config,
-)
+from imas.config import Config, Precision, load_config, save_config
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
 from imas.data.loaders import to_device
 from imas.data.preflight import check_data
@@ -61,14 +51,13 @@ from imas.dist import (
     init_distributed,
     run_on_main,
 )
-from imas.ema import EMATeacher
 from imas.errors import RunDirError, TrainingDiverged, UserError, user_message
-from imas.hardness import instance_hardness
-from imas.inference import evaluate_model, normalize
+from imas.inference import evaluate_model
 from imas.logging import HardnessHistory, Progress, RunWriter, setup_logging
-from imas.losses import SupervisedLoss, build_supervised_loss, unsupervised_loss
+from imas.losses import build_supervised_loss
+from imas.methods import LABELS, METHODS
 from imas.models import build_model
-from imas.precision import autocast_context, make_grad_scaler, optimizer_step, precision_warning
+from imas.precision import make_grad_scaler, optimizer_step, precision_warning
 from imas.rundir import (
     LOCK_NAME,
     RunLock,
@@ -117,129 +106,6 @@ def default_run_dir(config_path: str) -> Path:
     if "exps" in parts:
         return Path("runs", *parts[len(parts) - parts[::-1].index("exps") :])
     return Path("runs", path.name)
-
-
-# ------------------------------------------------------------------------------------------ the steps
-
-
-def supervised_step(
-    model: nn.Module, criterion: SupervisedLoss, batch: dict, cfg: Config, device: torch.device
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SupOnly: L = L_x on the labeled batch. Returns the loss and detached values to log."""
-    image = normalize(batch["image"])
-    with autocast_context(cfg, device):
-        outputs = model(image)
-    loss_x = criterion(outputs, batch["mask"])
-    return loss_x, {"loss_x": loss_x.detach()}
-
-
-def imas_step(
-    net: nn.Module,
-    student: nn.Module,
-    teacher: EMATeacher,
-    criterion: SupervisedLoss,
-    labeled: dict,
-    unlabeled: dict,
-    cfg: Config,
-    device: torch.device,
-    keep_views: bool = False,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
-    """One iMAS iteration (spec §1). Returns the loss, detached values to log, the hardness [B] and, with
-    `keep_views`, the views for an image panel (uint8 images [B, 3, H, W], label maps [B, H, W]; else {}).
-
-    `net` is the student as trained (DDP-wrapped when distributed); `student` the plain module.
-    """
-    sm = cfg.semi
-    weak = unlabeled["image"]  # uint8 [B, 3, H, W]
-    b = weak.shape[0]
-
-    # 2. Teacher and student (in eval mode: running BN statistics) on the weak view, without gradients.
-    with torch.no_grad(), autocast_context(cfg, device):
-        u_w = normalize(weak)
-        teacher_logits = teacher(u_w).float()
-        student.eval()
-        student_logits = student(u_w).float()
-        student.train()
-    confidence, pseudo_label = F.softmax(teacher_logits, dim=1).max(dim=1)
-
-    # 3. Hardness gamma per image; every adaptive rule consumes the easiness e = 1 - gamma.
-    hardness = instance_hardness(
-        student_logits, teacher_logits, sm.threshold, sm.class_weighted, sm.ignore_class0
-    )
-    easiness = 1.0 - hardness
-
-    # 4. Intensity view, adapted per image by e (`magnitude`: op strengths s = U·m·e_i; spec §4 has m = e_i,
-    # the same up to the released cap m = 0.999).
-    if sm.adaptive is Adaptation.magnitude:
-        intensity = augment.random_strong_view(weak, easiness * sm.magnitude, sm.num_ops)
-    else:
-        strong = augment.random_strong_view(weak, sm.magnitude, sm.num_ops)
-        intensity = augment.adapt(weak, strong, easiness, sm.adaptive.value)
-
-    # 5. CutMix view from the weak views, pseudo-labels and confidences, decided per group.
-    views = [normalize(labeled["image"])] + ([u_w] if sm.weak_in_batch else []) + [normalize(intensity)]
-    fired = torch.zeros(b, dtype=torch.bool, device=device)
-    keep = torch.zeros(0, dtype=torch.long, device=device)  # indices of images whose group fired
-    if sm.cutmix is not CutMixTrigger.off:
-        fixed_p = sm.cutmix_p if sm.cutmix is CutMixTrigger.fixed else None
-        fired = cutmix.per_image(cutmix.trigger(easiness, sm.group_size, fixed_p=fixed_p), sm.group_size)
-        source = cutmix.group_pairing(hardness, sm.group_size, sm.pairing.value)
-        scale = cutmix.group_mean(easiness, sm.group_size) if sm.cutmix_scale else None
-        boxes = cutmix.cutmix_boxes(
-            b, weak.shape[2], weak.shape[3], sm.group_size, scale=scale, box=sm.cutmix_box.value
-        )
-        cm_image, cm_label, cm_confidence = cutmix.mix(weak, pseudo_label, confidence, boxes, source)
-        # Only the groups that fired enter the forward pass and the loss (one host sync).
-        keep = fired.nonzero().squeeze(1)
-        views.append(normalize(cm_image[keep]))
-
-    # 6. One student forward in train mode on [labeled, weak, intensity, (CutMix)].
-    with autocast_context(cfg, device):
-        outputs = net(torch.cat(views))
-    logits, aux = outputs if isinstance(outputs, tuple) else (outputs, None)
-    sizes = [v.shape[0] for v in views]
-    parts = list(torch.split(logits, sizes))
-    labeled_out = parts[0] if aux is None else (parts[0], aux[: sizes[0]])
-
-    # 7. L = L_x + lambda_u * (1/2 (L_int + L_cm) where CutMix fired, else L_int), per-image weights e_i.
-    loss_x = criterion(labeled_out, labeled["mask"])
-    weight = easiness if sm.weighting is Weighting.easiness else torch.ones_like(easiness)
-    valid = unlabeled["valid"] if sm.mask_padding else None
-    half = fired.float() * 0.5
-    intensity_logits = parts[2 if sm.weak_in_batch else 1]
-    loss_int = unsupervised_loss(
-        intensity_logits, pseudo_label, confidence, sm.threshold, weight * (1 - half), valid
-    )
-    loss_cm = torch.zeros((), device=device)
-    if keep.numel() > 0:
-        # The CutMix image's weight is its destination's e_i; dividing by the share of fired images turns
-        # the mean over fired images into the mean over the whole batch.
-        # Pasted pixels bring their source's padding with them.
-        cm_valid = torch.where(boxes, valid[source], valid)[keep] if valid is not None else None
-        loss_cm = unsupervised_loss(
-            parts[-1], cm_label[keep], cm_confidence[keep], sm.threshold, (weight * half)[keep], cm_valid
-        ) * (keep.numel() / b)
-    loss_u = sm.lambda_u * (loss_int + loss_cm)
-    values = {
-        "loss_x": loss_x.detach(),
-        "loss_u": loss_u.detach(),
-        "loss_int": loss_int.detach(),
-        "loss_cm": loss_cm.detach(),
-        "easiness": easiness.mean(),
-        "cutmix_rate": fired.float().mean(),
-        "confident": (confidence >= sm.threshold).float().mean(),
-    }
-    views_out: dict[str, torch.Tensor] = {}
-    if keep_views:
-        unconfident = torch.full_like(pseudo_label, 255)
-        views_out = {
-            "weak": weak,
-            "intensity": intensity,
-            "cutmix": torch.where(fired[:, None, None, None], cm_image, weak) if keep.numel() else weak,
-            "pseudo_label": torch.where(confidence >= sm.threshold, pseudo_label, unconfident),
-            "prediction": intensity_logits.detach().argmax(1),
-        }
-    return loss_x + loss_u, values, hardness, views_out
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -317,8 +183,9 @@ def run(
     for note in notes:
         log.warning(note)
 
+    method_class = METHODS[cfg.train.method]
+    semi = method_class.uses_unlabeled
     # Every file of every split is checked before the first iteration (rank 0; a bad file stops all ranks).
-    semi = cfg.train.method is Method.imas
     for warning in run_on_main(lambda: check_data(cfg.data, with_unlabeled=semi), info):
         log.warning(warning)
 
@@ -330,17 +197,20 @@ def run(
     )
     val_loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
     names = class_names(cfg.data)
-    model = build_model(cfg, info)
-    optimizer = make_optimizer(cfg, model)
+    trained: dict[str, nn.Module] = {}
+    for index, name in enumerate(method_class.trained):
+        if index:  # a second network (CPS): what is not pretrained starts from another seed
+            torch.manual_seed(cfg.train.seed + index)
+        trained[name] = build_model(cfg, info)
+    optimizer = make_optimizer(cfg, list(trained.values()))
     scaler = make_grad_scaler(cfg, info.device)
     criterion = build_supervised_loss(
         cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
     )
     torch.manual_seed(cfg.train.seed + 1_000_003 * (info.rank + 1))
-
-    # The teacher is a copy of the plain student, made before DDP wrapping and never wrapped itself.
-    teacher = EMATeacher(model, cfg.semi.ema_decay) if semi else None
-    models = {"model": model} | ({"teacher": teacher.module} if teacher is not None else {})
+    # The method adds the models it keeps itself (an EMA teacher: a copy of the plain student, never wrapped).
+    method = method_class(cfg, trained, criterion, info.device)
+    models = method.models
 
     state = TrainState()
     latest, best = run_dir / "latest.pth", run_dir / "best.pth"
@@ -363,11 +233,10 @@ def run(
         dropped = truncate_metrics(run_dir / "metrics.jsonl", state.epoch)
         if dropped:
             log.info("dropped %d metrics.jsonl lines of epochs after the checkpoint", dropped)
-    net: nn.Module = model
+    nets = dict(trained)  # the trained models as the step runs them
     if info.distributed:
-        net = DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
-        )
+        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        nets = {name: DistributedDataParallel(net, device_ids=device_ids) for name, net in trained.items()}
 
     total_iters = cfg.train.epochs * loaders.iters_per_epoch
     log.info(
@@ -379,13 +248,16 @@ def run(
         loaders.iters_per_epoch,
     )
     writer = RunWriter(run_dir, enabled=info.is_main, purge_step=state.iteration)
-    history = HardnessHistory(run_dir, enabled=info.is_main and semi, resume_iteration=state.iteration)
+    history = HardnessHistory(
+        run_dir, enabled=info.is_main and "hardness" in method.per_image, resume_iteration=state.iteration
+    )
     unlabeled_ids = datasets.unlabeled.ids if datasets.unlabeled is not None else []
     progress = Progress(state.iteration, total_iters)
     colours = palette(cfg.data)
-    window_hardness: list[torch.Tensor] = []  # hardness of every image since the last log line
+    window: dict[str, list[torch.Tensor]] = {}  # per-image values of every image since the last log line
     nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)
-    model.train()
+    for model in trained.values():
+        model.train()
     for epoch in range(state.epoch, cfg.train.epochs):
         loaders.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
@@ -394,24 +266,21 @@ def run(
             lr = poly_lr(cfg.optim.lr, state.iteration, total_iters, cfg.optim.poly_power)
             set_lr(optimizer, lr)
             batch = to_device(labeled, info.device, cfg.train.channels_last)
-            if teacher is None:
-                loss, values = supervised_step(net, criterion, batch, cfg, info.device)
-            else:
-                u_batch = to_device(unlabeled, info.device, cfg.train.channels_last)
-                every = cfg.train.image_every
-                panel = info.is_main and every > 0 and state.iteration % every == 0
-                loss, values, hardness, views = imas_step(
-                    net, model, teacher, criterion, batch, u_batch, cfg, info.device, keep_views=panel
-                )
-                all_hardness = all_gather_cat(hardness)
-                history.add(epoch, state.iteration, all_gather_cat(u_batch["index"]), all_hardness)
-                window_hardness.append(all_hardness)
-                if panel:
-                    writer.panel("train/views", views, colours, state.iteration)
+            u_batch = to_device(unlabeled, info.device, cfg.train.channels_last) if semi else None
+            every = cfg.train.image_every
+            panel = semi and info.is_main and every > 0 and state.iteration % every == 0
+            out = method.step(nets, batch, u_batch, keep_views=panel)
+            for key, value in out.per_image.items():
+                gathered = all_gather_cat(value)
+                window.setdefault(key, []).append(gathered)
+                if key == "hardness":
+                    history.add(epoch, state.iteration, all_gather_cat(u_batch["index"]), gathered)
+            if out.views:
+                writer.panel("train/views", out.views, colours, state.iteration)
+            loss, values = out.loss, out.scalars
             nonfinite |= ~torch.isfinite(loss.detach())
             optimizer_step(loss, optimizer, scaler)
-            if teacher is not None:
-                teacher.update(model, state.iteration, epoch)
+            method.after_step(state.iteration, epoch)
             state.iteration += 1
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
@@ -428,9 +297,9 @@ def run(
                     " ".join(f"{k} {v:.4f}" for k, v in means.items()),
                 )
                 writer.scalars({f"train/{k}": v for k, v in means.items()} | {"lr": lr}, state.iteration)
-                if window_hardness:
-                    writer.histogram("train/hardness", torch.cat(window_hardness), state.iteration)
-                    window_hardness = []
+                for key, values_seen in window.items():
+                    writer.histogram(f"train/{key}", torch.cat(values_seen), state.iteration)
+                window = {}
         stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch, cfg)
         history.flush(unlabeled_ids)
         state.epoch = epoch + 1
@@ -451,12 +320,12 @@ def run(
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             start = time.perf_counter()
-            if teacher is not None:
-                # The teacher is the reported model (spec §9); the student is logged beside it.
-                student_miou = evaluate_model(cfg, model, val_loader, info.device).miou()
-                writer.scalars({"eval/student_miou": student_miou}, state.iteration)
-                log.info("epoch %d student mIoU %.2f", state.epoch, 100 * student_miou)
-            confusion = evaluate_model(cfg, teacher.module if teacher else model, val_loader, info.device)
+            # The reported model first (metrics, best.pth); the others are logged beside it.
+            for other in method.evaluated[1:]:
+                other_miou = evaluate_model(cfg, models[other], val_loader, info.device).miou()
+                writer.scalars({f"eval/{LABELS[other].replace(' ', '_')}_miou": other_miou}, state.iteration)
+                log.info("epoch %d %s mIoU %.2f", state.epoch, LABELS[other], 100 * other_miou)
+            confusion = evaluate_model(cfg, models[method.reported], val_loader, info.device)
             miou = confusion.miou()
             new_best = miou > state.best_miou
             state.best_miou = max(state.best_miou, miou)
@@ -471,11 +340,7 @@ def run(
                 confusion.table(names),
             )
             writer.scalars({"eval/miou": miou, "eval/best_miou": state.best_miou}, state.iteration)
-            record = {
-                "epoch": state.epoch,
-                "iteration": state.iteration,
-                "model": "teacher" if semi else "student",
-            }
+            record = {"epoch": state.epoch, "iteration": state.iteration, "model": LABELS[method.reported]}
             writer.evaluation(record | confusion.to_dict(names) | {"best_miou": state.best_miou})
 
         rng_states = gather_rng_states(info)

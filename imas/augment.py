@@ -400,6 +400,70 @@ def random_strong_view(
     return out
 
 
+# The strong view of FixMatch-style methods, as UniMatch's code draws it (torchvision on PIL images):
+# ColorJitter(0.5, 0.5, 0.5, 0.25) with p = 0.8, RandomGrayscale p = 0.2, GaussianBlur sigma ~ U[0.1, 2]
+# with p = 0.5.
+JITTER_P, JITTER_RANGE, HUE_RANGE = 0.8, 0.5, 0.25
+GRAYSCALE_P, BLUR_P = 0.2, 0.5
+
+
+def _hue_shift(x: Tensor, shift: Tensor) -> Tensor:
+    """PIL-style hue rotation: H (0..255) + shift (int64 [B], wrapping mod 256)."""
+    hsv = _rgb_to_hsv(x)
+    hsv[:, 0] = torch.remainder(hsv[:, 0] + _per_image(shift)[:, 0], 256)
+    return _hsv_to_rgb(hsv)
+
+
+def colour_strong_view(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """FixMatch/UniMatch strong view: per image, with p = 0.8 a colour jitter (brightness, contrast and
+    saturation factors U[0.5, 1.5], hue shift U[-0.25, 0.25] of the circle, in a random order per image, as
+    torchvision's ColorJitter), then grayscale with p = 0.2, then Gaussian blur with sigma ~ U[0.1, 2.0]
+    with p = 0.5. PIL's formulas throughout (the ops above).
+
+    images: uint8 [B, 3, H, W] -> uint8 [B, 3, H, W]. Every random draw is made up front on the CPU from
+    `generator`, so the result depends only on its seed and the batch size.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    b = images.shape[0]
+    jitter = torch.rand(b, generator=generator) < JITTER_P
+    factors = 1.0 + JITTER_RANGE * (2 * torch.rand(3, b, generator=generator, dtype=torch.float64) - 1)
+    hue = HUE_RANGE * (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1)
+    order = torch.argsort(torch.rand(b, 4, generator=generator), dim=1)  # a random op order per image
+    grey = torch.rand(b, generator=generator) < GRAYSCALE_P
+    blur = torch.rand(b, generator=generator) < BLUR_P
+    sigma_strength = torch.rand(b, generator=generator, dtype=torch.float64)  # sigma = 0.1 + 1.9 s
+
+    def brightness(x: Tensor, i: Tensor) -> Tensor:
+        return _blend(torch.zeros_like(x), x, factors[0, i].to(x.device))
+
+    def contrast(x: Tensor, i: Tensor) -> Tensor:
+        grey_level = torch.floor(_grey(x).to(torch.float64).mean(dim=(1, 2, 3)) + 0.5)
+        return _blend(_per_image(grey_level).expand_as(x), x, factors[1, i].to(x.device))
+
+    def saturation(x: Tensor, i: Tensor) -> Tensor:
+        return _blend(_grey(x).expand_as(x), x, factors[2, i].to(x.device))
+
+    def hue_rotation(x: Tensor, i: Tensor) -> Tensor:
+        return _hue_shift(x, torch.trunc(hue[i] * 255).to(torch.int64).to(x.device))
+
+    out = images.clone()
+    for position in range(4):
+        for k, op in enumerate((brightness, contrast, saturation, hue_rotation)):
+            sel = (jitter & (order[:, position] == k)).nonzero().squeeze(1)
+            if sel.numel():
+                dev = sel.to(images.device)
+                out[dev] = op(out[dev], sel)
+    if grey.any():
+        dev = grey.nonzero().squeeze(1).to(images.device)
+        out[dev] = _grey(out[dev]).to(torch.uint8).expand(-1, 3, -1, -1)
+    if blur.any():
+        sel = blur.nonzero().squeeze(1)
+        dev = sel.to(images.device)
+        out[dev] = _blur(out[dev], sigma_strength[sel].to(images.device), sel)
+    return out
+
+
 def adapt(
     weak: Tensor,
     strong: Tensor,

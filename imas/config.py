@@ -29,11 +29,6 @@ import yaml
 from imas.errors import ConfigError
 
 
-class Method(str, enum.Enum):
-    supervised = "supervised"
-    imas = "imas"
-
-
 class DatasetKind(str, enum.Enum):
     voc = "voc"
     cityscapes = "cityscapes"
@@ -161,14 +156,14 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    method: Method = Method.supervised
+    method: str = "supervised"  # a name in imas.methods.METHODS; its settings: the section of that name
     epochs: int = 80
     batch_size: int = 4  # labeled (and unlabeled) images per device per iteration
     precision: Precision = Precision.fp32
     channels_last: bool = False
     eval_every: int = 1  # epochs
     log_every: int = 20  # iterations
-    image_every: int = 1000  # iterations between TensorBoard image panels (iMAS); 0 = never
+    image_every: int = 1000  # iterations between TensorBoard image panels (semi-supervised); 0 = never
     seed: int = 0
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     run_dir: str = ""  # "" = runs/<config file name>
@@ -186,8 +181,10 @@ class EvalConfig:
 
 
 @dataclass
-class SemiConfig:
-    """iMAS (train.method: imas); ignored by supervised runs. Defaults are the released runs' (spec §12)."""
+class TeacherStudentConfig:
+    """An EMA teacher's pseudo-labels supervise the student on strong views (train.method mean_teacher and
+    imas). The instance-specific switches (weighting, adaptive, cutmix, pairing) are iMAS's parts; a mean
+    teacher has them off and may turn any of them on. docs/methods.md compares the methods."""
 
     threshold: float = 0.95  # tau: pseudo-label confidence and confident-ratio threshold
     lambda_u: float = 3.0
@@ -209,6 +206,52 @@ class SemiConfig:
 
 
 @dataclass
+class ImasConfig(TeacherStudentConfig):
+    """iMAS (train.method imas): every instance-specific part on; the released runs' defaults (spec §12)."""
+
+
+@dataclass
+class MeanTeacherConfig(TeacherStudentConfig):
+    """Mean teacher (train.method mean_teacher): iMAS's step with every instance-specific part off (no loss
+    weighting, the plain strong view, CutMix with p = 0.5 and random pairs); each can be turned back on."""
+
+    weighting: Weighting = Weighting.none
+    adaptive: Adaptation = Adaptation.none
+    cutmix: CutMixTrigger = CutMixTrigger.fixed
+    pairing: Pairing = Pairing.random
+
+
+@dataclass
+class FixMatchConfig:
+    """FixMatch (train.method fixmatch), as UniMatch's authors run it for segmentation: one network, the weak
+    view's prediction is the pseudo-label of a strong view (colour jitter, grayscale, blur, CutMix)."""
+
+    threshold: float = 0.95  # tau on the weak view's confidence (UniMatch's configs: 0.95 VOC, 0 Cityscapes)
+    lambda_u: float = 1.0  # L = (L_x + lambda_u * L_s) / 2
+    cutmix_p: float = 0.5  # probability that an image's strong view gets a CutMix box
+
+
+@dataclass
+class UniMatchConfig:
+    """UniMatch V1 (train.method unimatch): FixMatch with two strong views and a feature-perturbed stream."""
+
+    threshold: float = 0.95  # tau (UniMatch's configs: 0.95 VOC, 0 Cityscapes)
+    cutmix_p: float = 0.5  # per strong view and image
+    fp_dropout: float = 0.5  # channel dropout on the encoder features of the feature-perturbed stream
+
+
+@dataclass
+class CPSConfig:
+    """Cross pseudo supervision (train.method cps): two networks, each one's hard pseudo-label supervises the
+    other on labeled and CutMix-mixed unlabeled images."""
+
+    weight: float = 1.5  # lambda on the CPS loss (published: 1.5 VOC, 6 Cityscapes)
+    n_boxes: int = 3  # CutMix boxes per image (CPS's mask generator)
+    # The boxes' total area fraction, drawn from U[low, high] per image.
+    box_area: list[float] = field(default_factory=lambda: [0.25, 0.5])
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -216,7 +259,16 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    semi: SemiConfig = field(default_factory=SemiConfig)
+    # One section per method that has settings, named after it; only train.method's may be given.
+    imas: ImasConfig = field(default_factory=ImasConfig)
+    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
+    fixmatch: FixMatchConfig = field(default_factory=FixMatchConfig)
+    unimatch: UniMatchConfig = field(default_factory=UniMatchConfig)
+    cps: CPSConfig = field(default_factory=CPSConfig)
+
+
+# The sections above that belong to a method (the section is named after the method).
+METHOD_SECTIONS = ("imas", "mean_teacher", "fixmatch", "unimatch", "cps")
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -236,10 +288,21 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    if "semi" in raw:
+        method = raw.get("train", {}).get("method") if isinstance(raw.get("train"), dict) else None
+        name = method if method in ("imas", "mean_teacher") else "imas"
+        raise ConfigError(
+            f"config file {path} has a section 'semi', which is now named after its method: rename it to "
+            f"{name!r} (its keys are unchanged)"
+        )
     config = _build(Config, raw, prefix="")
+    given = {key for key in raw if key in METHOD_SECTIONS}
     for override in overrides:
         apply_override(config, override)
-    validate(config)
+        first = override.partition("=")[0].strip().split(".")[0]
+        if first in METHOD_SECTIONS:
+            given.add(first)
+    validate(config, sorted(given))
     return config
 
 
@@ -271,8 +334,9 @@ def apply_override(config: Config, override: str) -> None:
                 raise ConfigError(f"{short_repr('.'.join(names[: depth + 1]))} is a value, not a section")
 
 
-def validate(config: Config) -> None:
-    """Cross-field checks that a type alone cannot express."""
+def validate(config: Config, given_sections: Sequence[str] = ()) -> None:
+    """Cross-field checks that a type alone cannot express. `given_sections`: the method sections the user
+    wrote (in the file or an override); only train.method's own may be among them."""
     # First, so that nan (which fails every comparison) and inf get the message that says what they are.
     bad_number = _first_non_finite(config, prefix="")
     if bad_number is not None:
@@ -326,27 +390,58 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
     _validate_model(m)
     _validate_optim(config.optim)
-    sm = config.semi
-    if not 0 < sm.threshold < 1:
-        raise ConfigError(f"semi.threshold must be in (0, 1), got {sm.threshold}")
-    for key, value in {"cutmix_p": sm.cutmix_p, "magnitude": sm.magnitude, "ema_decay": sm.ema_decay}.items():
-        if not 0 <= value <= 1:
-            raise ConfigError(f"semi.{key} must be in [0, 1], got {value}")
-    if sm.lambda_u < 0:
-        raise ConfigError(f"semi.lambda_u must be >= 0, got {sm.lambda_u}")
-    if sm.group_size < 1:
-        raise ConfigError(f"semi.group_size must be at least 1, got {sm.group_size}")
-    if sm.num_ops < 0:
-        raise ConfigError(f"semi.num_ops must be >= 0, got {sm.num_ops}")
-    if t.method is Method.imas:
-        if not d.unlabeled_split:
-            raise ConfigError("train.method imas needs an unlabeled split: set data.unlabeled_split")
-        if sm.cutmix is not CutMixTrigger.off and t.batch_size % sm.group_size:
-            raise ConfigError(
-                f"train.batch_size {t.batch_size} must be a multiple of semi.group_size {sm.group_size}"
-            )
+    _validate_method(config, given_sections)
     if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
         raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
+
+
+def _validate_method(config: Config, given_sections: Sequence[str]) -> None:
+    # Imported here, like BACKBONES below: METHODS is the one list of method names.
+    from imas.methods import METHODS
+
+    t, d = config.train, config.data
+    if t.method not in METHODS:
+        raise ConfigError(
+            f"train.method {short_repr(t.method)} is unknown; valid methods: {', '.join(METHODS)}"
+        )
+    for section in given_sections:
+        if section != t.method:
+            raise ConfigError(
+                f"section {section!r} holds the settings of train.method {section}, but this config trains "
+                f"{t.method}; remove the section or set train.method {section}"
+            )
+    if METHODS[t.method].uses_unlabeled and not d.unlabeled_split:
+        raise ConfigError(f"train.method {t.method} needs an unlabeled split: set data.unlabeled_split")
+    if t.method not in METHOD_SECTIONS:
+        return
+    section = getattr(config, t.method)
+    prefix = f"{t.method}."
+    # A teacher-student threshold must leave some pixels confident and some not; FixMatch and UniMatch also
+    # accept 0 (every pixel, as UniMatch's Cityscapes configs).
+    zero_ok = isinstance(section, (FixMatchConfig, UniMatchConfig))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.name == "threshold" and not (0 <= value < 1 if zero_ok else 0 < value < 1):
+            bounds = "[0, 1)" if zero_ok else "(0, 1)"
+            raise ConfigError(f"{prefix}threshold must be in {bounds}, got {value}")
+        elif f.name in ("cutmix_p", "magnitude", "ema_decay", "fp_dropout") and not 0 <= value <= 1:
+            raise ConfigError(f"{prefix}{f.name} must be in [0, 1], got {value}")
+        elif f.name in ("lambda_u", "weight", "num_ops") and value < 0:
+            raise ConfigError(f"{prefix}{f.name} must be >= 0, got {value}")
+        elif f.name in ("group_size", "n_boxes") and value < 1:
+            raise ConfigError(f"{prefix}{f.name} must be at least 1, got {value}")
+        elif f.name == "box_area" and (len(value) != 2 or not 0 < value[0] <= value[1] <= 1):
+            raise ConfigError(
+                f"{prefix}box_area must be [low, high] with 0 < low <= high <= 1, got {short_repr(value)}"
+            )
+    if (
+        isinstance(section, TeacherStudentConfig)
+        and section.cutmix is not CutMixTrigger.off
+        and t.batch_size % section.group_size
+    ):
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} must be a multiple of {prefix}group_size {section.group_size}"
+        )
 
 
 def _validate_model(m: ModelConfig) -> None:
@@ -396,11 +491,15 @@ def _first_non_finite(node: Any, prefix: str) -> tuple[str, float] | None:
     return None
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain YAML/JSON-able data (enums as their values)."""
+def to_dict(config: Any, all_sections: bool = False) -> dict[str, Any]:
+    """The config as plain YAML/JSON-able data (enums as their values). Of the method sections only
+    train.method's is included (what config.yaml and checkpoints hold), unless `all_sections`."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        other_method = isinstance(config, Config) and f.name in METHOD_SECTIONS
+        if other_method and f.name != config.train.method and not all_sections:
+            continue
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
         elif isinstance(value, enum.Enum):
@@ -411,10 +510,24 @@ def to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
+def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config (a checkpoint's) in today's layout: older versions kept the iMAS settings in a section
+    'semi' (written for every method), which is now the method's own section."""
+    if "semi" not in data:
+        return data
+    data = dict(data)
+    semi = data.pop("semi")
+    method = data.get("train", {}).get("method")
+    if method in ("imas", "mean_teacher") and method not in data:
+        data[method] = semi
+    return data
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint)."""
+    data = upgrade_stored(data)
     config = _build(Config, data, prefix="")
-    validate(config)
+    validate(config, [key for key in data if key in METHOD_SECTIONS])
     return config
 
 

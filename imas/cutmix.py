@@ -198,6 +198,79 @@ def cutmix_boxes(
     return in_rows[:, :, None] & in_cols[:, None, :]
 
 
+def single_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """UniMatch's CutMix box, one per image with probability p: area U[0.02, 0.4]·HW, aspect ratio
+    h/w ~ U[0.3, 1/0.3], placed uniformly where it fits inside the image. BoolTensor [B, H, W].
+
+    (UniMatch redraws a box until it fits; clamping the sides to the image and drawing the corner among the
+    fitting positions keeps the same sizes for every box that fits at once, which most do.)
+    """
+    u = _uniform((5, batch), generator, device)
+    fire = u[0] < p
+    area = (0.02 + 0.38 * u[1]) * height * width
+    ratio = 0.3 + (1 / 0.3 - 0.3) * u[2]
+    box_w = torch.sqrt(area / ratio).long().clamp(max=width)
+    box_h = torch.sqrt(area * ratio).long().clamp(max=height)
+    top = (u[3] * (height - box_h + 1)).long()
+    left = (u[4] * (width - box_w + 1)).long()
+    inside = _rectangles(height, width, top[:, None], left[:, None], box_h[:, None], box_w[:, None])
+    return inside[:, 0] & fire[:, None, None]
+
+
+def multi_box_masks(
+    batch: int,
+    height: int,
+    width: int,
+    n_boxes: int = 3,
+    area: tuple[float, float] | list[float] = (0.25, 0.5),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """CPS's CutMix mask (French et al.'s box mask generator): per image, a total area fraction
+    a ~ U[area] split over `n_boxes` boxes; each box of area a/n has a random aspect ratio (its height
+    fraction y = (a/n)^U, width fraction (a/n)/y) and a uniform position inside the image; overlapping
+    boxes cancel (each box flips the mask). BoolTensor [B, H, W], True where the partner is pasted."""
+    u = _uniform((4, batch, n_boxes), generator, device)
+    box_area = (area[0] + (area[1] - area[0]) * u[0][:, :1]) / n_boxes  # [B, 1]: one total per image
+    y = torch.exp(u[1] * torch.log(box_area))
+    x = box_area / y
+    box_h = torch.round(y * height).long()
+    box_w = torch.round(x * width).long()
+    top = torch.round((height - box_h) * u[2]).long()
+    left = torch.round((width - box_w) * u[3]).long()
+    inside = _rectangles(height, width, top, left, box_h, box_w)  # [B, n, H, W]
+    return (inside.sum(1) % 2).bool()
+
+
+def _rectangles(
+    height: int, width: int, top: torch.Tensor, left: torch.Tensor, box_h: torch.Tensor, box_w: torch.Tensor
+) -> torch.Tensor:
+    """Masks of axis-aligned boxes: integer tensors [B, n] -> BoolTensor [B, n, H, W] (n boxes per image);
+    rows and columns outside the image simply do not exist."""
+    rows = torch.arange(height, device=top.device)
+    cols = torch.arange(width, device=top.device)
+    in_rows = (rows >= top[..., None]) & (rows < (top + box_h)[..., None])  # [B, n, H]
+    in_cols = (cols >= left[..., None]) & (cols < (left + box_w)[..., None])  # [B, n, W]
+    return in_rows[..., :, None] & in_cols[..., None, :]
+
+
+def other_image(
+    batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """A CutMix partner for every image that is never the image itself: source[i] = (i + k) mod B with one
+    k ~ U{1, ..., B - 1} per batch (UniMatch and CPS draw partners from a second loader; within the batch,
+    this is the same distribution of pairs). LongTensor [B]; B = 1 pairs the image with itself."""
+    shift = _randint(1, max(batch, 2), (1,), generator, device) % batch
+    return (torch.arange(batch, device=shift.device) + shift) % batch
+
+
 # ------------------------------------------------------------------------------------------ trigger, mix
 
 

@@ -182,3 +182,22 @@ def unsupervised_loss(
             raise ValueError(f"expected weight [B] = ({b},), got {tuple(weight.shape)}")
         per_image = per_image * weight.detach().float()
     return per_image.mean()
+
+
+def confident_pixel_loss(
+    logits: torch.Tensor,
+    pseudo_label: torch.Tensor,
+    confidence: torch.Tensor,
+    threshold: float,
+    valid: torch.Tensor,
+) -> torch.Tensor:
+    """FixMatch's and UniMatch's unsupervised loss, normalised as UniMatch's code does.
+
+    logits: [B, K, H, W]; pseudo_label, confidence: [B, H, W] (from the weak view, no gradient); valid: bool
+    [B, H, W], False on crop padding. L = sum over pixels with c >= tau that are not padding of CE, divided
+    by the number of non-padding pixels of the batch (not by the confident ones: unconfident pixels count
+    as zero loss). Float32 scalar.
+    """
+    nll = _pixel_nll(logits, pseudo_label, IGNORE_INDEX)
+    mask = (confidence.detach() >= threshold) & valid
+    return (nll * mask.float()).sum() / valid.sum().clamp(min=1)

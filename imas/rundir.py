@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imas.config import Config, to_dict
+from imas.config import Config, to_dict, upgrade_stored
 from imas.errors import ConfigError, RunDirError
 
 LOCK_NAME = "run.lock"
@@ -145,9 +145,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def result_changes(stored: dict[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
     """The settings of `cfg` that differ from the checkpoint's stored config in a way that changes the
     result, as (key, old, new). A key the checkpoint predates counts as its default value."""
-    old = _flatten(stored)
+    old = _flatten(upgrade_stored(stored))
     new = _flatten(to_dict(cfg))
-    default = _flatten(to_dict(Config()))
+    default = _flatten(to_dict(Config(), all_sections=True))
     changes = []
     for key, value in new.items():
         if key.startswith(RESULT_NEUTRAL_KEYS):

@@ -6,7 +6,7 @@ that iteration; each parameter group keeps its own multiplier under "lr_mult" (s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -66,8 +66,15 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group["lr_mult"]
 
 
-def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    backbone_params, decoder_params = model.param_groups()
+def make_optimizer(cfg: Config, models: Sequence[nn.Module]) -> torch.optim.Optimizer:
+    """cfg.optim's optimiser over the trained models (CPS trains two): every backbone in the backbone group,
+    every decoder in the decoder group."""
+    backbone_params: list[nn.Parameter] = []
+    decoder_params: list[nn.Parameter] = []
+    for model in models:
+        backbone, decoder = model.param_groups()
+        backbone_params += backbone
+        decoder_params += decoder
     o = cfg.optim
     return build_optimizer(
         backbone_params, decoder_params, o.lr, o.momentum, o.weight_decay, o.decoder_lr_mult, o.kind.value

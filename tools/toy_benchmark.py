@@ -1,4 +1,5 @@
-"""SupOnly vs iMAS vs the iMAS ablations on the toy data, several seeds each; a markdown table of the results.
+"""Every method (SupOnly, iMAS, mean teacher, FixMatch, UniMatch, CPS) and the iMAS ablations on the toy
+data, several seeds each; a markdown table of the results.
 
     python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
 
@@ -34,10 +35,13 @@ from imas.errors import UserError  # noqa: E402
 CONFIGS = {  # table row -> config; the first row is the baseline the others are compared with
     "SupOnly": "exps/toy/suponly.yaml",
     "iMAS": "exps/toy/imas.yaml",
+    "mean teacher": "exps/toy/mean_teacher.yaml",
+    "FixMatch": "exps/toy/fixmatch.yaml",
+    "UniMatch": "exps/toy/unimatch.yaml",
+    "CPS": "exps/toy/cps.yaml",
     "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
     "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
-    "all off (mean teacher + CutMix)": "exps/toy/ablation_all_off.yaml",
 }
 
 

@@ -6,6 +6,8 @@ The backbone lives in ``model.backbone`` and every other module is decoder, so t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -86,16 +88,28 @@ class DeepLabV3Plus(nn.Module):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
 
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        """x: [B, 3, H, W] -> logits [B, K, H, W]; train mode with aux head -> (logits, aux [B, K, H, W])."""
+    def forward(self, x: Tensor, fp_dropout: float = 0.0) -> Any:
+        """x: [B, 3, H, W] -> logits [B, K, H, W]; train mode with aux head -> (logits, aux [B, K, H, W]).
+
+        fp_dropout > 0 (UniMatch's feature perturbation): also decode a copy of the encoder features (layer1
+        and layer4) with channel dropout at that rate, in the same decoder batch as the clean ones, and
+        return (the above, perturbed logits [B, K, H, W]).
+        """
         size = x.shape[-2:]
         low, mid, high = self.backbone(x)
+        if fp_dropout > 0:
+            low = torch.cat([low, F.dropout2d(low, fp_dropout, training=True)])
+            high = torch.cat([high, F.dropout2d(high, fp_dropout, training=True)])
         low = self.low_proj(low)
         high = _resize(self.aspp(high), low.shape[-2:])
         logits = _resize(self.classifier(self.fuse(torch.cat([low, high], dim=1))), size)
+        perturbed = None
+        if fp_dropout > 0:
+            logits, perturbed = logits.chunk(2)
+        out: Any = logits
         if self.aux is not None and self.training:
-            return logits, _resize(self.aux(mid), size)
-        return logits
+            out = (logits, _resize(self.aux(mid), size))
+        return out if perturbed is None else (out, perturbed)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, decoder parameters) for the per-group learning rates of §7."""
