@@ -296,7 +296,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
             f"{name!r} (its keys are unchanged)"
         )
     config = _build(Config, raw, prefix="")
-    given = {key for key in raw if key in METHOD_SECTIONS}
+    given = {key for key in raw if key in METHOD_SECTIONS and raw[key]}  # an empty section sets nothing
     for override in overrides:
         apply_override(config, override)
         first = override.partition("=")[0].strip().split(".")[0]

@@ -165,10 +165,9 @@ def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
         "model": {"backbone": "resnet18", "output_stride": 16},
         "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
         "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "eval_every": 1},
-        "semi": {},
     }
-    for section, values in sections.items():
-        cfg[section].update(values)
+    for section, values in sections.items():  # a method's section (e.g. imas=...) only when given
+        cfg.setdefault(section, {}).update(values)
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

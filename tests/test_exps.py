@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from imas.config import Config, load_config
+from imas.config import Config, load_config, to_dict
 
 EXPS = Path(__file__).resolve().parents[1] / "exps"
 ALL = sorted(EXPS.rglob("*.yaml"))
-PAPER = [p for p in ALL if p.parts[-4] in ("pascal", "cityscapes") or p.parts[-3] in ("pascal", "cityscapes")]
+PAPER = [
+    p
+    for p in ALL
+    if (p.parts[-4] in ("pascal", "cityscapes") or p.parts[-3] in ("pascal", "cityscapes"))
+    and (p.stem.startswith("imas") or p.stem == "suponly")
+]
+# Every method beside iMAS in two cells, under the iMAS config's data, model, optimiser, schedule and batch.
+BASELINE_CELLS = {"pascal/blended/r101_1323": "imas.yaml", "cityscapes/r50_372": "imas_os16.yaml"}
+BASELINES = ("supervised", "mean_teacher", "fixmatch", "unimatch", "cps")
 
 
 def test_every_published_cell_has_a_config() -> None:
@@ -51,27 +59,27 @@ def test_paper_config_hyper_parameters(path: Path) -> None:
     ) in text
     assert "scale the\n# learning rate linearly" in text and "Split family" in text
     assert gpus * cfg.train.batch_size == 16
-    assert cfg.train.method.value == ("imas" if imas else "supervised")
+    assert cfg.train.method == ("imas" if imas else "supervised")
     assert cfg.model.backbone == {"r50": "resnet50", "r101": "resnet101"}[backbone]
     assert cfg.model.stem.value == "deep" and cfg.model.multi_grid == imas
     assert cfg.model.pretrained == f"pretrained/{cfg.model.backbone}.pth"
     assert cfg.model.output_stride == (8 if path.stem.endswith("os8") else 16)
     assert cfg.optim.kind.value == "sgd" and cfg.optim.momentum == 0.9 and cfg.optim.poly_power == 0.9
     if imas:
-        assert cfg.semi.lambda_u == 3.0 and cfg.semi.ema_decay == 0.996 and cfg.semi.num_ops == 2
+        assert cfg.imas.lambda_u == 3.0 and cfg.imas.ema_decay == 0.996 and cfg.imas.num_ops == 2
         assert (
-            cfg.semi.weighting.value,
-            cfg.semi.adaptive.value,
-            cfg.semi.cutmix.value,
-            cfg.semi.pairing.value,
+            cfg.imas.weighting.value,
+            cfg.imas.adaptive.value,
+            cfg.imas.cutmix.value,
+            cfg.imas.pairing.value,
         ) == (
             "easiness",
             "mix",
             "easiness",
             "easy_hard",
         )
-        assert cfg.semi.threshold == (0.95 if "pascal" in path.parts else 0.7)
-        assert cfg.semi.group_size == cfg.train.batch_size  # one CutMix group per released GPU
+        assert cfg.imas.threshold == (0.95 if "pascal" in path.parts else 0.7)
+        assert cfg.imas.group_size == cfg.train.batch_size  # one CutMix group per released GPU
     assert cfg.eval.model.value == ("teacher" if imas else "student")
     d = cfg.data
     if "pascal" in path.parts:
@@ -104,3 +112,31 @@ def test_paper_config_hyper_parameters(path: Path) -> None:
         assert (cfg.eval.mode.value, cfg.eval.window, cfg.eval.stride) == ("sliding", 769, 0)
         assert gpus == (8 if cfg.model.output_stride == 8 else 4)
     assert d.unlabeled_split == d.labeled_split.replace("labeled.txt", "unlabeled.txt")
+
+
+@pytest.mark.parametrize("cell", list(BASELINE_CELLS))
+def test_baselines_differ_from_imas_only_in_method_keys(cell: str) -> None:
+    from imas.config import METHOD_SECTIONS
+    from imas.methods import METHODS
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+        return out
+
+    reference = flat(to_dict(load_config(EXPS / cell / BASELINE_CELLS[cell])))
+    assert set(BASELINES) | {"imas"} == set(METHODS)  # every method has a config in the cell
+    method_keys = {"train.method", "eval.model"}
+    for name in BASELINES:
+        cfg = load_config(EXPS / cell / f"{name}.yaml")
+        assert cfg.train.method == name
+        config = flat(to_dict(cfg))
+        differing = {
+            key
+            for key in reference.keys() | config.keys()
+            if reference.get(key) != config.get(key) and key.split(".")[0] not in METHOD_SECTIONS
+        }
+        assert differing <= method_keys, (name, differing - method_keys)
+        header = (EXPS / cell / f"{name}.yaml").read_text().split("\ndata:")[0]
+        assert "Published" in header and f"single_run.sh exps/{cell}/{name}.yaml" in header

@@ -22,11 +22,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train_semi  # noqa: E402
 from imas.config import load_config  # noqa: E402
 from imas.dist import DistInfo  # noqa: E402
-from imas.ema import EMATeacher  # noqa: E402
 from imas.losses import build_supervised_loss  # noqa: E402
+from imas.methods import METHODS  # noqa: E402
 from imas.models import build_model  # noqa: E402
 
 GOLDEN = Path(__file__).with_name("golden") / "steps.json"
@@ -37,28 +36,34 @@ BASE = [
     "model.decoder_channels=16",
     f"train.batch_size={B}",
     f"data.crop_size={S}",
-    "semi.group_size=2",
-    "semi.threshold=0.4",
 ]
-CASES: dict[str, list[str]] = {
+IMAS_BASE = ["imas.group_size=2", "imas.threshold=0.4"]
+CASES: dict[str, list[str]] = {  # the config (SupOnly's or iMAS's toy config) follows train.method
     "supervised": ["train.method=supervised", "model.aux_head=true"],
-    "imas": ["train.method=imas"],
+    "imas": ["train.method=imas", *IMAS_BASE],
     "imas_cutmix_all_masked": [
         "train.method=imas",
-        "semi.cutmix=fixed",
-        "semi.cutmix_p=1.0",
-        "semi.mask_padding=true",
-        "semi.cutmix_box=beta",
-        "semi.pairing=random",
+        *IMAS_BASE,
+        "imas.cutmix=fixed",
+        "imas.cutmix_p=1.0",
+        "imas.mask_padding=true",
+        "imas.cutmix_box=beta",
+        "imas.pairing=random",
     ],
     "imas_select_unweighted": [
         "train.method=imas",
-        "semi.adaptive=select",
-        "semi.weighting=none",
-        "semi.class_weighted=false",
-        "semi.weak_in_batch=false",
+        *IMAS_BASE,
+        "imas.adaptive=select",
+        "imas.weighting=none",
+        "imas.class_weighted=false",
+        "imas.weak_in_batch=false",
     ],
-    "imas_magnitude_scaled": ["train.method=imas", "semi.adaptive=magnitude", "semi.cutmix_scale=true"],
+    "imas_magnitude_scaled": [
+        "train.method=imas",
+        *IMAS_BASE,
+        "imas.adaptive=magnitude",
+        "imas.cutmix_scale=true",
+    ],
 }
 STEP_SEED = 5  # the step's random draws (augmentation ops, CutMix trigger, boxes, pairing)
 
@@ -66,7 +71,9 @@ STEP_SEED = 5  # the step's random draws (augmentation ops, CutMix trigger, boxe
 def run_case(overrides: list[str]) -> dict[str, Any]:
     """One step on seeded inputs; every number it produces, as float lists."""
     torch.set_num_threads(1)
-    cfg = load_config(REPO / "exps/toy/imas.yaml", BASE + overrides)
+    method_name = overrides[0].partition("=")[2]
+    config = {"supervised": "suponly.yaml", "imas": "imas.yaml"}[method_name]
+    cfg = load_config(REPO / "exps/toy" / config, BASE + overrides)
     device = torch.device("cpu")
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     torch.manual_seed(0)
@@ -89,19 +96,16 @@ def run_case(overrides: list[str]) -> dict[str, Any]:
     }
     model.train()
     out: dict[str, Any] = {}
-    if cfg.train.method.value == "supervised":
-        torch.manual_seed(STEP_SEED)
-        loss, values = train_semi.supervised_step(model, criterion, labeled, cfg, device)
-    else:
-        teacher = EMATeacher(model, cfg.semi.ema_decay)
+    method = METHODS[method_name](cfg, {"model": model}, criterion, device)
+    if method_name == "imas":
         with torch.no_grad():  # a teacher that disagrees with the student, so the hardness is not trivial
-            for param in teacher.module.parameters():
+            for param in method.teacher.module.parameters():
                 param.add_(0.1 * torch.randn(param.shape, generator=gen))
-        torch.manual_seed(STEP_SEED)
-        loss, values, hardness, _ = train_semi.imas_step(
-            model, model, teacher, criterion, labeled, unlabeled, cfg, device
-        )
-        out["hardness"] = hardness.tolist()
+    torch.manual_seed(STEP_SEED)
+    step = method.step({"model": model}, labeled, unlabeled if method.uses_unlabeled else None)
+    loss, values = step.loss, step.scalars
+    if "hardness" in step.per_image:
+        out["hardness"] = step.per_image["hardness"].tolist()
     loss.backward()
     out["loss"] = [loss.item()]
     out |= {f"value/{key}": [value.item()] for key, value in sorted(values.items())}

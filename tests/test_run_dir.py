@@ -52,7 +52,7 @@ def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, caps
     assert (run_dir / "config.yaml").read_text() == stored  # written only after the check passes
     assert train(config, run_dir, "--seed", "5") == 2
     assert "train.seed 0 -> 5" in error_line(capsys)
-    assert train(config, run_dir, "--opt", "train.method=imas", "semi.group_size=2") == 2
+    assert train(config, run_dir, "--opt", "train.method=imas", "imas.group_size=2") == 2
     assert "train.method supervised -> imas" in error_line(capsys)
 
     # Logging cadence and evaluation options do not change the weights: accepted as they are. The number
@@ -85,7 +85,7 @@ def test_a_supervised_run_continued_as_imas_starts_its_teacher_from_the_student(
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir = tmp_path / "run"
     assert train(config, run_dir) == 0
-    opts = ["--opt", "train.method=imas", "semi.group_size=2", "semi.threshold=0.5", "train.epochs=2"]
+    opts = ["--opt", "train.method=imas", "imas.group_size=2", "imas.threshold=0.5", "train.epochs=2"]
     assert train(config, run_dir, "--resume-anyway", *opts) == 0
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["epoch"] == 2 and "teacher" in ckpt
@@ -105,7 +105,7 @@ def test_a_resume_into_fp16_starts_loss_scaling_afresh(tmp_path, toy):
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     cfg = load_config(small_config(tmp_path, toy), ["model.pretrained="])
     model = build_model(cfg, info, pretrained=False)
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, [model])
     path = tmp_path / "latest.pth"
     save_training_state(path, cfg, TrainState(1, 4, 0.5, 1), {"model": model}, optimizer, None, None)
     ckpt = torch.load(path, weights_only=True) | {"scaler": make_grad_scaler(cfg, info.device).state_dict()}
@@ -118,16 +118,20 @@ def test_a_resume_into_fp16_starts_loss_scaling_afresh(tmp_path, toy):
 
 def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
     cfg = Config()
+    cfg.train.method = "imas"
     stored = to_dict(cfg)
     cfg.train.log_every, cfg.eval.scales, cfg.train.run_dir = 3, [0.5, 1.0], "elsewhere"
     assert result_changes(stored, cfg) == []
-    del stored["semi"]["mask_padding"]  # a checkpoint older than the key: its default is what it ran
+    del stored["imas"]["mask_padding"]  # a checkpoint older than the key: its default is what it ran
     assert result_changes(stored, cfg) == []
-    cfg.semi.mask_padding = True
+    # Older checkpoints kept the iMAS settings in a section "semi" (for every method): the same settings.
+    older = {key: value for key, value in stored.items() if key != "imas"} | {"semi": stored["imas"]}
+    assert result_changes(older, cfg) == []
+    cfg.imas.mask_padding = True
     cfg.model.backbone = "resnet50"
     assert result_changes(stored, cfg) == [
         ("model.backbone", "resnet101", "resnet50"),
-        ("semi.mask_padding", False, True),
+        ("imas.mask_padding", False, True),
     ]
 
 

@@ -38,8 +38,8 @@ def test_table_from_finished_runs(tmp_path, capsys):
 
 
 def test_unknown_row_is_one_sentence(capsys):
-    assert toy_benchmark.main(["--rows", "FixMatch"]) == 2
-    assert capsys.readouterr().err.startswith("error: unknown row 'FixMatch'")
+    assert toy_benchmark.main(["--rows", "FixMatsch"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown row 'FixMatsch'")
 
 
 def test_finished_run_with_other_settings_is_not_reused(tmp_path, capsys):

@@ -12,6 +12,8 @@ import eval as eval_cli
 import train_semi
 from imas import precision as mixed_precision
 from imas.config import Precision
+from imas.methods import METHODS
+from imas.methods.supervised import SupOnly
 
 
 def test_train_then_eval(tmp_path, toy, capsys):
@@ -51,8 +53,24 @@ def test_train_then_eval(tmp_path, toy, capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
-def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch):
-    config = small_config(tmp_path, toy)
+# Settings that let the teacher-student methods' few toy steps see confident pixels and whole CutMix groups.
+SECTIONS = {name: {"threshold": 0.5, "group_size": 2} for name in ("imas", "mean_teacher")}
+
+
+def method_config(tmp_path, toy, method: str, **train) -> Path:
+    """small_config training `method` (with its section's toy settings)."""
+    section = {method: SECTIONS[method]} if method in SECTIONS else {}
+    return small_config(tmp_path, toy, train={"method": method} | train, **section)
+
+
+def kept_models(method: str) -> set[str]:
+    """The checkpoint keys of the models `method` keeps: what it trains plus what it evaluates."""
+    return set(METHODS[method].trained) | set(METHODS[method].evaluated)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch, method):
+    config = method_config(tmp_path, toy, method)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
 
@@ -68,8 +86,10 @@ def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch):
     a = torch.load(full / "latest.pth", weights_only=True)
     b = torch.load(resumed / "latest.pth", weights_only=True)
     assert a["iteration"] == b["iteration"]
-    for key, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][key]), key
+    assert kept_models(method) <= set(a) and kept_models(method) <= set(b)
+    for name in kept_models(method):
+        for key, tensor in a[name].items():
+            assert torch.equal(tensor, b[name][key]), (name, key)
     metrics_a = (full / "metrics.jsonl").read_text().splitlines()
     metrics_b = (resumed / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["miou"] for x in metrics_a] == [json.loads(x)["miou"] for x in metrics_b]
@@ -78,15 +98,17 @@ def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch):
 
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, toy, monkeypatch, capsys):
     config = small_config(tmp_path, toy)
-    original = train_semi.supervised_step
+    original = SupOnly.step
     calls = []
 
-    def nan_on_second_step(*args, **kwargs):
-        loss, values = original(*args, **kwargs)
+    def nan_on_second_step(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
         calls.append(1)
-        return (loss * float("nan") if len(calls) == 2 else loss), values
+        if len(calls) == 2:
+            out.loss = out.loss * float("nan")
+        return out
 
-    monkeypatch.setattr(train_semi, "supervised_step", nan_on_second_step)
+    monkeypatch.setattr(SupOnly, "step", nan_on_second_step)
     run_dir = tmp_path / "nan"
     assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
@@ -148,20 +170,21 @@ def test_eval_refuses_checkpoint_with_other_classes(tmp_path, toy, capsys):
     assert "none.pth" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("method", ["supervised", "imas"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_torchrun_two_processes_gloo(tmp_path, toy, method):
-    """DDP over 2 CPU processes (gloo): trains (SupOnly or iMAS), evaluates every val image once (the
-    teacher for iMAS), checkpoints; iMAS all-gathers the hardness of both ranks' images."""
-    semi = {"threshold": 0.5, "group_size": 2} if method == "imas" else {}
-    config = small_config(tmp_path, toy, train={"epochs": 1, "method": method}, semi=semi)
+    """DDP over 2 CPU processes (gloo): every method trains, evaluates every val image once (the reported
+    model) and checkpoints; iMAS all-gathers the hardness of both ranks' images. For SupOnly and iMAS, a
+    2-process eval.py of the checkpoint gives the single-process result."""
+    config = method_config(tmp_path, toy, method, epochs=1)
     run_dir = tmp_path / "ddp"
     train = torchrun("train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu")
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["iteration"] == 16 // (4 * 2)  # each of 2 ranks takes 4 images per step
     assert len(ckpt["rng"]) == 2
+    assert kept_models(method) <= set(ckpt)
+    assert (run_dir / "hardness.csv").exists() == ("hardness" in METHODS[method].per_image)
     if method == "imas":
-        assert "teacher" in ckpt
         rows = [row.split(",") for row in (run_dir / "hardness.csv").read_text().splitlines()[1:]]
         # 2 iterations x 4 images x 2 ranks: one epoch over the 16 unlabeled images, each once
         assert sorted(row[0] for row in rows) == sorted(
@@ -169,6 +192,8 @@ def test_torchrun_two_processes_gloo(tmp_path, toy, method):
         )
         assert sorted({int(row[2]) for row in rows}) == [0, 1]
     ddp_miou = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["miou"]
+    if method not in ("supervised", "imas"):
+        return
 
     out = tmp_path / "ddp_eval.json"
     evaluation = torchrun(
@@ -240,7 +265,7 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
         tmp_path,
         toy,
         train={"method": "imas", "epochs": 2, "image_every": 3},
-        semi={"threshold": 0.5, "group_size": 2},
+        imas={"threshold": 0.5, "group_size": 2},
     )
     run_dir = tmp_path / "imas"
     assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
@@ -328,7 +353,7 @@ def test_repeated_opt_flags_accumulate():
 def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch):
     """hardness.csv: one row per unlabeled image and iteration; a crash + resume writes the same file."""
     config = small_config(
-        tmp_path, toy, train={"method": "imas", "epochs": 2}, semi={"threshold": 0.5, "group_size": 2}
+        tmp_path, toy, train={"method": "imas", "epochs": 2}, imas={"threshold": 0.5, "group_size": 2}
     )
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
@@ -358,7 +383,7 @@ def test_imas_with_padding_masked_and_every_cutmix_firing(tmp_path, toy):
         tmp_path,
         toy,
         train={"method": "imas", "epochs": 1},
-        semi={"mask_padding": True, "cutmix": "fixed", "cutmix_p": 1.0, "group_size": 2},
+        imas={"mask_padding": True, "cutmix": "fixed", "cutmix_p": 1.0, "group_size": 2},
     )
     run_dir = tmp_path / "masked"
     assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0

@@ -8,7 +8,7 @@ Modes:
   train     one supervised step (forward, CE loss, backward, SGD step) per iteration;
   eval      whole-image inference at batch 1 on a crop-sized image;
   both      train then eval (default);
-  imas      one iMAS step (train_semi.imas_step: teacher and student forwards, hardness, intensity view,
+  imas      one iMAS step (IMAS.step: teacher and student forwards, hardness, intensity view,
             CutMix, student forward/backward, EMA update) and, for the ratio, one supervised step on the
             same labeled batch;
   hardness  imas.hardness.instance_hardness on [batch, classes, crop, crop] logits vs a per-image NumPy
@@ -38,13 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imas.checkpoint import nonfinite_state, saved_state_tensors  # noqa: E402
-from imas.config import Method, Precision, load_config  # noqa: E402
+from imas.config import Precision, load_config  # noqa: E402
 from imas.dist import DistInfo  # noqa: E402
 from imas.ema import EMATeacher  # noqa: E402
 from imas.errors import UserError, user_message  # noqa: E402
 from imas.hardness import instance_hardness  # noqa: E402
 from imas.inference import normalize, predict  # noqa: E402
 from imas.losses import build_supervised_loss  # noqa: E402
+from imas.methods import METHODS  # noqa: E402
 from imas.models import build_model  # noqa: E402
 from imas.precision import (  # noqa: E402
     AUTOCAST_DTYPES,
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
     if args.mode in ("train", "both"):
-        optimizer = make_optimizer(cfg, model)
+        optimizer = make_optimizer(cfg, [model])
         scaler = make_grad_scaler(cfg, device)
         criterion = build_supervised_loss(
             cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
@@ -209,16 +210,16 @@ def device_name(device: torch.device) -> str:
 
 def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
     """Seconds per iMAS step and per supervised step on the same labeled batch, and their ratio."""
-    from train_semi import imas_step, supervised_step
-
-    cfg.train.method = Method.imas
-    cfg.semi.group_size = min(cfg.semi.group_size, images.shape[0])
-    teacher = EMATeacher(model, cfg.semi.ema_decay)
-    optimizer = make_optimizer(cfg, model)
+    cfg.train.method = "imas"
+    cfg.imas.group_size = min(cfg.imas.group_size, images.shape[0])
+    optimizer = make_optimizer(cfg, [model])
     scaler = make_grad_scaler(cfg, device)
     criterion = build_supervised_loss(
         cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
     )
+    imas = METHODS["imas"](cfg, {"model": model}, criterion, device)
+    suponly = METHODS["supervised"](cfg, {"model": model}, criterion, device)
+    nets = {"model": model}
     b = images.shape[0]
     labeled = {"image": images, "mask": labels}
     unlabeled = {
@@ -230,14 +231,12 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
     iteration = [0]
 
     def semi_step() -> None:
-        loss, _, _, _ = imas_step(model, model, teacher, criterion, labeled, unlabeled, cfg, device)
-        optimizer_step(loss, optimizer, scaler)
-        teacher.update(model, iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        optimizer_step(imas.step(nets, labeled, unlabeled).loss, optimizer, scaler)
+        imas.teacher.update(model, iteration[0], epoch=1)  # past epoch 0: the EMA branch
         iteration[0] += 1
 
     def sup_step() -> None:
-        loss, _ = supervised_step(model, criterion, labeled, cfg, device)
-        optimizer_step(loss, optimizer, scaler)
+        optimizer_step(suponly.step(nets, labeled, None).loss, optimizer, scaler)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -255,7 +254,7 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
         logits = torch.randn(b, cfg.data.num_classes, *images.shape[-2:], device=device)
         other = logits + torch.randn_like(logits)
         t = timed(
-            lambda: instance_hardness(logits, other, cfg.semi.threshold), args.steps, args.warmup, device
+            lambda: instance_hardness(logits, other, cfg.imas.threshold), args.steps, args.warmup, device
         )
         out |= {"hardness_s": round(t, 5), "hardness_share_of_imas_step": round(t / semi, 4)}
     return out
@@ -263,11 +262,11 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
 
 def benchmark_state_check(cfg, model, info: DistInfo, args) -> dict:
     """Seconds for the pre-checkpoint finiteness check of student, teacher and optimiser state."""
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, [model])
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
     optimizer.step()  # creates the momentum buffers that a checkpoint saves
-    models = {"model": model, "teacher": EMATeacher(model, cfg.semi.ema_decay).module}
+    models = {"model": model, "teacher": EMATeacher(model, cfg.imas.ema_decay).module}
     tensors = list(saved_state_tensors(models, optimizer).values())
     seconds = timed(lambda: nonfinite_state(models, optimizer, info), args.steps, args.warmup, info.device)
     return {
@@ -371,7 +370,7 @@ def benchmark_hardness(cfg, device: torch.device, args) -> dict:
     gen = torch.Generator().manual_seed(0)
     teacher = 3 * torch.randn(b, k, s, s, generator=gen)
     student = teacher + 2 * torch.randn(b, k, s, s, generator=gen)
-    tau = cfg.semi.threshold
+    tau = cfg.imas.threshold
     t_dev, s_dev = teacher.to(device), student.to(device)
     batched = timed(lambda: instance_hardness(s_dev, t_dev, tau), args.steps, args.warmup, device)
     s_np, t_np = student.numpy(), teacher.numpy()

@@ -4,7 +4,7 @@
         [--model teacher|student] [--split val|unlabeled|labeled] [--threshold 0.95] [--limit N] [--output F]
 
 iMAS trains the student on the teacher's pseudo-labels wherever the teacher's confidence is at least tau
-(semi.threshold). On images that do have masks (the val split, or unlabeled images whose masks you hold back,
+(imas.threshold). On images that do have masks (the val split, or unlabeled images whose masks you hold back,
 as the toy's are) this counts, per ground-truth class, the share of its pixels where the model is confident
 (coverage) and the share of those it labels correctly (correct); over all pixels and over the non-background
 ones, the coverage and the precision of the confident pixels; and the share of non-background pixels
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", choices=[m.value for m in EvalModel], default="teacher")
     p.add_argument("--split", choices=["val", "unlabeled", "labeled"], default="val")
     p.add_argument(
-        "--threshold", type=float, default=None, help="confidence threshold (default: semi.threshold)"
+        "--threshold", type=float, default=None, help="confidence threshold (default: imas.threshold)"
     )
     p.add_argument("--limit", type=int, default=0, help="use the first N images of the split (0 = all)")
     p.add_argument("--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
@@ -91,7 +91,7 @@ def summarize(confusion: np.ndarray, gt_count: np.ndarray, names: list[str]) -> 
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, args.opt)
-    threshold = cfg.semi.threshold if args.threshold is None else args.threshold
+    threshold = cfg.imas.threshold if args.threshold is None else args.threshold
     if not 0 < threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {threshold}")
     split_file = {

@@ -48,6 +48,20 @@ class StepOutput:
     views: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def main_logits(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The segmentation logits of a forward's output (train mode with an aux head returns (logits, aux))."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def labeled_part(
+    outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], n: int
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The first n images of a forward's output, in the form the supervised criterion takes."""
+    if isinstance(outputs, tuple):
+        return outputs[0][:n], outputs[1][:n]
+    return outputs[:n]
+
+
 class Method:
     """Base class of the methods in imas.methods.METHODS; see the module docstring for the contract."""
 

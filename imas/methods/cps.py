@@ -20,8 +20,7 @@ from torch import nn
 
 from imas import cutmix
 from imas.inference import normalize
-from imas.methods.base import Method, StepOutput
-from imas.methods.fixmatch import labeled_part, main_logits
+from imas.methods.base import Method, StepOutput, labeled_part, main_logits
 from imas.precision import autocast_context
 
 

@@ -16,20 +16,8 @@ from torch import nn
 from imas import augment, cutmix
 from imas.inference import normalize
 from imas.losses import confident_pixel_loss
-from imas.methods.base import Method, StepOutput
+from imas.methods.base import Method, StepOutput, labeled_part, main_logits
 from imas.precision import autocast_context
-
-
-def main_logits(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The segmentation logits of a forward's output (train mode with an aux head returns (logits, aux))."""
-    return outputs[0] if isinstance(outputs, tuple) else outputs
-
-
-def labeled_part(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], n: int) -> object:
-    """The first n images of a forward's output, in the form the supervised criterion takes."""
-    if isinstance(outputs, tuple):
-        return outputs[0][:n], outputs[1][:n]
-    return outputs[:n]
 
 
 def weak_pseudo_labels(

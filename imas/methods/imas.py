@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from imas import augment, cutmix
-from imas.config import Adaptation, CutMixTrigger, TeacherStudentConfig, Weighting
+from imas.config import Adaptation, Config, CutMixTrigger, TeacherStudentConfig, Weighting
 from imas.ema import EMATeacher
 from imas.hardness import instance_hardness
 from imas.inference import normalize
-from imas.losses import unsupervised_loss
+from imas.losses import SupervisedLoss, unsupervised_loss
 from imas.methods.base import Method, StepOutput
 from imas.precision import autocast_context
 
@@ -33,7 +33,9 @@ class IMAS(Method):
     evaluated = ("teacher", "model")  # the teacher is the reported model (spec §9)
     per_image = ("hardness",)
 
-    def __init__(self, cfg, trained, criterion, device) -> None:
+    def __init__(
+        self, cfg: Config, trained: dict[str, nn.Module], criterion: SupervisedLoss, device: torch.device
+    ) -> None:
         super().__init__(cfg, trained, criterion, device)
         # A copy of the plain student, made before DDP wrapping and never wrapped itself.
         self.teacher = EMATeacher(self.models["model"], self.settings.ema_decay)

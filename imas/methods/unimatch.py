@@ -16,8 +16,8 @@ from torch import nn
 from imas import augment, cutmix
 from imas.inference import normalize
 from imas.losses import confident_pixel_loss
-from imas.methods.base import Method, StepOutput
-from imas.methods.fixmatch import labeled_part, main_logits, weak_pseudo_labels
+from imas.methods.base import Method, StepOutput, labeled_part, main_logits
+from imas.methods.fixmatch import weak_pseudo_labels
 from imas.precision import autocast_context
 
 

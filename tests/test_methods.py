@@ -1,0 +1,276 @@
+"""The methods of imas.methods: their losses are their papers' compositions, their CutMix and strong views do
+what their docstrings say, and the config refuses what a method cannot use. (Training, resume and 2-process
+runs of every method: tests/test_train.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imas import augment, cutmix
+from imas.config import ConfigError, load_config
+from imas.inference import normalize
+from imas.losses import build_supervised_loss, confident_pixel_loss
+from imas.methods import METHODS
+from imas.methods.fixmatch import weak_pseudo_labels
+from imas.models import build_deeplabv3plus
+
+K, B, H, W = 6, 4, 16, 16
+DEVICE = torch.device("cpu")
+
+
+class PixelNet(nn.Module):
+    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout: fast enough for steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+        self.head = nn.Conv2d(3, K, 1)
+
+    def forward(self, x: torch.Tensor, fp_dropout: float = 0.0):
+        features = self.bn(x)
+        logits = self.head(features)
+        if fp_dropout > 0:
+            return logits, self.head(F.dropout2d(features, fp_dropout, training=True))
+        return logits
+
+    def param_groups(self):
+        return [], list(self.parameters())
+
+
+def batches(seed: int = 0) -> tuple[dict, dict]:
+    gen = torch.Generator().manual_seed(seed)
+    labeled = {
+        "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8, generator=gen),
+        "mask": torch.randint(0, K, (B, H, W), generator=gen),
+    }
+    valid = torch.ones(B, H, W, dtype=torch.bool)
+    valid[:, :, -3:] = False  # crop padding on the right
+    unlabeled = {
+        "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8, generator=gen),
+        "valid": valid,
+        "index": torch.arange(B),
+    }
+    return labeled, unlabeled
+
+
+def make(method: str, overrides: tuple[str, ...] = ()):
+    """The method on PixelNets, with the toy config of that method (CPS gets two differently seeded nets)."""
+    name = {"supervised": "suponly"}.get(method, method)
+    cfg = load_config(f"exps/toy/{name}.yaml", [f"train.batch_size={B}", *overrides])
+    trained = {}
+    for index, key in enumerate(METHODS[method].trained):
+        torch.manual_seed(index)
+        trained[key] = PixelNet()
+    criterion = build_supervised_loss("ce", 0.7, 100000, 0.4)
+    return METHODS[method](cfg, trained, criterion, DEVICE)
+
+
+# ---------------------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3])
+def test_confident_pixel_loss_divides_by_the_non_padding_pixels(threshold):
+    torch.manual_seed(0)
+    logits = torch.randn(B, K, H, W)
+    label = torch.randint(0, K, (B, H, W))
+    confidence = torch.rand(B, H, W)
+    valid = torch.rand(B, H, W) > 0.3
+    ce = F.cross_entropy(logits, label, reduction="none")
+    reference = (ce * ((confidence >= threshold) & valid)).sum() / valid.sum()
+    assert confident_pixel_loss(logits, label, confidence, threshold, valid).item() == pytest.approx(
+        reference.item(), rel=1e-6
+    )
+
+
+def test_fixmatch_loss_is_half_the_sum_of_supervised_and_strong_terms(monkeypatch):
+    method = make("fixmatch", ("fixmatch.threshold=0.2", "fixmatch.lambda_u=0.7"))
+    seen = []
+    real = weak_pseudo_labels
+
+    def recording(logits, valid, source, boxes):
+        seen.append((logits.detach().clone(), valid, source, boxes))
+        return real(logits, valid, source, boxes)
+
+    monkeypatch.setattr("imas.methods.fixmatch.weak_pseudo_labels", recording)
+    labeled, unlabeled = batches()
+    model = method.models["model"]
+    with torch.no_grad():  # the weak view's prediction: train mode, in one forward with the labeled images
+        both = torch.cat([normalize(labeled["image"]), normalize(unlabeled["image"])])
+        reference = model(both)[B:]
+    torch.manual_seed(3)
+    out = method.step({"model": model}, labeled, unlabeled, keep_views=True)
+    s = out.scalars
+    assert out.loss.item() == pytest.approx((s["loss_x"] + 0.7 * s["loss_u"]).item() / 2, rel=1e-6)
+    assert s["loss_u"] > 0 and len(seen) == 1
+    logits, valid, source, boxes = seen[0]
+    torch.testing.assert_close(logits, reference)
+    assert valid is unlabeled["valid"] and (source != torch.arange(B)).all()
+    # the strong view: the partner's strong pixels inside each box
+    strong = out.views["strong"]
+    assert set(out.views) == {"weak", "strong", "pseudo_label", "prediction"}
+    assert strong.dtype == torch.uint8 and strong.shape == (B, 3, H, W)
+    unconfident = ~boxes & (logits.softmax(1).amax(1) < 0.2)
+    assert (out.views["pseudo_label"][unconfident] == 255).all()  # the panel shows only confident labels
+    confident = ~boxes & ~unconfident
+    assert torch.equal(out.views["pseudo_label"][confident], logits.argmax(1)[confident])
+
+
+def test_unimatch_loss_weights_the_four_terms_as_published():
+    method = make("unimatch", ("unimatch.threshold=0.2",))
+    labeled, unlabeled = batches()
+    torch.manual_seed(3)
+    out = method.step({"model": method.models["model"]}, labeled, unlabeled, keep_views=True)
+    s = out.scalars  # loss_s is the mean of the two strong terms: 0.25 s1 + 0.25 s2 = 0.5 loss_s
+    expected = (s["loss_x"] + 0.5 * s["loss_s"] + 0.5 * s["loss_fp"]) / 2
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert s["loss_s"] > 0 and s["loss_fp"] > 0
+    assert {"strong_1", "strong_2", "prediction_fp"} <= set(out.views)
+    assert not torch.equal(out.views["strong_1"], out.views["strong_2"])  # two independent strong views
+
+
+def test_cps_each_network_learns_from_the_others_hard_labels():
+    method = make("cps", ("cps.weight=2.0",))
+    labeled, unlabeled = batches()
+    one, two = method.models["model"], method.models["model2"]
+    assert not torch.equal(one.head.weight, two.head.weight)  # differently initialised
+    torch.manual_seed(3)
+    out = method.step({"model": one, "model2": two}, labeled, unlabeled)
+    s = out.scalars
+    assert out.loss.item() == pytest.approx((s["loss_x"] + s["loss_cps"]).item(), rel=1e-6)
+    out.loss.backward()
+    assert one.head.weight.grad.abs().sum() > 0 and two.head.weight.grad.abs().sum() > 0
+    assert method.reported == "model" and method.evaluated == ("model", "model2")
+
+
+def test_mean_teacher_is_the_imas_step_with_every_part_off():
+    off = ("imas.weighting=none", "imas.adaptive=none", "imas.cutmix=fixed", "imas.pairing=random")
+    labeled, unlabeled = batches()
+    results = []
+    for method in (make("mean_teacher"), make("imas", off)):
+        torch.manual_seed(3)
+        results.append(method.step({"model": method.models["model"]}, labeled, unlabeled))
+    assert results[0].loss.item() == results[1].loss.item()
+    torch.testing.assert_close(results[0].per_image["hardness"], results[1].per_image["hardness"])
+
+
+def test_supervised_step_reads_no_unlabeled_data():
+    method = make("supervised")
+    labeled, _ = batches()
+    out = method.step({"model": method.models["model"]}, labeled, None)
+    assert set(out.scalars) == {"loss_x"} and not METHODS["supervised"].uses_unlabeled
+
+
+# ------------------------------------------------------------------------------- CutMix and views
+
+
+def test_weak_pseudo_labels_take_the_partners_inside_the_box():
+    logits = torch.randn(B, K, H, W)
+    valid = torch.rand(B, H, W) > 0.2
+    source = cutmix.other_image(B, torch.Generator().manual_seed(1))
+    boxes = cutmix.single_boxes(B, H, W, 1.0, torch.Generator().manual_seed(2))
+    confidence, label, cm_conf, cm_label, cm_valid = weak_pseudo_labels(logits, valid, source, boxes)
+    assert torch.equal(label, logits.argmax(1))
+    assert torch.equal(cm_label[boxes], label[source][boxes])
+    assert torch.equal(cm_label[~boxes], label[~boxes])
+    assert torch.equal(cm_valid[boxes], valid[source][boxes]) and torch.equal(
+        cm_conf[~boxes], confidence[~boxes]
+    )
+
+
+def test_other_image_is_never_the_image_itself():
+    for seed in range(20):
+        source = cutmix.other_image(5, torch.Generator().manual_seed(seed))
+        assert sorted(source.tolist()) == list(range(5)) and (source != torch.arange(5)).all()
+
+
+def test_single_boxes_have_unimatchs_sizes_inside_the_image():
+    gen = torch.Generator().manual_seed(0)
+    boxes = cutmix.single_boxes(4000, 64, 64, 0.5, gen)
+    area = boxes.flatten(1).float().mean(1)
+    fired = area > 0
+    assert 0.45 < fired.float().mean() < 0.55
+    # floors of the sides and clamping only shrink a box: at most 0.4, at least ~0.02 of the image
+    assert area.max() <= 0.4 and area[fired].min() >= 0.01
+    rows, cols = boxes.any(2), boxes.any(1)
+    # one solid rectangle per image: its area is the product of its row and column extents
+    assert torch.equal(boxes.flatten(1).sum(1), rows.sum(1) * cols.sum(1))
+
+
+def test_multi_box_masks_cover_about_the_drawn_area():
+    masks = cutmix.multi_box_masks(2000, 64, 64, 3, (0.25, 0.5), torch.Generator().manual_seed(0))
+    area = masks.flatten(1).float().mean(1)
+    # overlapping boxes cancel (XOR), so the area is at most the drawn total (plus rounding)
+    assert area.max() <= 0.52 and 0.2 < area.mean() < 0.4
+
+
+def test_colour_strong_view_is_seeded_and_keeps_what_it_does_not_change():
+    images = torch.randint(
+        0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    a = augment.colour_strong_view(images, torch.Generator().manual_seed(1))
+    b = augment.colour_strong_view(images, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == images.shape
+    changed = (a != images).flatten(1).any(1).float().mean()
+    assert 0.7 < changed <= 1.0  # jitter with p = 0.8, grayscale, blur: nearly every image changes
+    grey = (a[:, 0] == a[:, 1]).flatten(1).all(1) & (a[:, 1] == a[:, 2]).flatten(1).all(1)
+    assert 0.05 < grey.float().mean() < 0.45  # p = 0.2 (random images are never grey by chance)
+
+
+def test_feature_perturbation_decodes_a_dropped_copy_of_the_features():
+    torch.manual_seed(0)
+    model = build_deeplabv3plus("resnet18", K, stem="standard", decoder_channels=16, backbone_width=8)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    clean, perturbed = model(x, fp_dropout=0.5)
+    torch.testing.assert_close(clean, model(x))  # in eval mode BN is per image: the clean half is unchanged
+    assert perturbed.shape == clean.shape and not torch.allclose(perturbed, clean)
+
+
+# ------------------------------------------------------------------------------------ bad configs
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("train:\n  method: fixmatsch\n", ["fixmatsch", "valid methods", "cps"]),
+        ("train:\n  method: fixmatch\n", ["fixmatch needs an unlabeled split", "data.unlabeled_split"]),
+        (
+            "train:\n  method: fixmatch\ndata:\n  unlabeled_split: u.txt\nimas:\n  ema_decay: 0.99\n",
+            ["section 'imas'", "this config trains fixmatch", "train.method imas"],
+        ),
+        ("imas:\n  threshold: 0.9\n", ["section 'imas'", "trains supervised"]),
+        ("semi:\n  threshold: 0.9\n", ["'semi'", "rename it to 'imas'"]),
+        (
+            "train:\n  method: imas\ndata:\n  unlabeled_split: u.txt\nimas:\n  threshold: 0\n",
+            ["imas.threshold", "(0, 1)"],
+        ),
+        (
+            "train:\n  method: cps\ndata:\n  unlabeled_split: u.txt\ncps:\n  box_area: [0.5, 0.2]\n",
+            ["cps.box_area", "low <= high"],
+        ),
+        (
+            "train:\n  method: unimatch\ndata:\n  unlabeled_split: u.txt\nunimatch:\n  fp_dropout: 1.5\n",
+            ["unimatch.fp_dropout", "[0, 1]"],
+        ),
+    ],
+)
+def test_a_config_a_method_cannot_use_is_one_sentence(tmp_path, text, needles):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_a_section_given_by_an_override_counts_and_threshold_zero_suits_fixmatch(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  method: fixmatch\ndata:\n  unlabeled_split: u.txt\n")
+    assert load_config(path, ["fixmatch.threshold=0"]).fixmatch.threshold == 0.0
+    with pytest.raises(ConfigError, match="section 'cps'"):
+        load_config(path, ["cps.weight=6"])
