@@ -460,7 +460,7 @@ def colour_strong_view(images: Tensor, generator: torch.Generator | None = None)
     if blur.any():
         sel = blur.nonzero().squeeze(1)
         dev = sel.to(images.device)
-        out[dev] = _blur(out[dev], sigma_strength[sel].to(images.device), sel)
+        out[dev] = _blur(out[dev], sigma_strength[sel], sel)  # _blur reads its strengths on the host
     return out
 
 

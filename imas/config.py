@@ -269,6 +269,7 @@ class Config:
 
 # The sections above that belong to a method (the section is named after the method).
 METHOD_SECTIONS = ("imas", "mean_teacher", "fixmatch", "unimatch", "cps")
+MAX_BOXES = 16  # cps.n_boxes: each box is a [B, H, W] mask while the CutMix mask is made
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -410,6 +411,12 @@ def _validate_method(config: Config, given_sections: Sequence[str]) -> None:
                 f"section {section!r} holds the settings of train.method {section}, but this config trains "
                 f"{t.method}; remove the section or set train.method {section}"
             )
+    smallest = METHODS[t.method].min_batch_size
+    if t.batch_size < smallest:
+        raise ConfigError(
+            f"train.method {t.method} needs train.batch_size >= {smallest} (a training forward of one image "
+            f"cannot normalise the ASPP's pooled features), got {t.batch_size}"
+        )
     if METHODS[t.method].uses_unlabeled and not d.unlabeled_split:
         raise ConfigError(f"train.method {t.method} needs an unlabeled split: set data.unlabeled_split")
     if t.method not in METHOD_SECTIONS:
@@ -424,12 +431,17 @@ def _validate_method(config: Config, given_sections: Sequence[str]) -> None:
         if f.name == "threshold" and not (0 <= value < 1 if zero_ok else 0 < value < 1):
             bounds = "[0, 1)" if zero_ok else "(0, 1)"
             raise ConfigError(f"{prefix}threshold must be in {bounds}, got {value}")
-        elif f.name in ("cutmix_p", "magnitude", "ema_decay", "fp_dropout") and not 0 <= value <= 1:
+        elif f.name == "fp_dropout" and not 0 < value < 1:
+            # 0 would be no perturbed stream at all; 1 drops every channel
+            raise ConfigError(f"{prefix}fp_dropout must be in (0, 1), got {value}")
+        elif f.name in ("cutmix_p", "magnitude", "ema_decay") and not 0 <= value <= 1:
             raise ConfigError(f"{prefix}{f.name} must be in [0, 1], got {value}")
         elif f.name in ("lambda_u", "weight", "num_ops") and value < 0:
             raise ConfigError(f"{prefix}{f.name} must be >= 0, got {value}")
         elif f.name in ("group_size", "n_boxes") and value < 1:
             raise ConfigError(f"{prefix}{f.name} must be at least 1, got {value}")
+        elif f.name == "n_boxes" and value > MAX_BOXES:
+            raise ConfigError(f"{prefix}n_boxes must be at most {MAX_BOXES}, got {value}")
         elif f.name == "box_area" and (len(value) != 2 or not 0 < value[0] <= value[1] <= 1):
             raise ConfigError(
                 f"{prefix}box_area must be [low, high] with 0 < low <= high <= 1, got {short_repr(value)}"

@@ -233,16 +233,18 @@ def multi_box_masks(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """CPS's CutMix mask (French et al.'s box mask generator): per image, a total area fraction
-    a ~ U[area] split over `n_boxes` boxes; each box of area a/n has a random aspect ratio (its height
-    fraction y = (a/n)^U, width fraction (a/n)/y) and a uniform position inside the image; overlapping
-    boxes cancel (each box flips the mask). BoolTensor [B, H, W], True where the partner is pasted."""
+    """CPS's CutMix mask (French et al.'s box mask generator with a random aspect ratio): per image
+    `n_boxes` boxes, each drawn as a proportion p ~ U[area] with height fraction y = p^U and width fraction
+    p / y, both then scaled by sqrt(1 / n_boxes) (so each box covers p / n of the image), placed uniformly
+    inside the image; overlapping boxes cancel (each box flips the mask). BoolTensor [B, H, W], True where
+    the partner is pasted."""
     u = _uniform((4, batch, n_boxes), generator, device)
-    box_area = (area[0] + (area[1] - area[0]) * u[0][:, :1]) / n_boxes  # [B, 1]: one total per image
-    y = torch.exp(u[1] * torch.log(box_area))
-    x = box_area / y
-    box_h = torch.round(y * height).long()
-    box_w = torch.round(x * width).long()
+    proportion = area[0] + (area[1] - area[0]) * u[0]  # [B, n]
+    y = torch.exp(u[1] * torch.log(proportion))
+    x = proportion / y
+    scale = (1.0 / n_boxes) ** 0.5
+    box_h = torch.round(y * scale * height).long()
+    box_w = torch.round(x * scale * width).long()
     top = torch.round((height - box_h) * u[2]).long()
     left = torch.round((width - box_w) * u[3]).long()
     inside = _rectangles(height, width, top, left, box_h, box_w)  # [B, n, H, W]

@@ -252,8 +252,16 @@ def test_feature_perturbation_decodes_a_dropped_copy_of_the_features():
             ["cps.box_area", "low <= high"],
         ),
         (
-            "train:\n  method: unimatch\ndata:\n  unlabeled_split: u.txt\nunimatch:\n  fp_dropout: 1.5\n",
-            ["unimatch.fp_dropout", "[0, 1]"],
+            "train:\n  method: unimatch\ndata:\n  unlabeled_split: u.txt\nunimatch:\n  fp_dropout: 0\n",
+            ["unimatch.fp_dropout", "(0, 1)"],
+        ),
+        (
+            "train:\n  method: fixmatch\n  batch_size: 1\ndata:\n  unlabeled_split: u.txt\n",
+            ["fixmatch needs train.batch_size >= 2", "got 1"],
+        ),
+        (
+            "train:\n  method: cps\ndata:\n  unlabeled_split: u.txt\ncps:\n  n_boxes: 1000\n",
+            ["cps.n_boxes", "at most 16"],
         ),
     ],
 )

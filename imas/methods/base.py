@@ -9,7 +9,8 @@ A method declares, as class attributes, what the loop must provide and keep:
 - `evaluated`: the models evaluated at each evaluation, the reported one first (its mIoU is eval/miou, picks
   best.pth and is what metrics.jsonl records);
 - `per_image`: names of the per-unlabeled-image values its steps return ("hardness" feeds the per-image
-  history and the hardness histogram).
+  history and the hardness histogram);
+- `min_batch_size`: the smallest train.batch_size its forwards work with (the config checks it).
 
 and implements `step` (one iteration's loss and what to log) and, when it keeps models outside the optimiser
 (an EMA teacher), `after_step`. Everything else (checkpoints, resume, DDP, SyncBN, AMP, logging, panels, the
@@ -70,6 +71,9 @@ class Method:
     trained: ClassVar[tuple[str, ...]] = ("model",)
     evaluated: ClassVar[tuple[str, ...]] = ("model",)
     per_image: ClassVar[tuple[str, ...]] = ()
+    # Images per device per step: a forward of a single image in train mode cannot normalise the ASPP's
+    # pooled features (iMAS's forwards always concatenate several views, so one image is enough there).
+    min_batch_size: ClassVar[int] = 2
 
     def __init__(
         self, cfg: Config, trained: dict[str, nn.Module], criterion: SupervisedLoss, device: torch.device

@@ -7,9 +7,11 @@ hard pseudo-label (argmax, no threshold, no gradient) supervises the other with 
     L = L_s(f1) + L_s(f2) + lambda * (L_cps^l + L_cps^u),
     L_cps = CE(f1, argmax f2) + CE(f2, argmax f1).
 
-As in the released code, the unlabeled pseudo-labels are predicted on the unmixed images and mixed with the
-same mask as the images; every forward runs in train mode. The first network is the reported one (the
-released evaluation runs branch 1); the second is evaluated and logged beside it.
+This is the paper's loss. The released CutMix training code applies the CPS term to the mixed unlabeled
+images only (its labeled CPS term belongs to the variant without CutMix); here both terms are kept, as the
+paper writes them. As in the released code, the unlabeled pseudo-labels are predicted on the unmixed images
+and mixed with the same mask as the images, and every forward runs in train mode. The first network is the
+reported one (the released evaluation runs branch 1); the second is evaluated and logged beside it.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ class IMAS(Method):
     section = "imas"
     evaluated = ("teacher", "model")  # the teacher is the reported model (spec §9)
     per_image = ("hardness",)
+    min_batch_size = 1  # the student's forward concatenates labeled, weak and strong views
 
     def __init__(
         self, cfg: Config, trained: dict[str, nn.Module], criterion: SupervisedLoss, device: torch.device
