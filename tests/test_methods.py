@@ -282,3 +282,16 @@ def test_a_section_given_by_an_override_counts_and_threshold_zero_suits_fixmatch
     assert load_config(path, ["fixmatch.threshold=0"]).fixmatch.threshold == 0.0
     with pytest.raises(ConfigError, match="section 'cps'"):
         load_config(path, ["cps.weight=6"])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_step_runs_under_bf16_autocast(method):
+    """Under autocast the logits come out in bf16: every loss is float32 and finite, and backward works."""
+    runner = make(method, ("train.precision=bf16",))
+    labeled, unlabeled = batches()
+    nets = {name: runner.models[name] for name in runner.trained}
+    torch.manual_seed(3)
+    out = runner.step(nets, labeled, unlabeled if runner.uses_unlabeled else None)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for net in nets.values() for p in net.parameters())
