@@ -190,21 +190,33 @@ def _blur(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
     return y.clamp(0, 255).to(torch.uint8)
 
 
-def _contrast(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
-    """ImageEnhance.Contrast: blend with a constant grey = round(mean of the L image)."""
+def _contrast_by(x: Tensor, factor: Tensor) -> Tensor:
+    """ImageEnhance.Contrast with factor [B]: blend with a constant grey = round(mean of the L image)."""
     mean = _grey(x).to(torch.float64).mean(dim=(1, 2, 3))
     grey = torch.floor(mean + 0.5)  # int(mean + 0.5) in PIL, mean >= 0
-    return _blend(_per_image(grey).expand_as(x), x, _enhance_factor(s))
+    return _blend(_per_image(grey).expand_as(x), x, factor)
+
+
+def _brightness_by(x: Tensor, factor: Tensor) -> Tensor:
+    """ImageEnhance.Brightness with factor [B]: blend with black."""
+    return _blend(torch.zeros_like(x), x, factor)
+
+
+def _color_by(x: Tensor, factor: Tensor) -> Tensor:
+    """ImageEnhance.Color with factor [B]: blend with the L-converted grey image (replicated over RGB)."""
+    return _blend(_grey(x).expand_as(x), x, factor)
+
+
+def _contrast(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
+    return _contrast_by(x, _enhance_factor(s))
 
 
 def _brightness(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
-    """ImageEnhance.Brightness: blend with black."""
-    return _blend(torch.zeros_like(x), x, _enhance_factor(s))
+    return _brightness_by(x, _enhance_factor(s))
 
 
 def _color(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
-    """ImageEnhance.Color: blend with the L-converted grey image (replicated over RGB)."""
-    return _blend(_grey(x).expand_as(x), x, _enhance_factor(s))
+    return _color_by(x, _enhance_factor(s))
 
 
 def _smooth(x: Tensor) -> Tensor:
@@ -287,13 +299,18 @@ def _hsv_to_rgb(hsv: Tensor) -> Tensor:
     return rgb.to(torch.uint8)
 
 
+def _hue_shift(x: Tensor, shift: Tensor) -> Tensor:
+    """PIL-style hue rotation: H (0..255) + shift (int64 [B], wrapping mod 256)."""
+    hsv = _rgb_to_hsv(x)
+    hsv[:, 0] = torch.remainder(hsv[:, 0] + _per_image(shift)[:, 0], 256)
+    return _hsv_to_rgb(hsv)
+
+
 def _hue(x: Tensor, s: Tensor, sign: Tensor) -> Tensor:
     """Shift H (PIL HSV, 0..255) by sign·round(255·0.5·s), wrapping mod 256."""
-    hsv = _rgb_to_hsv(x)
     # Python round() is round-half-even, as is torch.round.
     shift = sign.to(torch.float64) * torch.round(255.0 * 0.5 * s)
-    hsv[:, 0] = torch.remainder(hsv[:, 0] + _per_image(shift.to(torch.int64))[:, 0], 256)
-    return _hsv_to_rgb(hsv)
+    return _hue_shift(x, shift.to(torch.int64))
 
 
 _OP_FNS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
@@ -407,13 +424,6 @@ JITTER_P, JITTER_RANGE, HUE_RANGE = 0.8, 0.5, 0.25
 GRAYSCALE_P, BLUR_P = 0.2, 0.5
 
 
-def _hue_shift(x: Tensor, shift: Tensor) -> Tensor:
-    """PIL-style hue rotation: H (0..255) + shift (int64 [B], wrapping mod 256)."""
-    hsv = _rgb_to_hsv(x)
-    hsv[:, 0] = torch.remainder(hsv[:, 0] + _per_image(shift)[:, 0], 256)
-    return _hsv_to_rgb(hsv)
-
-
 def colour_strong_view(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """FixMatch/UniMatch strong view: per image, with p = 0.8 a colour jitter (brightness, contrast and
     saturation factors U[0.5, 1.5], hue shift U[-0.25, 0.25] of the circle, in a random order per image, as
@@ -434,26 +444,20 @@ def colour_strong_view(images: Tensor, generator: torch.Generator | None = None)
     blur = torch.rand(b, generator=generator) < BLUR_P
     sigma_strength = torch.rand(b, generator=generator, dtype=torch.float64)  # sigma = 0.1 + 1.9 s
 
-    def brightness(x: Tensor, i: Tensor) -> Tensor:
-        return _blend(torch.zeros_like(x), x, factors[0, i].to(x.device))
-
-    def contrast(x: Tensor, i: Tensor) -> Tensor:
-        grey_level = torch.floor(_grey(x).to(torch.float64).mean(dim=(1, 2, 3)) + 0.5)
-        return _blend(_per_image(grey_level).expand_as(x), x, factors[1, i].to(x.device))
-
-    def saturation(x: Tensor, i: Tensor) -> Tensor:
-        return _blend(_grey(x).expand_as(x), x, factors[2, i].to(x.device))
-
-    def hue_rotation(x: Tensor, i: Tensor) -> Tensor:
-        return _hue_shift(x, torch.trunc(hue[i] * 255).to(torch.int64).to(x.device))
-
+    # The four jitter ops with each image's value for them: brightness, contrast, saturation, hue shift.
+    jitter_ops = (
+        (_brightness_by, factors[0]),
+        (_contrast_by, factors[1]),
+        (_color_by, factors[2]),
+        (_hue_shift, torch.trunc(hue * 255).to(torch.int64)),
+    )
     out = images.clone()
     for position in range(4):
-        for k, op in enumerate((brightness, contrast, saturation, hue_rotation)):
+        for k, (op, values) in enumerate(jitter_ops):
             sel = (jitter & (order[:, position] == k)).nonzero().squeeze(1)
             if sel.numel():
                 dev = sel.to(images.device)
-                out[dev] = op(out[dev], sel)
+                out[dev] = op(out[dev], values[sel].to(images.device))
     if grey.any():
         dev = grey.nonzero().squeeze(1).to(images.device)
         out[dev] = _grey(out[dev]).to(torch.uint8).expand(-1, 3, -1, -1)

@@ -308,6 +308,15 @@ def per_image(group_flags: torch.Tensor, group_size: int) -> torch.Tensor:
     return group_flags.repeat_interleave(group_size)
 
 
+def paste(x: torch.Tensor, boxes: torch.Tensor, source_index: torch.Tensor) -> torch.Tensor:
+    """where(box, x[source], x): inside its box each image takes its partner's values.
+
+    x: [B, H, W] (labels, confidences, padding masks) or [B, C, H, W] (images); boxes: bool [B, H, W];
+    source_index: LongTensor [B]. Returns a new tensor of x's shape.
+    """
+    return torch.where(boxes if x.dim() == 3 else boxes[:, None], x[source_index], x)
+
+
 def mix(
     images: torch.Tensor,
     pseudo_label: torch.Tensor,
@@ -329,7 +338,4 @@ def mix(
     if source_index.shape != (b,):
         raise ValueError(f"expected source_index [{b}], got {tuple(source_index.shape)}")
     boxes = boxes.bool()
-    mixed_images = torch.where(boxes[:, None], images[source_index], images)
-    mixed_labels = torch.where(boxes, pseudo_label[source_index], pseudo_label)
-    mixed_confidence = torch.where(boxes, confidence[source_index], confidence)
-    return mixed_images, mixed_labels, mixed_confidence
+    return tuple(paste(t, boxes, source_index) for t in (images, pseudo_label, confidence))

@@ -13,8 +13,7 @@ from imas import augment, cutmix
 from imas.config import ConfigError, load_config
 from imas.inference import normalize
 from imas.losses import build_supervised_loss, confident_pixel_loss
-from imas.methods import METHODS
-from imas.methods.fixmatch import weak_pseudo_labels
+from imas.methods import METHODS, fixmatch
 from imas.models import build_deeplabv3plus
 
 K, B, H, W = 6, 4, 16, 16
@@ -87,14 +86,25 @@ def test_confident_pixel_loss_divides_by_the_non_padding_pixels(threshold):
 
 def test_fixmatch_loss_is_half_the_sum_of_supervised_and_strong_terms(monkeypatch):
     method = make("fixmatch", ("fixmatch.threshold=0.2", "fixmatch.lambda_u=0.7"))
-    seen = []
-    real = weak_pseudo_labels
+    seen, drawn, targets = [], [], []
+    real_labels, real_view = fixmatch.pseudo_labels, fixmatch.cutmix_strong_view
+    real_loss = confident_pixel_loss
 
-    def recording(logits, valid, source, boxes):
-        seen.append((logits.detach().clone(), valid, source, boxes))
-        return real(logits, valid, source, boxes)
+    def recording_labels(logits):
+        seen.append(logits.detach().clone())
+        return real_labels(logits)
 
-    monkeypatch.setattr("imas.methods.fixmatch.weak_pseudo_labels", recording)
+    def recording_view(*args):
+        drawn.append(real_view(*args))
+        return drawn[-1]
+
+    def recording_loss(logits, label, confidence, threshold, valid):
+        targets.append(valid)
+        return real_loss(logits, label, confidence, threshold, valid)
+
+    monkeypatch.setattr(fixmatch, "pseudo_labels", recording_labels)
+    monkeypatch.setattr(fixmatch, "cutmix_strong_view", recording_view)
+    monkeypatch.setattr(fixmatch, "confident_pixel_loss", recording_loss)
     labeled, unlabeled = batches()
     model = method.models["model"]
     with torch.no_grad():  # the weak view's prediction: train mode, in one forward with the labeled images
@@ -105,9 +115,11 @@ def test_fixmatch_loss_is_half_the_sum_of_supervised_and_strong_terms(monkeypatc
     s = out.scalars
     assert out.loss.item() == pytest.approx((s["loss_x"] + 0.7 * s["loss_u"]).item() / 2, rel=1e-6)
     assert s["loss_u"] > 0 and len(seen) == 1
-    logits, valid, source, boxes = seen[0]
+    (logits,), ((_, source, boxes),), (valid,) = seen, drawn, targets
     torch.testing.assert_close(logits, reference)
-    assert valid is unlabeled["valid"] and (source != torch.arange(B)).all()
+    # padding follows the pasted pixels
+    assert torch.equal(valid, cutmix.paste(unlabeled["valid"], boxes, source))
+    assert (source != torch.arange(B)).all()
     # the strong view: the partner's strong pixels inside each box
     strong = out.views["strong"]
     assert set(out.views) == {"weak", "strong", "pseudo_label", "prediction"}
@@ -166,12 +178,13 @@ def test_supervised_step_reads_no_unlabeled_data():
 # ------------------------------------------------------------------------------- CutMix and views
 
 
-def test_weak_pseudo_labels_take_the_partners_inside_the_box():
+def test_pasted_pseudo_labels_take_the_partners_inside_the_box():
     logits = torch.randn(B, K, H, W)
     valid = torch.rand(B, H, W) > 0.2
     source = cutmix.other_image(B, torch.Generator().manual_seed(1))
     boxes = cutmix.single_boxes(B, H, W, 1.0, torch.Generator().manual_seed(2))
-    confidence, label, cm_conf, cm_label, cm_valid = weak_pseudo_labels(logits, valid, source, boxes)
+    confidence, label = fixmatch.pseudo_labels(logits)
+    cm_conf, cm_label, cm_valid = (cutmix.paste(t, boxes, source) for t in (confidence, label, valid))
     assert torch.equal(label, logits.argmax(1))
     assert torch.equal(cm_label[boxes], label[source][boxes])
     assert torch.equal(cm_label[~boxes], label[~boxes])

@@ -45,14 +45,14 @@ class CPS(Method):
         n = labeled["image"].shape[0]
         source = cutmix.other_image(b, device=self.device)
         masks = cutmix.multi_box_masks(b, h, w, s.n_boxes, s.box_area, device=self.device)
-        mixed = torch.where(masks[:, None], weak[source], weak)
+        mixed = cutmix.paste(weak, masks, source)
 
         # Pseudo-labels: each network on the unmixed images, mixed like the images.
         pseudo = []
         with torch.no_grad(), autocast_context(self.cfg, self.device):
             for name in self.trained:
                 label = main_logits(self.models[name](normalize(weak))).argmax(1)
-                pseudo.append(torch.where(masks, label[source], label))
+                pseudo.append(cutmix.paste(label, masks, source))
 
         batch = torch.cat([normalize(labeled["image"]), normalize(mixed)])
         with autocast_context(self.cfg, self.device):

@@ -20,20 +20,21 @@ from imas.methods.base import Method, StepOutput, labeled_part, main_logits
 from imas.precision import autocast_context
 
 
-def weak_pseudo_labels(
-    logits: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pseudo-labels of the weak view and of its CutMix counterpart.
+def pseudo_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, label) [B, H, W] of the weak view's logits [B, K, H, W], without gradient."""
+    return F.softmax(logits.detach().float(), dim=1).max(dim=1)
 
-    logits: [B, K, H, W] on the weak view (detached here); valid: bool [B, H, W]; source: [B] partner indices;
-    boxes: bool [B, H, W]. Returns (confidence, label, then the same two and valid with each box's pixels
-    taken from the partner), all [B, H, W].
-    """
-    confidence, label = F.softmax(logits.detach().float(), dim=1).max(dim=1)
-    mixed_label = torch.where(boxes, label[source], label)
-    mixed_confidence = torch.where(boxes, confidence[source], confidence)
-    mixed_valid = torch.where(boxes, valid[source], valid)
-    return confidence, label, mixed_confidence, mixed_label, mixed_valid
+
+def cutmix_strong_view(
+    weak: torch.Tensor, cutmix_p: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A strong view of uint8 images [B, 3, H, W]: the colour ops, then with p = cutmix_p per image a box of
+    another image's strong view. Returns (strong view, partner indices [B], boxes bool [B, H, W])."""
+    b, _, h, w = weak.shape
+    source = cutmix.other_image(b, device=device)
+    boxes = cutmix.single_boxes(b, h, w, cutmix_p, device=device)
+    strong = cutmix.paste(augment.colour_strong_view(weak), boxes, source)
+    return strong, source, boxes
 
 
 class FixMatch(Method):
@@ -49,21 +50,17 @@ class FixMatch(Method):
         assert unlabeled is not None
         s, net = self.settings, nets["model"]
         weak, valid = unlabeled["image"], unlabeled["valid"]
-        b, _, h, w = weak.shape
         n = labeled["image"].shape[0]
-
-        # Strong view with a CutMix box (p per image) from another image of the batch.
-        source = cutmix.other_image(b, device=self.device)
-        boxes = cutmix.single_boxes(b, h, w, s.cutmix_p, device=self.device)
-        strong = augment.colour_strong_view(weak)
-        strong = torch.where(boxes[:, None], strong[source], strong)
+        strong, source, boxes = cutmix_strong_view(weak, s.cutmix_p, self.device)
 
         # The labeled and weak images in one forward (train mode); the weak prediction is only a target.
         with autocast_context(self.cfg, self.device):
             outputs = net(torch.cat([normalize(labeled["image"]), normalize(weak)]))
             strong_logits = main_logits(net(normalize(strong)))
-        confidence, label, cm_confidence, cm_label, cm_valid = weak_pseudo_labels(
-            main_logits(outputs)[n:], valid, source, boxes
+        # The targets travel with the pasted pixels: the partner's label, confidence and padding.
+        confidence, label = pseudo_labels(main_logits(outputs)[n:])
+        cm_confidence, cm_label, cm_valid = (
+            cutmix.paste(t, boxes, source) for t in (confidence, label, valid)
         )
         loss_x = self.criterion(labeled_part(outputs, n), labeled["mask"])
         loss_s = confident_pixel_loss(strong_logits, cm_label, cm_confidence, s.threshold, cm_valid)

@@ -122,7 +122,7 @@ class IMAS(Method):
             # The CutMix image's weight is its destination's e_i; dividing by the share of fired images turns
             # the mean over fired images into the mean over the whole batch.
             # Pasted pixels bring their source's padding with them.
-            cm_valid = torch.where(boxes, valid[source], valid)[keep] if valid is not None else None
+            cm_valid = cutmix.paste(valid, boxes, source)[keep] if valid is not None else None
             loss_cm = unsupervised_loss(
                 parts[-1], cm_label[keep], cm_confidence[keep], sm.threshold, (weight * half)[keep], cm_valid
             ) * (keep.numel() / b)

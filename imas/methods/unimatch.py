@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imas import augment, cutmix
+from imas import cutmix
 from imas.inference import normalize
 from imas.losses import confident_pixel_loss
 from imas.methods.base import Method, StepOutput, labeled_part, main_logits
-from imas.methods.fixmatch import weak_pseudo_labels
+from imas.methods.fixmatch import cutmix_strong_view, pseudo_labels
 from imas.precision import autocast_context
 
 
@@ -34,18 +34,9 @@ class UniMatch(Method):
         assert unlabeled is not None
         s, net = self.settings, nets["model"]
         weak, valid = unlabeled["image"], unlabeled["valid"]
-        b, _, h, w = weak.shape
         n = labeled["image"].shape[0]
-
         # Two strong views, each with its own colour draws and its own CutMix box and partner.
-        sources, boxes, strong = [], [], []
-        for _ in range(2):
-            source = cutmix.other_image(b, device=self.device)
-            box = cutmix.single_boxes(b, h, w, s.cutmix_p, device=self.device)
-            view = augment.colour_strong_view(weak)
-            sources.append(source)
-            boxes.append(box)
-            strong.append(torch.where(box[:, None], view[source], view))
+        strong, sources, boxes = zip(*(cutmix_strong_view(weak, s.cutmix_p, self.device) for _ in range(2)))
 
         with autocast_context(self.cfg, self.device):
             # Labeled and weak images, clean and feature-perturbed, in one forward; then both strong views.
@@ -53,14 +44,17 @@ class UniMatch(Method):
                 torch.cat([normalize(labeled["image"]), normalize(weak)]), fp_dropout=s.fp_dropout
             )
             strong_logits = main_logits(net(normalize(torch.cat(strong)))).chunk(2)
-        weak_logits = main_logits(outputs)[n:]
-        targets = [weak_pseudo_labels(weak_logits, valid, src, box) for src, box in zip(sources, boxes)]
-        confidence, label = targets[0][:2]
+        confidence, label = pseudo_labels(main_logits(outputs)[n:])
+        # Each strong view's targets: the weak ones with its own box pasted from its own partner.
+        targets = [
+            [cutmix.paste(t, box, src) for t in (confidence, label, valid)]
+            for src, box in zip(sources, boxes)
+        ]
 
         loss_x = self.criterion(labeled_part(outputs, n), labeled["mask"])
         loss_s1, loss_s2 = (
             confident_pixel_loss(logits, cm_label, cm_conf, s.threshold, cm_valid)
-            for logits, (_, _, cm_conf, cm_label, cm_valid) in zip(strong_logits, targets)
+            for logits, (cm_conf, cm_label, cm_valid) in zip(strong_logits, targets)
         )
         loss_fp = confident_pixel_loss(perturbed[n:], label, confidence, s.threshold, valid)
         loss = (loss_x + 0.25 * loss_s1 + 0.25 * loss_s2 + 0.5 * loss_fp) / 2
