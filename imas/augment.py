@@ -1,12 +1,12 @@
-"""Strong photometric ops for the intensity view, run on tensors in batch (spec §4).
+"""Strong photometric ops for the intensity view, run on tensors in batch (method.md §4).
 
 The released code ran these ops with PIL in data-loader workers. Here they run on whatever device the
 images live on, after the hardness e_i is known, and reproduce PIL's formulas (including its rounding and
 truncation) so that results stay within a couple of grey levels of PIL's.
 
 Every op takes uint8 images [B, 3, H, W] and a per-image strength s ∈ [0, 1] (Tensor[B]); the strength
-mapping follows the table in spec §4. Adaptation (`adapt`) blends or selects between the weak and strong
-views per image; the spec's `magnitude` mode is not a blend: pass `magnitude=e` to `random_strong_view`
+mapping follows the table in method.md §4. Adaptation (`adapt`) blends or selects between the weak and strong
+views per image; docs/method.md's `magnitude` mode is not a blend: pass `magnitude=e` to `random_strong_view`
 (so s = U·e_i) and use the result as it is.
 """
 
@@ -79,7 +79,7 @@ def _blend(degenerate: Tensor, image: Tensor, factor: Tensor) -> Tensor:
 
 
 def _enhance_factor(strength: Tensor) -> Tensor:
-    """ImageEnhance factor of the spec table, 0.95 − 0.85·s."""
+    """ImageEnhance factor of the table of method.md §4, 0.95 − 0.85·s."""
     return 0.95 - 0.85 * strength
 
 
@@ -350,7 +350,7 @@ def intensity_op(
     sign: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Apply one photometric op of the spec §4 pool at strength s ∈ [0, 1].
+    """Apply one photometric op of the method.md §4 pool at strength s ∈ [0, 1].
 
     image: uint8 [3, H, W] or [B, 3, H, W] -> uint8, same shape. `sign` (±1) fixes hue's shift direction;
     otherwise one sign per image is drawn from `generator` (CPU generator).
@@ -475,7 +475,7 @@ def adapt(
     mode: Literal["mix", "select", "none"] = "mix",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Model-adaptive intensity view from the weak and strong views (spec §4).
+    """Model-adaptive intensity view from the weak and strong views (method.md §4).
 
     weak, strong: uint8 [B, 3, H, W]; easiness e: Tensor[B] in [0, 1] -> uint8 [B, 3, H, W].
     - mix: round(e·strong + (1 − e)·weak) (released code);

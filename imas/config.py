@@ -47,7 +47,7 @@ class LossKind(str, enum.Enum):
 
 
 class OptimizerKind(str, enum.Enum):
-    sgd = "sgd"  # the released runs (spec section 7)
+    sgd = "sgd"  # the released runs (method.md §7)
     adamw = "adamw"  # for training from random initialisation (the toy); momentum is beta1
 
 
@@ -75,7 +75,7 @@ class EvalModel(str, enum.Enum):
 class Adaptation(str, enum.Enum):
     mix = "mix"  # released code: e * strong + (1 - e) * weak
     select = "select"  # strong with probability e, else weak
-    magnitude = "magnitude"  # the paper's wording: op strength U * m * e (spec: m = e; m = 0.999), no blend
+    magnitude = "magnitude"  # the paper's wording: op strength U * e (method.md §4), no blend
     none = "none"  # plain strong view
 
 
@@ -132,7 +132,7 @@ class ModelConfig:
     stem: Stem = Stem.deep
     pretrained: str = ""  # path to backbone weights; "" = random init
     sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
-    decoder_channels: int = 256  # ASPP and decoder width: 256 in spec section 7; smaller for the toy only
+    decoder_channels: int = 256  # ASPP and decoder width: 256 in method.md §7; smaller for the toy only
     backbone_width: int = 64  # channels of the ResNet's layer1 (64 in every ResNet); smaller for the toy only
 
 
@@ -197,7 +197,7 @@ class TeacherStudentConfig:
     cutmix_p: float = 0.5  # for cutmix: fixed
     pairing: Pairing = Pairing.easy_hard
     cutmix_box: CutMixBox = CutMixBox.imas
-    cutmix_scale: bool = False  # spec §5 option: the box side v times the group's mean easiness
+    cutmix_scale: bool = False  # method.md §5 option: the box side v times the group's mean easiness
     group_size: int = 4  # images per trigger/pairing decision (the released runs: 4 per GPU)
     class_weighted: bool = True
     ignore_class0: bool = True
@@ -207,7 +207,7 @@ class TeacherStudentConfig:
 
 @dataclass
 class ImasConfig(TeacherStudentConfig):
-    """iMAS (train.method imas): every instance-specific part on; the released runs' defaults (spec §12)."""
+    """iMAS (train.method imas): every instance-specific part on; released defaults (method.md §12)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Adaptive CutMix (spec §5): trigger, easy↔hard pairing, boxes, and mixing of image / label / confidence.
+"""Adaptive CutMix (method.md §5): trigger, easy↔hard pairing, boxes, mixing of image / label / confidence.
 
 Everything is batched on the device and never synchronises with the host, so a training step can queue
 the CutMix work behind the forward pass. The released runs decided trigger, pairing and box per GPU on its
@@ -19,7 +19,7 @@ import torch
 PairingMode = Literal["easy_hard", "random"]
 BoxMode = Literal["imas", "beta"]
 
-# Side ratio range of the iMAS box (spec §5).
+# Side ratio range of the iMAS box (method.md §5).
 V_MIN, V_MAX = 0.1, 0.9
 # Shape of the classic CutMix Beta(α, α) area prior; an integer, so Gamma(α) is a sum of α exponentials.
 BETA_ALPHA = 4
@@ -91,7 +91,7 @@ def _easy_hard_local(hardness: torch.Tensor) -> torch.Tensor:
 
 
 def easy_hard_pairing(hardness: torch.Tensor) -> torch.Tensor:
-    """Index of each image's patch source within one group (spec §5).
+    """Index of each image's patch source within one group (method.md §5).
 
     hardness: [G] float. Returns a LongTensor [G] on the same device: the hardest image gets the easiest's
     patch and vice versa, the second hardest the second easiest's, …; with odd G the middle maps to itself.
@@ -161,7 +161,7 @@ def cutmix_boxes(
 ) -> torch.Tensor:
     """Box masks, True inside the box to paste: BoolTensor [B, H, W] on `device` (default: generator's).
 
-    box "imas" (spec §5): per group one side ratio v ~ U[0.1, 0.9]; box ⌊H·v⌋ × ⌊W·v⌋ (rows
+    box "imas" (method.md §5): per group one side ratio v ~ U[0.1, 0.9]; box ⌊H·v⌋ × ⌊W·v⌋ (rows
     [cy − ⌊h/2⌋, cy − ⌊h/2⌋ + h)); centre per image uniform over [⌊H/16⌋, H) × [⌊W/16⌋, W); clipped to the
     image, so the pasted area is ≤ v²HW. box "beta": classic CutMix, v = sqrt(λ) with λ ~ Beta(4, 4) per
     group and the centre uniform over the whole image. scale: optional [num_groups] factor on v (option

@@ -1,4 +1,4 @@
-"""EMA teacher (spec §8), in the style of timm's ModelEmaV3.
+"""EMA teacher (method.md §8), in the style of timm's ModelEmaV3.
 
 Build the teacher from the plain student *before* the student is wrapped in DistributedDataParallel, and
 pass the unwrapped student (``ddp_model.module``) to `update`: the teacher is never trained, so a DDP

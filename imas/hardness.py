@@ -1,4 +1,4 @@
-"""Instance hardness (spec §2): class-weighted symmetric IoU between the student's and the teacher's hard
+"""Instance hardness (method.md §2): class-weighted symmetric IoU between the student's and the teacher's hard
 maps, scaled by the confident-pixel ratios.
 
 e_i = ½ (ρ^t_i · wIoU^t_i + ρ^s_i · wIoU^s_i) is the easiness, γ_i = 1 − e_i the hardness. The released code
@@ -57,7 +57,7 @@ def hardness_terms(
     class_weighted: bool = True,
     ignore_class0: bool = True,
 ) -> HardnessTerms:
-    """ρ^t, ρ^s, wIoU^t, wIoU^s of spec §2 per image.
+    """ρ^t, ρ^s, wIoU^t, wIoU^s of method.md §2 per image.
 
     student_logits, teacher_logits: [B, K, H, W] (any float dtype; computed in float32).
     threshold: τ, the same confidence threshold as the pseudo-labels.
@@ -123,6 +123,6 @@ def instance_hardness(
     """γ = 1 − e per image (1 = hardest): logits [B, K, H, W] → float32 [B] in [0, 1].
 
     student_logits come from the student in eval mode on the weak view, teacher_logits from the teacher on
-    the same view (spec §1 step 2); no gradient flows through the result.
+    the same view (method.md §1 step 2); no gradient flows through the result.
     """
     return 1.0 - easiness(student_logits, teacher_logits, threshold, class_weighted, ignore_class0)

@@ -1,5 +1,5 @@
-"""Losses (spec §3, §7): supervised CE / OHEM with an optional aux head, and the masked, instance-weighted
-unsupervised loss of iMAS.
+"""Losses (method.md §3, §7): supervised CE / OHEM with an optional aux head, and the masked,
+instance-weighted unsupervised loss of iMAS.
 
 Every loss here computes in float32 (so it can sit inside or after torch.autocast), never modifies its
 inputs, and never synchronises with the host: the OHEM threshold is found on the device.
@@ -57,7 +57,7 @@ def ohem_cross_entropy(
     min_kept: int = 100000,
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Online hard example mining cross-entropy (spec §7, the Cityscapes supervised loss).
+    """Online hard example mining cross-entropy (method.md §7, the Cityscapes supervised loss).
 
     logits: [B, K, H, W], target: [B, H, W]. Let N be the number of valid (≠ ignore_index) pixels over the
     whole batch and p the softmax probability of each valid pixel's ground-truth class.
@@ -91,7 +91,7 @@ SUPERVISED_LOSSES = ("ce", "ohem")
 
 
 class SupervisedLoss(nn.Module):
-    """L_x of spec §7: a per-pixel loss on the main logits, plus aux_weight × the same loss on the aux logits.
+    """L_x of method.md §7: a per-pixel loss on the main logits, plus aux_weight × it on the aux logits.
 
     forward(outputs, target): outputs is logits [B, K, H, W] or a pair (logits, aux_logits) as the model
     returns in train mode with an aux head; target [B, H, W]. Returns a float32 scalar.
@@ -151,7 +151,7 @@ def unsupervised_loss(
     weight: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Model-adaptive unsupervised loss of one student view (spec §3).
+    """Model-adaptive unsupervised loss of one student view (method.md §3).
 
     logits: [B, K, H, W] student logits on the view; pseudo_label: [B, H, W] integer targets (255 = none,
     e.g. padding); confidence: [B, H, W] teacher max-probability; threshold: τ.

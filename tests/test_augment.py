@@ -11,7 +11,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from imas.augment import OPS, _apply, adapt, draw_ops, intensity_op, random_strong_view
 
 STRENGTHS = (0.1, 0.5, 0.95)
-TOLERANCE = 2.0  # mean |ours - PIL| in grey levels (spec §4); measured 0 (exact) for every op on Pillow 12.3
+# mean |ours - PIL| in grey levels (method.md §4); measured 0 (exact) for every op on Pillow 12.3
+TOLERANCE = 2.0
 
 
 def _synthetic_images(n: int = 3, h: int = 64, w: int = 80) -> torch.Tensor:
@@ -39,7 +40,7 @@ def _synthetic_images(n: int = 3, h: int = 64, w: int = 80) -> torch.Tensor:
 
 
 def _pil_op(name: str, img: Image.Image, s: float, sign: int) -> Image.Image:
-    """The op as the released code ran it, with PIL (spec §4 strength table)."""
+    """The op as the released code ran it, with PIL (method.md §4 strength table)."""
     factor = 0.95 - 0.85 * s
     if name == "identity":
         return img
@@ -134,7 +135,7 @@ def test_random_strong_view_seeded(images: torch.Tensor) -> None:
 
 
 def test_draw_ops_two_per_image_with_replacement() -> None:
-    """Spec §4: per image 2 ops drawn uniformly from the 12 with replacement, s = U·m."""
+    """method.md §4: per image 2 ops drawn uniformly from the 12 with replacement, s = U·m."""
     n = 12000
     m = torch.rand(n)
     op_idx, strengths, signs = draw_ops(n, m, 2, torch.Generator().manual_seed(0))

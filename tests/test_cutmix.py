@@ -1,4 +1,4 @@
-"""Adaptive CutMix (spec §5): pairing, boxes, trigger statistics, mixing."""
+"""Adaptive CutMix (method.md §5): pairing, boxes, trigger statistics, mixing."""
 
 from __future__ import annotations
 

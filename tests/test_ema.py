@@ -1,4 +1,4 @@
-"""EMA teacher (spec §8): epoch-0 copy, the decay formula on parameters and BN statistics, int buffers."""
+"""EMA teacher (method.md §8): epoch-0 copy, the decay on parameters and BN statistics, int buffers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every config in exps/ loads, and the paper-table configs carry the released hyper-parameters (spec §10)."""
+"""Every config in exps/ loads; paper-table configs carry the released hyper-parameters (method.md §10)."""
 
 from __future__ import annotations
 

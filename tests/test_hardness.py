@@ -1,4 +1,4 @@
-"""Instance hardness (spec §2): the batched device version against a per-image NumPy reference."""
+"""Instance hardness (method.md §2): the batched device version against a per-image NumPy reference."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def reference_easiness(
     class_weighted: bool,
     ignore_class0: bool,
 ) -> np.ndarray:
-    """Spec §2 written out image by image, class by class, in float64 NumPy."""
+    """method.md §2 written out image by image, class by class, in float64 NumPy."""
     p_s = student_logits.double().softmax(1).numpy()
     p_t = teacher_logits.double().softmax(1).numpy()
     b, k = p_s.shape[:2]

@@ -1,4 +1,4 @@
-"""The iMAS step (imas.methods.imas.IMAS.step): its loss is spec §1/§3's composition, checked by a reference.
+"""The iMAS step (imas.methods.imas.IMAS.step): its loss is method.md §1/§3's composition, vs a reference.
 
 L = L_x + λ_u · [(1/B) Σ_i e_i ℓ^int_i · (½ if i's group fired CutMix else 1)
                 + (1/B) Σ_{i fired} ½ e_i ℓ^cm_i],
@@ -51,7 +51,7 @@ def run_step(cfg):
 
 
 def pixel_losses(logits, pseudo_label, confidence, threshold) -> torch.Tensor:
-    """ℓ_i [B] written out from the spec."""
+    """ℓ_i [B] written out from method.md §3."""
     ce = F.cross_entropy(logits.float(), pseudo_label.long(), reduction="none")
     return (ce * (confidence >= threshold).float()).sum((1, 2)) / (logits.shape[2] * logits.shape[3])
 
@@ -93,7 +93,7 @@ def test_loss_is_the_spec_composition(monkeypatch, weighting):
 
 
 def test_cutmix_scale_passes_the_group_mean_easiness(monkeypatch):
-    """imas.cutmix_scale (spec §5's option): the box side ratio is scaled by each group's mean easiness."""
+    """imas.cutmix_scale (method.md §5's option): the box side ratio scales with the group's mean easiness."""
     cfg = load_config(
         "exps/toy/imas.yaml", ["imas.group_size=2", "imas.cutmix_scale=true", f"train.batch_size={B}"]
     )

@@ -19,7 +19,7 @@ def random_batch(seed: int, b: int = 2, k: int = 5, h: int = 9, w: int = 11, ign
 
 
 def reference_ohem(logits: torch.Tensor, target: torch.Tensor, thresh: float, min_kept: int) -> float:
-    """Pixel by pixel in float64 with a full sort: the definition of spec §7 written out."""
+    """Pixel by pixel in float64 with a full sort: the definition of method.md §7 written out."""
     probs = logits.double().softmax(1)
     b, _, h, w = logits.shape
     pixels = []  # (probability of the ground-truth class, −log of it)

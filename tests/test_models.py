@@ -1,4 +1,4 @@
-"""Model tests: output stride, shapes, aux head, exact parameter counts (spec §7), pretrained loading."""
+"""Model tests: output stride, shapes, aux head, exact parameter counts (method.md §7), pretrained loading."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# ---------------------------------------------------------------- closed-form parameter counts of spec §7
+# ----------------------------------------------------------- closed-form parameter counts of method.md §7
 
 
 def conv(k: int, cin: int, cout: int, bias: bool = False) -> int:

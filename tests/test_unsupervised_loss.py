@@ -1,4 +1,4 @@
-"""Unsupervised loss (spec §3): masked, instance-weighted CE averaged over all pixels; inputs untouched."""
+"""Unsupervised loss (method.md §3): masked, instance-weighted CE over all pixels; inputs untouched."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def random_view(seed: int, b: int = 3, k: int = 4, h: int = 6, w: int = 8):
 
 
 def reference(logits, label, conf, tau, weight=None, valid=None) -> float:
-    """Pixel by pixel in float64, straight from the spec's formula."""
+    """Pixel by pixel in float64, straight from the formula of method.md §3."""
     logp = logits.double().log_softmax(1)
     b, _, h, w = logits.shape
     total = 0.0

@@ -4,7 +4,7 @@
     python tools/make_splits.py cityscapes --root data/cityscapes
     (options: --out splits/<dataset>  --seed 0  --sizes N N ...)
 
-Pascal VOC 2012 (spec section 6):
+Pascal VOC 2012 (method.md §6):
   val      the 1449 ids of ImageSets/Segmentation/val.txt
   classic  labeled = N ids drawn from the 1464 fine ids of ImageSets/Segmentation/train.txt (92, 183, 366,
            732, 1464); unlabeled = the rest of train_aug

@@ -1,4 +1,4 @@
-"""Joint weak transforms on an image and its label (spec §6): random resize, horizontal flip, pad, crop.
+"""Joint weak transforms on an image and its label (method.md §6): random resize, horizontal flip, pad, crop.
 
 Image and label go through the same geometric steps so they stay pixel-aligned; the label is resized with
 nearest neighbour so no new class values appear. Random numbers come from torch's RNG: in DataLoader workers

@@ -1,4 +1,4 @@
-"""iMAS: instance-specific and model-adaptive supervision (docs/method.md; spec §1).
+"""iMAS: instance-specific and model-adaptive supervision (method.md §1).
 
 An EMA teacher labels each unlabeled image's weak view; the student learns from an intensity view and a
 CutMix view of it. For every image, a hardness gamma (class-weighted symmetric IoU between the student's and
@@ -30,7 +30,7 @@ from imas.precision import autocast_context
 
 class IMAS(Method):
     section = "imas"
-    evaluated = ("teacher", "model")  # the teacher is the reported model (spec §9)
+    evaluated = ("teacher", "model")  # the teacher is the reported model (method.md §9)
     per_image = ("hardness",)
     min_batch_size = 1  # the student's forward concatenates labeled, weak and strong views
 
@@ -52,7 +52,7 @@ class IMAS(Method):
         unlabeled: dict[str, torch.Tensor] | None,
         keep_views: bool = False,
     ) -> StepOutput:
-        """One iteration of spec §1; per_image["hardness"] is gamma [B]."""
+        """One iteration of method.md §1; per_image["hardness"] is gamma [B]."""
         assert unlabeled is not None
         sm: TeacherStudentConfig = self.settings
         cfg, device = self.cfg, self.device
@@ -75,7 +75,7 @@ class IMAS(Method):
         )
         easiness = 1.0 - hardness
 
-        # 4. Intensity view, adapted per image by e (`magnitude`: op strengths s = U·m·e_i; spec §4 has
+        # 4. Intensity view, adapted per image by e (`magnitude`: op strengths s = U·m·e_i; method.md §4 has
         # m = e_i, the same up to the released cap m = 0.999).
         if sm.adaptive is Adaptation.magnitude:
             intensity = augment.random_strong_view(weak, easiness * sm.magnitude, sm.num_ops)

@@ -39,10 +39,10 @@ def build_deeplabv3plus(
     decoder_channels: int = 256,
     backbone_width: int = 64,
 ) -> nn.Module:
-    """DeepLabv3+ of spec §7, randomly initialised, then the backbone loaded from ``pretrained`` if given.
+    """DeepLabv3+ of method.md §7, randomly initialised, then the backbone loaded from ``pretrained``.
 
     ``model(x)``: x [B, 3, H, W] -> logits [B, K, H, W] (train mode with ``aux_head``: (logits, aux_logits)).
-    ``decoder_channels``: width of ASPP and the decoder (256 in spec §7; smaller only for the toy).
+    ``decoder_channels``: width of ASPP and the decoder (256 in method.md §7; smaller only for the toy).
     ``backbone_width``: channels of the backbone's layer1 (64 in every ResNet; smaller only for the toy).
     Raises ValueError on an unknown backbone / output stride / stem, CheckpointError on a bad ``pretrained``.
     """

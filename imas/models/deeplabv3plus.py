@@ -1,4 +1,4 @@
-"""DeepLabv3+ as in spec §7: ASPP on layer4, a 48-channel layer1 shortcut, optional aux head on layer3.
+"""DeepLabv3+ as in method.md §7: ASPP on layer4, a 48-channel layer1 shortcut, optional aux head on layer3.
 
 The backbone lives in ``model.backbone`` and every other module is decoder, so the two learning-rate groups of
 §7 are ``model.param_groups()``.
@@ -31,7 +31,7 @@ def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 class ASPP(nn.Module):
     """Five cout-channel branches (image pooling, 1x1, three dilated 3x3), concatenated and projected to cout
-    (256 in spec §7).
+    (256 in method.md §7).
 
     The image-pooling BN sees one value per channel and sample, so in train mode it needs a batch of at least
     2 (PyTorch raises otherwise); training batches are always ≥ 2 per device, evaluation runs in eval mode.

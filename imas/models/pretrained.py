@@ -1,4 +1,4 @@
-"""Strict loading of ImageNet backbone weights (spec §7): every backbone tensor must come from the file.
+"""Strict loading of ImageNet backbone weights (method.md §7): every backbone tensor must come from the file.
 
 The released code loaded with ``strict=False`` and a print, so a wrong file silently trained from scratch;
 here a file that leaves any backbone weight unloaded is refused with a hint at the likely cause.

@@ -6,7 +6,7 @@ ImageNet weights load without renaming. There is no ``fc``: a segmentation backb
 
 Dilation convention (output stride 8 or 16): a dilated layer keeps stride 1 and multiplies the running
 dilation by the stride it replaces. Like torchvision, the first block of a dilated layer still uses the
-*previous* dilation and the later blocks the new one. With multi-grid (spec §7) every block j of
+*previous* dilation and the later blocks the new one. With multi-grid (method.md §7) every block j of
 layer4 instead gets ``layer4 dilation × grid[j]``, grid (2, 2, 4): os16 gives (4, 4, 8), os8 (8, 8, 16).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-MULTI_GRID = (2, 2, 4)  # spec §7; ResNet-18's two-block layer4 uses the first two values
+MULTI_GRID = (2, 2, 4)  # method.md §7; ResNet-18's two-block layer4 uses the first two values
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
