@@ -101,11 +101,6 @@ def easy_hard_pairing(hardness: torch.Tensor) -> torch.Tensor:
     return _easy_hard_local(hardness.unsqueeze(0)).squeeze(0)
 
 
-def random_pairing(g: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Ablation: a uniformly random permutation of range(g) as a LongTensor [g] on the generator's device."""
-    return torch.randperm(g, generator=generator, device=_draw_device(generator, None))
-
-
 def group_pairing(
     hardness: torch.Tensor,
     group_size: int,

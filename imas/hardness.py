@@ -62,8 +62,10 @@ def hardness_terms(
     student_logits, teacher_logits: [B, K, H, W] (any float dtype; computed in float32).
     threshold: τ, the same confidence threshold as the pseudo-labels.
     class_weighted: weight IoU_c by each side's class frequencies (default); otherwise both wIoU are the
-        plain mean of IoU_c over the classes present in either map.
-    ignore_class0: drop class 0 (n_0 := 0 before normalising; excluded from the plain mean too).
+        plain mean of IoU_c over the classes present in either map, class 0 included.
+    ignore_class0: drop class 0 from the class weights (n_0 := 0 before normalising). The released code
+        applies it to the weighted IoU only, and so does this function: the plain mean keeps class 0
+        whatever this flag says (method.md §2).
     A map that holds no counted class gives wIoU = 0 (all weights zero), never NaN.
     """
     if student_logits.dim() != 4 or student_logits.shape != teacher_logits.shape:
@@ -87,16 +89,19 @@ def hardness_terms(
         # it zero weight, so it contributes nothing (and no 0/0 NaN appears).
         iou = inter / union.clamp(min=1.0)
 
-        counted = torch.ones(k, dtype=torch.float32, device=iou.device)
-        if ignore_class0:
-            counted[0] = 0.0
         if class_weighted:
+            counted = torch.ones(k, dtype=torch.float32, device=iou.device)
+            if ignore_class0:
+                counted[0] = 0.0
             w_t = n_t * counted
             w_s = n_s * counted
             wiou_t = (w_t * iou).sum(1) / w_t.sum(1).clamp(min=1.0)
             wiou_s = (w_s * iou).sum(1) / w_s.sum(1).clamp(min=1.0)
         else:
-            present = (union > 0).float() * counted
+            # The released unweighted variant averages over every class present, class 0 included: the
+            # class-0 exclusion was written for the weighted variant only, and the published ablation ran
+            # this code, so following it keeps that row reproducible.
+            present = (union > 0).float()
             wiou_t = (present * iou).sum(1) / present.sum(1).clamp(min=1.0)
             wiou_s = wiou_t
     return HardnessTerms(rho_t, rho_s, wiou_t, wiou_s)

@@ -11,7 +11,6 @@ from imas.cutmix import (
     group_pairing,
     mix,
     per_image,
-    random_pairing,
     trigger,
 )
 
@@ -53,10 +52,14 @@ def test_easy_hard_pairing_ties_are_deterministic():
     assert easy_hard_pairing(hardness).tolist() == [3, 2, 1, 0]
 
 
-def test_random_pairing_is_a_seeded_permutation():
-    a = random_pairing(9, gen(3))
-    assert sorted(a.tolist()) == list(range(9))
-    assert torch.equal(a, random_pairing(9, gen(3)))
+def test_random_pairing_is_seeded_and_varies_between_groups():
+    hardness = torch.rand(36, generator=gen(1))
+    a = group_pairing(hardness, 9, "random", gen(3))
+    assert torch.equal(a, group_pairing(hardness, 9, "random", gen(3)))
+    assert not torch.equal(a, group_pairing(hardness, 9, "random", gen(4)))
+    local = (a.view(4, 9) - torch.arange(4).unsqueeze(1) * 9).tolist()
+    assert all(sorted(row) == list(range(9)) for row in local)
+    assert len({tuple(row) for row in local}) > 1  # each group draws its own permutation
 
 
 @pytest.mark.parametrize("mode", ["easy_hard", "random"])

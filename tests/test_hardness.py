@@ -16,7 +16,10 @@ def reference_easiness(
     class_weighted: bool,
     ignore_class0: bool,
 ) -> np.ndarray:
-    """method.md §2 written out image by image, class by class, in float64 NumPy."""
+    """method.md §2 written out image by image, class by class, in float64 NumPy.
+
+    The class-0 exclusion acts on the class weights only: the unweighted mean runs over every class present
+    in either map, class 0 included, as in the released code."""
     p_s = student_logits.double().softmax(1).numpy()
     p_t = teacher_logits.double().softmax(1).numpy()
     b, k = p_s.shape[:2]
@@ -39,7 +42,7 @@ def reference_easiness(
             wiou_t = sum(n_t[c] / tot_t * iou[c] for c in classes if n_t[c]) if tot_t else 0.0
             wiou_s = sum(n_s[c] / tot_s * iou[c] for c in classes if n_s[c]) if tot_s else 0.0
         else:
-            present = [iou[c] for c in classes if c in iou]
+            present = [iou[c] for c in range(k) if c in iou]
             wiou_t = wiou_s = float(np.mean(present)) if present else 0.0
         out[i] = 0.5 * (rho_t * wiou_t + rho_s * wiou_s)
     return out
@@ -92,17 +95,35 @@ def test_class_absent_from_both_maps_contributes_nothing(class_weighted):
     torch.testing.assert_close(e4, e9, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("class_weighted", [True, False])
-def test_only_class0_gives_zero_easiness(class_weighted):
+def test_only_class0_gives_zero_easiness_when_weighted():
     zeros = torch.zeros(3, 6, 7, dtype=torch.long)
     logits = one_hot_logits(zeros, 4)
-    e = easiness(logits, logits, 0.95, class_weighted, ignore_class0=True)
+    e = easiness(logits, logits, 0.95, class_weighted=True, ignore_class0=True)
     assert torch.equal(e, torch.zeros(3))
-    assert torch.equal(instance_hardness(logits, logits, 0.95, class_weighted), torch.ones(3))
+    assert torch.equal(instance_hardness(logits, logits, 0.95, class_weighted=True), torch.ones(3))
     # Without the exclusion, class 0 is a perfect match.
     torch.testing.assert_close(
-        easiness(logits, logits, 0.95, class_weighted, ignore_class0=False), torch.ones(3)
+        easiness(logits, logits, 0.95, class_weighted=True, ignore_class0=False), torch.ones(3)
     )
+
+
+@pytest.mark.parametrize("ignore_class0", [True, False])
+def test_unweighted_iou_counts_class0_whatever_the_flag(ignore_class0):
+    # Student: class 0 on the left half, class 1 on the right; teacher: class 0 everywhere but one column.
+    # IoU_0 = 8 / 12 and IoU_1 = 4 / 8: the released mean is 7/12 with or without the flag (dropping class 0
+    # would give 0.5).
+    label_s = torch.zeros(1, 4, 4, dtype=torch.long)
+    label_s[..., 2:] = 1
+    label_t = torch.zeros(1, 4, 4, dtype=torch.long)
+    label_t[..., 3] = 1
+    terms = hardness_terms(
+        one_hot_logits(label_s, 3), one_hot_logits(label_t, 3), 0.9, False, ignore_class0=ignore_class0
+    )
+    assert terms.wiou_teacher.item() == pytest.approx(7 / 12)
+    assert terms.wiou_student.item() == pytest.approx(7 / 12)
+    # Equal maps of class 0 alone are a perfect match in the unweighted variant.
+    zeros = one_hot_logits(torch.zeros(2, 5, 5, dtype=torch.long), 4)
+    torch.testing.assert_close(easiness(zeros, zeros, 0.95, False, ignore_class0), torch.ones(2))
 
 
 def test_only_class0_on_one_side_weights_that_side_zero():
