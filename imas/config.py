@@ -86,7 +86,7 @@ class Weighting(str, enum.Enum):
 
 class CutMixTrigger(str, enum.Enum):
     easiness = "easiness"  # fire with p = mean easiness of the group
-    fixed = "fixed"  # fire with p = semi.cutmix_p
+    fixed = "fixed"  # fire with p = cutmix_p
     off = "off"  # no CutMix view
 
 
