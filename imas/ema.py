@@ -4,7 +4,7 @@ Build the teacher from the plain student *before* the student is wrapped in Dist
 pass the unwrapped student (``ddp_model.module``) to `update`: the teacher is never trained, so a DDP
 wrapper would only add gradient hooks and a second copy of every bucket. Each rank updates its own teacher
 from its own student replica. DDP keeps the replicas' weights identical, so the teachers' weights stay
-identical too; without SyncBN the BN running statistics are each rank's own, so train_semi.py broadcasts
+identical too; without SyncBN the BN running statistics are each rank's own, so imas.train broadcasts
 rank 0's buffers of student and teacher before every evaluation.
 A SyncBatchNorm student gives a SyncBatchNorm teacher, which is harmless: in eval mode it uses its running
 statistics and never communicates.

@@ -1,4 +1,4 @@
-"""Whole-image, sliding-window and multi-scale + flip prediction and evaluation (eval.py and training).
+"""Whole-image, sliding-window and multi-scale + flip prediction and evaluation (imas-eval and training).
 
 Images enter the model normalised with the ImageNet mean/std (see `normalize`). Every predictor returns
 class probabilities [B, K, H, W] at the input size; the predicted label map is their argmax. Large images are
@@ -202,7 +202,7 @@ def _resize_axis(
     in_size, out_size = size
     if in_size == out_size:  # scale 1: no resize, no copy
         return x.narrow(dim, lo - offset, hi - lo)
-    if dim == 3:  # index_select along the last dimension is ~4x slower on the CPU: go through the transpose
+    if dim == 3:  # index_select along the last dimension is much slower on the CPU: go through the transpose
         return _resize_axis(x.transpose(2, 3).contiguous(), 2, lo, hi, size, offset).transpose(2, 3)
     first, second, weight = _source_index(lo, hi, in_size, out_size, x.device)
     return torch.lerp(

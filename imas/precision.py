@@ -39,15 +39,14 @@ def cpu_description() -> str:
 def precision_warning(precision: Precision, device: torch.device) -> str | None:
     """One sentence for the log when `precision` will be slow on `device`, else None.
 
-    On a 2-core AVX2 CPU (no native bf16) the toy's training step took 4.32 s under bf16 autocast against
-    0.239 s in fp32 (18x, tools/benchmark.py; README, Measured); on a CPU with native bf16 the toy's bf16 iMAS
-    step was 13% faster than fp32."""
+    Emulated low precision on a CPU is not a little but many times slower than fp32 (docs/performance.md
+    has the measurement), so the run says so and names the fix."""
     if device.type != "cpu" or cpu_has_native(precision):
         return None
     capability = torch.backends.cpu.get_cpu_capability()
     return (
         f"train.precision {precision.value} on this CPU ({capability}, no native {precision.value} kernels) "
-        "is emulated and far slower than fp32 (18x for the toy's training step); "
+        "is emulated and far slower than fp32 (docs/performance.md); "
         "use --opt train.precision=fp32"
     )
 

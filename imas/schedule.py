@@ -48,7 +48,7 @@ def build_optimizer(
         },
     ]
     # The fused kernels (one per step instead of a dozen ops per tensor) exist for CPU and CUDA float tensors;
-    # on the toy's ResNet-18 they take AdamW's step from 34 ms to 8 ms on one CPU thread.
+    # for a small network the per-tensor ops dominate the step (docs/performance.md, training step).
     params = groups[0]["params"] + groups[1]["params"]
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     if kind == "adamw":

@@ -208,16 +208,16 @@ def start_training(config: Path, run_dir: Path) -> subprocess.Popen:
 
 
 def stop_after_save(monkeypatch, when: Callable[[Path, object], bool]) -> Callable[[], None]:
-    """Make train_semi stop as a killed job would (KeyboardInterrupt) right after a checkpoint write for
-    which when(path, state) is true; returns the function that restores normal saving."""
-    import train_semi
+    """Make training (imas.train) stop as a killed job would (KeyboardInterrupt) right after a checkpoint
+    write for which when(path, state) is true; returns the function that restores normal saving."""
+    from imas import train as train_cli
 
-    original = train_semi.save_training_state
+    original = train_cli.save_training_state
 
     def save_then_stop(path, cfg, state, *args, **kwargs):
         original(path, cfg, state, *args, **kwargs)
         if when(path, state):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_semi, "save_training_state", save_then_stop)
-    return lambda: monkeypatch.setattr(train_semi, "save_training_state", original)
+    monkeypatch.setattr(train_cli, "save_training_state", save_then_stop)
+    return lambda: monkeypatch.setattr(train_cli, "save_training_state", original)

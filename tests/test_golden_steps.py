@@ -12,21 +12,19 @@ them (oneDNN picks other kernels on another ISA, so elsewhere they are compared 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from imas.config import load_config
+from imas.dist import DistInfo
+from imas.losses import build_supervised_loss
+from imas.methods import METHODS
+from imas.models import build_model
 
-from imas.config import load_config  # noqa: E402
-from imas.dist import DistInfo  # noqa: E402
-from imas.losses import build_supervised_loss  # noqa: E402
-from imas.methods import METHODS  # noqa: E402
-from imas.models import build_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GOLDEN = Path(__file__).with_name("golden") / "steps.json"
 B, S = 4, 32

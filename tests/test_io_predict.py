@@ -16,8 +16,8 @@ import yaml
 from conftest import toy_data
 from PIL import Image
 
-import eval as eval_cli
-import predict as predict_cli
+from imas import evaluate as eval_cli
+from imas import predict as predict_cli
 from imas.checkpoint import save_checkpoint
 from imas.config import load_config, to_dict
 from imas.data import build_datasets
@@ -354,6 +354,6 @@ def test_eval_never_overwrites_its_inputs_or_other_files(tmp_path, capsys, check
     notes = tmp_path / "metrics.jsonl"
     notes.write_text('{"epoch": 1, "miou": 0.5}\n')
     assert eval_cli.main([*args, str(notes)]) == 2
-    assert "exists and is not an eval.py result" in capsys.readouterr().err
+    assert "exists and is not an imas-eval result" in capsys.readouterr().err
     assert (checkpoint.read_bytes(), config.read_text()) == before
     assert notes.read_text() == '{"epoch": 1, "miou": 0.5}\n'

@@ -15,8 +15,8 @@ import torch
 import yaml
 from conftest import REPO, small_config, start_training, stop_after_save, torchrun
 
-import train_semi
 from imas import checkpoint as checkpoint_module
+from imas import train as train_cli
 from imas.checkpoint import nonfinite_count, save_checkpoint
 from imas.config import Config, to_dict
 from imas.errors import CheckpointError, ConfigError, RunDirError
@@ -24,7 +24,7 @@ from imas.rundir import LOCK_NAME, RunLock, check_run_dir, result_changes
 
 
 def train(config: Path, run_dir: Path, *extra: str) -> int:
-    return train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", *extra])
+    return train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", *extra])
 
 
 def error_line(capsys) -> str:
@@ -252,7 +252,7 @@ def test_nonfinite_state_stops_before_evaluation_and_keeps_checkpoints(tmp_path,
     """A finite loss but an infinite BN running variance (what lr 1e6 does): the epoch is not saved."""
     config = small_config(tmp_path, toy, train={"epochs": 2})
     run_dir = tmp_path / "run"
-    original = train_semi.broadcast_buffers
+    original = train_cli.broadcast_buffers
     calls = []
 
     def poison_bn_after_epoch_2(module):
@@ -262,7 +262,7 @@ def test_nonfinite_state_stops_before_evaluation_and_keeps_checkpoints(tmp_path,
             bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
             bn.running_var[0] = float("inf")
 
-    monkeypatch.setattr(train_semi, "broadcast_buffers", poison_bn_after_epoch_2)
+    monkeypatch.setattr(train_cli, "broadcast_buffers", poison_bn_after_epoch_2)
     assert train(config, run_dir) == 2
     err = error_line(capsys)
     assert "after epoch 2 the model or optimiser state holds NaN or infinite values" in err
@@ -404,9 +404,9 @@ def test_errors_of_other_ranks_are_printed_once(monkeypatch, capsys, shared):
             exc.shared = True
         raise exc
 
-    monkeypatch.setattr(train_semi, "train", fail)
+    monkeypatch.setattr(train_cli, "train", fail)
     monkeypatch.setenv("RANK", "1")
-    assert train_semi.main(["--config", "x.yaml"]) == 2
+    assert train_cli.main(["--config", "x.yaml"]) == 2
     assert capsys.readouterr().err == ("" if shared else "error: the sentence\n")
 
 

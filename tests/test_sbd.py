@@ -15,7 +15,7 @@ from tests.conftest import block_label, make_voc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import sbd_to_png  # noqa: E402
 
-scipy_io = pytest.importorskip("scipy.io", reason="scipy is in requirements-dev.txt")
+scipy_io = pytest.importorskip("scipy.io", reason="scipy is in the dev extra (.[dev])")
 
 
 def write_sbd_mat(path: Path, segmentation: np.ndarray) -> None:

@@ -1,16 +1,21 @@
 """End-to-end: train + evaluate on a small toy subset, resume, bad input, torchrun with gloo."""
 
+import importlib
 import json
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import small_config, stop_after_save, torchrun
+from conftest import REPO, small_config, stop_after_save, torchrun
 
-import eval as eval_cli
-import train_semi
+from imas import evaluate as eval_cli
 from imas import precision as mixed_precision
+from imas import predict as predict_cli
+from imas import train as train_cli
 from imas.config import Precision
 from imas.methods import METHODS
 from imas.methods.supervised import SupOnly
@@ -19,7 +24,7 @@ from imas.methods.supervised import SupOnly
 def test_train_then_eval(tmp_path, toy, capsys):
     config = small_config(tmp_path, toy)
     run_dir = tmp_path / "run"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
     for name in ("config.yaml", "train.log", "metrics.jsonl", "latest.pth", "best.pth"):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
@@ -72,16 +77,16 @@ def kept_models(method: str) -> set[str]:
 def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch, method):
     config = method_config(tmp_path, toy, method)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
 
     # the job is killed right after the first epoch's checkpoint
     resume_saving = stop_after_save(
         monkeypatch, lambda path, state: path.name == "latest.pth" and state.epoch == 1
     )
-    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
+    assert train_cli.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
     assert torch.load(resumed / "latest.pth", weights_only=True)["epoch"] == 1
     resume_saving()
-    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
 
     a = torch.load(full / "latest.pth", weights_only=True)
     b = torch.load(resumed / "latest.pth", weights_only=True)
@@ -110,7 +115,7 @@ def test_nonfinite_loss_stops_without_checkpoint(tmp_path, toy, monkeypatch, cap
 
     monkeypatch.setattr(SupOnly, "step", nan_on_second_step)
     run_dir = tmp_path / "nan"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the loss became NaN") and "\n" not in err
     assert not (run_dir / "latest.pth").exists() and not (run_dir / "best.pth").exists()
@@ -132,9 +137,7 @@ def one_error_line(capsys) -> str:
 )
 def test_bad_data_is_one_sentence(tmp_path, toy, capsys, data, needle):
     config = small_config(tmp_path, toy, data=data)
-    assert (
-        train_semi.main(["--config", str(config), "--run-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
-    )
+    assert train_cli.main(["--config", str(config), "--run-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
     assert needle in one_error_line(capsys)
 
 
@@ -144,7 +147,7 @@ def test_bad_val_file_stops_before_the_first_iteration(tmp_path, toy, capsys):
     val.write_text((toy / "splits/small_val.txt").read_text() + "val_missing\n")
     config = small_config(tmp_path, toy, data={"val_split": str(val)})
     run_dir = tmp_path / "r"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
     assert "val_missing" in one_error_line(capsys)
     assert "epoch 1/" not in (run_dir / "train.log").read_text()
     assert not (run_dir / "latest.pth").exists()
@@ -152,16 +155,16 @@ def test_bad_val_file_stops_before_the_first_iteration(tmp_path, toy, capsys):
 
 def test_bad_config_is_one_sentence(tmp_path, toy, capsys):
     config = small_config(tmp_path, toy)
-    assert train_semi.main(["--config", str(config), "--opt", "train.epoch=3"]) == 2
+    assert train_cli.main(["--config", str(config), "--opt", "train.epoch=3"]) == 2
     assert "train.epoch" in one_error_line(capsys)
-    assert train_semi.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert train_cli.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in one_error_line(capsys)
 
 
 def test_eval_refuses_checkpoint_with_other_classes(tmp_path, toy, capsys):
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir = tmp_path / "run"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
     capsys.readouterr()
     args = ["--config", str(config), "--checkpoint", str(run_dir / "best.pth"), "--device", "cpu"]
     assert eval_cli.main([*args, "--opt", "data.num_classes=5"]) == 2
@@ -235,7 +238,7 @@ def test_mixed_precision_and_channels_last_on_cpu(tmp_path, toy, precision):
         tmp_path, toy, train={"epochs": 1, "precision": precision, "channels_last": True, "eval_every": 1}
     )
     run_dir = tmp_path / precision
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert ckpt["scaler"]["scale"] > 0 if precision == "fp16" else ckpt["scaler"] == {}
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
@@ -268,7 +271,7 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
         imas={"threshold": 0.5, "group_size": 2},
     )
     run_dir = tmp_path / "imas"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0}).Reload()
@@ -312,8 +315,6 @@ def check_predict(tmp_path: Path, toy: Path, checkpoint: Path) -> None:
     """predict.py on a folder with two images and a broken file, then on a glob, then on nothing readable."""
     from PIL import Image
 
-    import predict as predict_cli
-
     photos = tmp_path / "photos"
     photos.mkdir()
     for image_id in ("val_0000", "val_0001"):
@@ -340,7 +341,7 @@ def check_predict(tmp_path: Path, toy: Path, checkpoint: Path) -> None:
 
 
 def test_repeated_opt_flags_accumulate():
-    args = train_semi.parse_args(["--config", "x.yaml", "--opt", "a.b=1", "c.d=2", "--opt", "e.f=3"])
+    args = train_cli.parse_args(["--config", "x.yaml", "--opt", "a.b=1", "c.d=2", "--opt", "e.f=3"])
     assert args.opt == ["a.b=1", "c.d=2", "e.f=3"]
     assert eval_cli.parse_args(
         ["--config", "x", "--checkpoint", "y", "--opt", "a.b=1", "--opt", "c.d=2"]
@@ -350,13 +351,45 @@ def test_repeated_opt_flags_accumulate():
     ]
 
 
+# Each command: its module, the script of a checkout that runs it.
+COMMANDS = {
+    "imas-train": (train_cli, "train_semi.py"),
+    "imas-eval": (eval_cli, "eval.py"),
+    "imas-predict": (predict_cli, "predict.py"),
+}
+
+
+def test_commands_and_checkout_scripts_run_the_same_main():
+    """pyproject.toml's console commands and the checkout's scripts (which torchrun and single_run.sh run)
+    call one main() per command, so the tests of imas.train / imas.evaluate / imas.predict cover both."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(declared) == set(COMMANDS)
+    for command, (module, script) in COMMANDS.items():
+        module_name, function = declared[command].split(":")
+        assert importlib.import_module(module_name) is module and getattr(module, function) is module.main
+        # run_path's module name is not "__main__": the script only imports
+        assert runpy.run_path(str(REPO / script))["main"] is module.main
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_installed_command_answers_help(command):
+    """The console script pip made next to this interpreter (pip install -e ".[dev]") names itself."""
+    path = Path(sys.executable).parent / command
+    if not path.is_file():
+        pytest.skip(f"{command} is not installed next to {sys.executable}")
+    result = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {command} ")
+
+
 def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch):
     """hardness.csv: one row per unlabeled image and iteration; a crash + resume writes the same file."""
     config = small_config(
         tmp_path, toy, train={"method": "imas", "epochs": 2}, imas={"threshold": 0.5, "group_size": 2}
     )
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
     rows = (full / "hardness.csv").read_text().splitlines()
     assert rows[0] == "image_id,epoch,iteration,hardness"
     assert len(rows) - 1 == 2 * (16 // 4) * 4  # epochs x iterations x images per batch
@@ -368,13 +401,13 @@ def test_imas_hardness_history_continues_after_resume(tmp_path, toy, monkeypatch
     resume_saving = stop_after_save(
         monkeypatch, lambda path, state: path.name == "latest.pth" and state.epoch == 1
     )
-    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
+    assert train_cli.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
     checkpoint_iteration = torch.load(resumed / "latest.pth", weights_only=True)["iteration"]
     with (resumed / "hardness.csv").open("a") as f:  # rows of a crashed epoch after the checkpoint
         # the first iteration after the checkpoint (its index is the checkpoint's count) and a later one
         f.write(f"stale,2,{checkpoint_iteration},0.5\nstale,2,{checkpoint_iteration + 3},0.5\n")
     resume_saving()
-    assert train_semi.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
     assert (resumed / "hardness.csv").read_text() == (full / "hardness.csv").read_text()
 
 
@@ -386,5 +419,5 @@ def test_imas_with_padding_masked_and_every_cutmix_firing(tmp_path, toy):
         imas={"mask_padding": True, "cutmix": "fixed", "cutmix_p": 1.0, "group_size": 2},
     )
     run_dir = tmp_path / "masked"
-    assert train_semi.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
     assert "cutmix_rate 1.0000" in (run_dir / "train.log").read_text()

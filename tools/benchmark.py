@@ -35,26 +35,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imas.checkpoint import nonfinite_state, saved_state_tensors  # noqa: E402
-from imas.config import Precision, load_config  # noqa: E402
-from imas.dist import DistInfo  # noqa: E402
-from imas.ema import EMATeacher  # noqa: E402
-from imas.errors import UserError, user_message  # noqa: E402
-from imas.hardness import instance_hardness  # noqa: E402
-from imas.inference import normalize, predict  # noqa: E402
-from imas.losses import build_supervised_loss  # noqa: E402
-from imas.methods import METHODS  # noqa: E402
-from imas.models import build_model  # noqa: E402
-from imas.precision import (  # noqa: E402
+from imas.checkpoint import nonfinite_state, saved_state_tensors
+from imas.config import Precision, load_config
+from imas.dist import DistInfo
+from imas.ema import EMATeacher
+from imas.errors import UserError, user_message
+from imas.hardness import instance_hardness
+from imas.inference import normalize, predict
+from imas.losses import build_supervised_loss
+from imas.methods import METHODS
+from imas.models import build_model
+from imas.precision import (
     AUTOCAST_DTYPES,
     autocast_context,
     cpu_description,
     make_grad_scaler,
     optimizer_step,
 )
-from imas.schedule import make_optimizer  # noqa: E402
+from imas.schedule import make_optimizer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

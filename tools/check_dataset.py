@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imas.config import load_config  # noqa: E402
-from imas.data.preflight import ABSENT_CLASSES, scan_data  # noqa: E402
-from imas.errors import UserError, user_message  # noqa: E402
+from imas.config import load_config
+from imas.data.preflight import ABSENT_CLASSES, scan_data
+from imas.errors import UserError, user_message
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

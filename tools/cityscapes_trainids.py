@@ -12,10 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from imas.data.cityscapes import convert_cityscapes  # noqa: E402
-from imas.errors import UserError  # noqa: E402
+from imas.data.cityscapes import convert_cityscapes
+from imas.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:

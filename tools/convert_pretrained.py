@@ -22,11 +22,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imas.errors import UserError, user_message  # noqa: E402
-from imas.models import BACKBONES, STEMS  # noqa: E402
-from imas.models.pretrained import mismatch_hint, read_state_dict  # noqa: E402
+from imas.errors import UserError, user_message
+from imas.models import BACKBONES, STEMS
+from imas.models.pretrained import mismatch_hint, read_state_dict
 
 BLOCKS_IN_LAYER3 = {2: "resnet18", 6: "resnet50", 23: "resnet101"}
 

@@ -31,11 +31,9 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imas.data.layouts import CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX  # noqa: E402
-from imas.data.splits import read_split  # noqa: E402
-from imas.errors import DataError  # noqa: E402
+from imas.data.layouts import CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX
+from imas.data.splits import read_split
+from imas.errors import DataError
 
 PASCAL_SIZES = {"classic": [92, 183, 366, 732, 1464], "blended": [662, 1323, 2646, 5291]}
 CITYSCAPES_SIZES = [186, 372, 744, 1488]

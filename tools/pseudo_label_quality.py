@@ -22,17 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imas.checkpoint import load_checkpoint  # noqa: E402
-from imas.config import EvalModel, load_config  # noqa: E402
-from imas.data import class_names  # noqa: E402
-from imas.data.io import read_image, read_label  # noqa: E402
-from imas.data.layouts import resolve_entries  # noqa: E402
-from imas.data.splits import read_split  # noqa: E402
-from imas.dist import init_distributed  # noqa: E402
-from imas.errors import UserError, user_message  # noqa: E402
-from imas.inference import inference_options, load_trained_model, normalize, predict  # noqa: E402
+from imas.checkpoint import load_checkpoint
+from imas.config import EvalModel, load_config
+from imas.data import class_names
+from imas.data.io import read_image, read_label
+from imas.data.layouts import resolve_entries
+from imas.data.splits import read_split
+from imas.dist import init_distributed
+from imas.errors import UserError, user_message
+from imas.inference import inference_options, load_trained_model, normalize, predict
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

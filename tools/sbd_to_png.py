@@ -14,10 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from imas.data.sbd import convert_sbd  # noqa: E402
-from imas.errors import UserError  # noqa: E402
+from imas.data.sbd import convert_sbd
+from imas.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:

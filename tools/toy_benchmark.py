@@ -3,12 +3,13 @@ data, several seeds each; a markdown table of the results.
 
     python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
 
-Every (config, seed) trains with train_semi.py in its own run directory OUT/<config>/seed<N> (config.yaml,
-train.log, metrics.jsonl, hardness.csv, TensorBoard events; the checkpoints are deleted once the run is done
-unless --keep-checkpoints). `--jobs` runs that many trainings at once, the CPU threads split between them.
-A finished run (its result.json exists) is not trained again, so an interrupted benchmark resumes where it
-stopped. The table (OUT/results.md) and the raw numbers (OUT/results.json) give, per config, the mean ± std
-over seeds of the final and the best teacher mIoU (student mIoU for SupOnly) and of the wall time.
+Every (config, seed) trains with `python -m imas.train` (imas-train) in its own run directory
+OUT/<config>/seed<N> (config.yaml, train.log, metrics.jsonl, hardness.csv, TensorBoard events; the checkpoints
+are deleted once the run is done unless --keep-checkpoints). `--jobs` runs that many trainings at once, the
+CPU threads split between them. A finished run (its result.json exists) is not trained again, so an
+interrupted benchmark resumes where it stopped. The table (OUT/results.md) and the raw numbers
+(OUT/results.json) give, per config, the mean ± std over seeds of the final and the best teacher mIoU
+(student mIoU for SupOnly) and of the wall time.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from imas.config import load_config, to_dict  # neither imports torch
+from imas.errors import UserError
 
-from imas.config import load_config, to_dict  # noqa: E402  (neither imports torch)
-from imas.errors import UserError  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # the configs' paths are relative to the checkout
 
 CONFIGS = {  # table row -> config; the first row is the baseline the others are compared with
     "SupOnly": "exps/toy/suponly.yaml",
@@ -112,7 +112,8 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
         sys.executable,
-        str(REPO / "train_semi.py"),
+        "-m",
+        "imas.train",
         "--config",
         config,
         "--run-dir",

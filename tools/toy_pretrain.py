@@ -27,12 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imas.data.toy import PRETRAIN_CLASSES, make_pretrain_sample  # noqa: E402
-from imas.inference import normalize  # noqa: E402
-from imas.models.resnet import resnet18  # noqa: E402
-from imas.schedule import poly_lr  # noqa: E402
+from imas.data.toy import PRETRAIN_CLASSES, make_pretrain_sample
+from imas.inference import normalize
+from imas.models.resnet import resnet18
+from imas.schedule import poly_lr
 
 VERSION = "2"  # bump when the recipe below changes, so --ensure retrains
 

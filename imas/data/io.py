@@ -108,7 +108,7 @@ def read_image(path: Path, exif_transpose: bool = False) -> Image.Image:
 
     16-bit images are scaled to 8 bits (see `_to_rgb`); float images and decompression bombs are a
     DataError. exif_transpose=False (training, evaluation, check_dataset) keeps the stored pixel grid, the
-    one VOC / Cityscapes labels are drawn on; True (predict.py) turns the image as a viewer shows it. The
+    one VOC / Cityscapes labels are drawn on; True (imas-predict) turns the image as a viewer shows it. The
     result's info["exif_orientation"] is the file's EXIF orientation (1 = upright) and
     info["exif_applied"] whether it was applied.
     """

@@ -29,7 +29,7 @@ from imas.config import Config
 from imas.losses import SupervisedLoss
 
 # What logs and metrics call each model key: the checkpoint keys stay the same across methods, so that
-# eval.py and predict.py read any run's checkpoint.
+# imas-eval and imas-predict read any run's checkpoint.
 LABELS = {"model": "student", "teacher": "teacher", "model2": "second network"}
 
 

@@ -1,0 +1,127 @@
+"""Evaluate a checkpoint on the config's val split: per-class IoU table, mIoU, and a JSON file.
+
+imas-eval --config exps/toy/suponly.yaml --checkpoint runs/toy/suponly/best.pth
+imas-eval --config ... --checkpoint ... --model student --mode sliding --opt eval.flip=true
+torchrun --nproc_per_node 4 -m imas.evaluate --config ... --checkpoint ...   (each val image counted once)
+
+(`python eval.py` and `torchrun ... eval.py` in a checkout run the same.)
+
+--output's folder is created if needed; an --output that cannot be written (a folder, a path under a file,
+no permission), that is the checkpoint or the config, or that is an existing file other than an earlier
+imas-eval result, is refused in one sentence before the evaluation starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from imas.checkpoint import load_checkpoint
+from imas.config import EvalMode, EvalModel, load_config
+from imas.data import build_datasets, build_val_loader, class_names
+from imas.data.io import check_writable_file
+from imas.dist import cleanup, init_distributed
+from imas.errors import UserError, user_message
+from imas.inference import evaluate_model, load_trained_model
+from imas.logging import setup_logging
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", required=True, help="latest.pth or best.pth of a run")
+    parser.add_argument(
+        "--model", choices=[m.value for m in EvalModel], default=None, help="default: eval.model"
+    )
+    parser.add_argument(
+        "--mode", choices=[m.value for m in EvalMode], default=None, help="default: eval.mode"
+    )
+    parser.add_argument(
+        "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
+    )
+    parser.add_argument("--output", default=None, help="JSON path (default: <checkpoint>.<model>.eval.json)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    overrides = list(args.opt)
+    if args.model:
+        overrides.append(f"eval.model={args.model}")
+    if args.mode:
+        overrides.append(f"eval.mode={args.mode}")
+    cfg = load_config(args.config, overrides)
+    info = init_distributed(args.device)
+    log = setup_logging(None, info.is_main)
+    ckpt = load_checkpoint(args.checkpoint)
+    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
+    if which == "model" and cfg.eval.model.value == "teacher":
+        log.info("checkpoint has no teacher (a supervised run): evaluating its model")
+    output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
+    # Checked on every rank (not only the one that writes) so that all of them stop before evaluating,
+    # instead of a traceback after the whole evaluation or ranks waiting on one that stopped.
+    check_not_overwriting(output, [Path(args.checkpoint), Path(args.config)])
+    check_writable_file(output, "--output")
+
+    datasets = build_datasets(cfg.data, with_unlabeled=False)
+    loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
+    start = time.perf_counter()
+    confusion = evaluate_model(cfg, model, loader, info.device, progress=True)
+    seconds = time.perf_counter() - start
+    names = class_names(cfg.data)
+    result = confusion.to_dict(names) | {
+        "checkpoint": str(args.checkpoint),
+        "model": which,
+        "mode": cfg.eval.mode.value,
+        "scales": cfg.eval.scales,
+        "flip": cfg.eval.flip,
+        "images": len(datasets.val),
+        "seconds": round(seconds, 2),
+        "epoch": ckpt.get("epoch"),
+    }
+    if info.is_main:
+        print(confusion.table(names))
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        log.info("%d images in %.1fs; wrote %s", len(datasets.val), seconds, output)
+    return result
+
+
+def check_not_overwriting(output: Path, inputs: list[Path]) -> None:
+    """Refuse an --output that is one of the inputs (the checkpoint, the config), or an existing file that
+    is not an earlier imas-eval result: replacing it with a JSON would destroy it."""
+    if not output.is_file():
+        return
+    here = output.stat()
+    for path in inputs:
+        if path.exists() and path.samefile(output):
+            raise UserError(f"--output {output} is the {path.suffix.lstrip('.')} file this command reads")
+    try:
+        earlier = json.loads(output.read_text()) if here.st_size < 2**20 else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"miou", "checkpoint", "model"} <= earlier.keys()):
+        raise UserError(
+            f"--output {output} exists and is not an imas-eval result; choose another path or delete it"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
