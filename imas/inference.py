@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ from imas.errors import CheckpointError
 from imas.metrics import ConfusionMatrix
 from imas.models import build_model
 from imas.precision import AUTOCAST_DTYPES
-
-log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -385,7 +382,7 @@ def evaluate(
     flip: bool = False,
     ignore_index: int = 255,
     autocast_dtype: torch.dtype | None = None,
-    progress: bool = False,
+    progress: Callable[[int], None] | None = None,
     batch_size: int = 4,
 ) -> ConfusionMatrix:
     """Confusion matrix of `model` over `loader`, summed over all processes.
@@ -396,19 +393,21 @@ def evaluate(
     the DDP wrapper: DDP's forward may broadcast buffers, a collective that hangs when the ranks hold
     different numbers of batches. autocast_dtype (bf16/fp16) runs the model under torch.autocast; the
     probabilities are float32 either way. batch_size is the number of sliding windows per forward pass.
+    progress(images) is called after each batch with the number of images this process has evaluated
+    (imas-eval shows a rate and an ETA from it; training passes none).
     """
     confusion = ConfusionMatrix(num_classes, device, ignore_index)
-    total = len(loader) if hasattr(loader, "__len__") else 0
-    every = max(1, total // 10)
+    done = 0
     with torch.inference_mode():
-        for step, batch in enumerate(loader, start=1):
+        for batch in loader:
             image = normalize(batch["image"].to(device, non_blocking=True))
             mask = batch["mask"].to(device, non_blocking=True)
             with _autocast(device, autocast_dtype):
                 probs = predict(model, image, mode, window, stride, scales, flip, batch_size)
             confusion.update(probs.argmax(1), mask)
-            if progress and (step % every == 0 or step == total):
-                log.info("eval %d/%s batches", step, total or "?")
+            done += image.shape[0]
+            if progress is not None:
+                progress(done)
     confusion.all_reduce()
     return confusion
 
@@ -430,7 +429,11 @@ def inference_options(cfg: Config) -> dict[str, Any]:
 
 
 def evaluate_model(
-    cfg: Config, model: nn.Module, loader: Any, device: torch.device, progress: bool = False
+    cfg: Config,
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
 ) -> Any:
     """Confusion matrix of `model` on the val loader with cfg.eval's mode, scales and flip (all ranks)."""
     was_training = model.training

@@ -3,20 +3,34 @@
     imas-predict --checkpoint runs/toy/imas/best.pth --input photos/ --output predictions/
     imas-predict --checkpoint ... --input "shots/*.jpg" --mode sliding --opt eval.flip=true
     imas-predict --checkpoint ... --config exps/toy/imas.yaml --model student --input one.png
+    imas-predict --checkpoint ... --input photos/ --alpha 0.7
 
 (`python predict.py` in a checkout runs the same.)
 
 --input is a folder (its images, not recursive), a glob pattern or one file. The config defaults to the one
 stored in the checkpoint; --opt overrides it (eval.mode, eval.window, eval.scales, eval.flip ...). For every
 image <name>: <output>/<name>.png, the class indices as a palette PNG (pixel value = class, shown in the
-dataset's colours), and <output>/<name>_overlay.jpg, the image blended with those colours.
+dataset's colours), and <output>/<name>_overlay.jpg, the image with its classes blended in at --alpha
+(default 0.5; 0 = the photo alone, 1 = the colours alone). The background is not coloured: where the
+dataset's class 0 is named "background" (VOC, the toy dataset, a class_names.txt that starts with it) its
+pixels stay the photo's exactly; where class 0 is a class like any other (Cityscapes' "road") it is
+coloured too. <output>/legend.png shows each class's index, colour and name (both the PNGs and the
+overlays use these colours); it is written with the first prediction, kept when a later run would draw the
+same legend, and an existing legend.png that imas-predict did not write is refused before any work.
+
+The log names the checkpoint and the network first (e.g. "predicting 37 images with the teacher of
+runs/x/best.pth (epoch 12, iteration 3000, val mIoU 47.23 at save time), whole inference on cpu"), and
+stderr shows progress (images done / total, img/s, ETA): one line redrawn in place on a terminal, a plain
+line every 10 s otherwise.
 
 Names: <name> is the input's stem (photo.jpg -> photo.png); inputs that share a stem, ignoring case, keep
-their suffix (a.jpg -> a_jpg.png, a.png -> a_png.png) and a name still taken gets _2, _3 ..., so every
-prediction has its own files and the count printed at the end is the number of files written.
+their suffix (a.jpg -> a_jpg.png, a.png -> a_png.png), and so does an input named like the legend
+(legend.jpg -> legend_jpg.png); a name still taken gets _2, _3 ..., so every prediction has its own files
+and the count printed at the end is the number of files written.
 
 Before any work: an --output folder that cannot be created or written, or where a prediction would replace
-one of the inputs (e.g. --output equal to an --input folder holding photo.png), is refused in one sentence.
+one of the inputs (e.g. --output equal to an --input folder holding photo.png) or a legend.png that
+imas-predict did not write, is refused in one sentence; so is an --alpha outside [0, 1].
 
 Images: read as a viewer shows them (EXIF orientation applied, so a phone photo's mask lies on the photo as
 it is displayed); 16-bit images are scaled to 8 bits. An image whose long side is above
@@ -36,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -47,20 +63,25 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from imas.checkpoint import load_checkpoint
 from imas.config import Config, EvalMode, EvalModel, apply_override, from_dict, load_config, validate
-from imas.data import palette
+from imas.data import class_names, palette
 from imas.data.io import check_writable_dir, read_image
 from imas.dist import DistInfo
 from imas.errors import ConfigError, DataError, UserError, user_message
+from imas.evaluate import ImageProgress, describe_model
 from imas.inference import inference_options, load_trained_model, normalize, predict, predict_labels_tiled
 from imas.logging import Progress, setup_logging
 from imas.precision import AUTOCAST_DTYPES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-OVERLAY_ALPHA = 0.5  # weight of the class colours in the overlay
+OVERLAY_ALPHA = 0.5  # default --alpha: the weight of the class colours in the overlay
+LEGEND = "legend.png"  # in every --output folder: index, colour and name of each class
+LEGEND_KEY = "imas-predict legend"  # PNG text chunk marking a legend as ours; its value: what it shows
+LEGEND_ROW, LEGEND_SWATCH, LEGEND_MARGIN = 24, 18, 6  # pixels: a row per class, its swatch, the margins
 # An image whose long side is above max(LARGE_SIDE, 2 x eval.window) is predicted with sliding windows,
 # tile by tile, whatever eval.mode says: a whole-image pass of a 12000 x 12000 photo holds 21 x 12000 x 12000
 # float probabilities (12 GB) besides the model's activations. 2560 keeps Cityscapes (2048 x 1024) and common
@@ -76,7 +97,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoint", required=True, help="latest.pth or best.pth of a run")
     parser.add_argument("--input", required=True, help="folder, glob pattern or image file")
-    parser.add_argument("--output", default="predictions", help="folder for the PNGs and overlays")
+    parser.add_argument(
+        "--output", default="predictions", help="folder for the PNGs, overlays and legend.png"
+    )
     parser.add_argument("--config", default=None, help="default: the config stored in the checkpoint")
     parser.add_argument(
         "--model", choices=[m.value for m in EvalModel], default=None, help="default: eval.model"
@@ -87,8 +110,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
     )
+    parser.add_argument(
+        "--alpha",
+        default=str(OVERLAY_ALPHA),
+        metavar="A",
+        help="weight of the class colours in the overlays, 0 (the photo) to 1 (the colours); default "
+        f"{OVERLAY_ALPHA}; the background (class 0 when named 'background', as in VOC and the toy data) "
+        "stays the photo, a class 0 like Cityscapes' road is coloured",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser.parse_args(argv)
+
+
+def overlay_alpha(text: str) -> float:
+    """--alpha as a number in [0, 1]; a ConfigError otherwise (checked before any work)."""
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:  # also refuses nan
+        raise ConfigError(
+            f"--alpha {text} is not a number from 0 (the photo alone) to 1 (the class colours alone)"
+        )
+    return alpha
 
 
 def find_images(spec: str) -> list[Path]:
@@ -128,11 +172,15 @@ def output_names(files: list[Path]) -> list[str]:
     system ignores case.
 
     A stem that no other input shares (ignoring case) is the name: photo.jpg -> photo. Inputs that share a
-    stem keep their suffix: a.jpg -> a_jpg, a.png -> a_png, A.bmp -> A_bmp. A name that is still taken (the
-    same file name from two folders of a glob, or an input whose own stem is a_jpg) gets _2, _3 ...
+    stem keep their suffix: a.jpg -> a_jpg, a.png -> a_png, A.bmp -> A_bmp; so does an input whose stem is
+    the legend's (legend.jpg -> legend_jpg), whose index PNG would otherwise be the legend. A name that is
+    still taken (the same file name from two folders of a glob, or an input whose own stem is a_jpg) gets
+    _2, _3 ...
     """
+    reserved = Path(LEGEND).stem.lower()
     stems = Counter(file.stem.lower() for file in files)
-    used = {file.stem.lower() for file in files if stems[file.stem.lower()] == 1}
+    stems[reserved] += 1
+    used = {file.stem.lower() for file in files if stems[file.stem.lower()] == 1} | {reserved}
     names = []
     for file in files:
         if stems[file.stem.lower()] == 1:
@@ -169,6 +217,12 @@ def check_outputs(files: list[Path], names: list[str], out_dir: Path) -> None:
                     f"--output {out_dir} would overwrite the input {inputs[(stat.st_dev, stat.st_ino)]} "
                     f"with its prediction; choose another --output folder"
                 )
+    legend = out_dir / LEGEND
+    if legend.exists() and legend_shows(legend) is None:
+        raise UserError(
+            f"--output {out_dir} holds a {LEGEND} that imas-predict did not write, which its class legend "
+            "would replace; move that file or choose another --output folder"
+        )
     check_writable_dir(out_dir, "--output")
 
 
@@ -194,27 +248,159 @@ def tile_side(cfg: Config) -> int:
     return tile
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """The image blended with its class colours, uint8 [H, W, 3], computed in bands of rows: the float
-    arithmetic of a whole 12000 x 12000 image at once would take ~10 GB."""
+def background_classes(names: Sequence[str]) -> frozenset[int]:
+    """The classes an overlay leaves as the photo: {0} when the dataset names class 0 "background" (VOC,
+    the toy dataset, a custom class_names.txt starting with it), else none.
+
+    Why: the background's palette colour is black, so blending it darkened every photo by --alpha; but a
+    class 0 such as Cityscapes' "road" is a class to see, so the decision follows the dataset's names."""
+    return frozenset({0}) if names and names[0].strip().lower() == "background" else frozenset()
+
+
+def overlay(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    colours: np.ndarray,
+    alpha: float = OVERLAY_ALPHA,
+    uncoloured: frozenset[int] = frozenset(),
+) -> np.ndarray:
+    """The image with its class colours blended in at `alpha`, uint8 [H, W, 3].
+
+    Pixels of the `uncoloured` classes (the background, see background_classes) and labels without a colour
+    (255, the ignore label of ground truths) keep the image's values exactly. Computed in bands of rows:
+    the float arithmetic of a whole 12000 x 12000 image at once would take ~10 GB."""
+    size = max(256, len(colours), int(labels.max(initial=0)) + 1)
+    weight = np.zeros(size)  # per label: its colour's weight; 0 leaves the photo as it is
+    weight[: len(colours)] = alpha
+    weight[[c for c in uncoloured if c < size]] = 0.0
+    lut = np.zeros((size, 3))
+    lut[: len(colours)] = colours
     out = np.empty_like(rgb)
     band = max(1, (1 << 22) // max(1, rgb.shape[1]))  # ~4M pixels per band
     for top in range(0, rgb.shape[0], band):
         rows = slice(top, top + band)
-        mixed = (1 - OVERLAY_ALPHA) * rgb[rows] + OVERLAY_ALPHA * colours[labels[rows]]
+        w = weight[labels[rows]][..., None]
+        mixed = (1 - w) * rgb[rows] + w * lut[labels[rows]]
         out[rows] = mixed.round().astype(np.uint8)
     return out
+
+
+# ------------------------------------------------------------------------------------------ the legend
+
+
+def legend_swatch_box(index: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of class `index`'s swatch in the legend image, its 1 px frame included."""
+    top = LEGEND_MARGIN + index * LEGEND_ROW + (LEGEND_ROW - LEGEND_SWATCH) // 2
+    return LEGEND_MARGIN, top, LEGEND_MARGIN + LEGEND_SWATCH, top + LEGEND_SWATCH
+
+
+def legend_lines(names: Sequence[str], uncoloured: frozenset[int]) -> list[str]:
+    """The text beside each swatch: index and name, and for the background that overlays leave it alone."""
+    return [
+        f"{i}  {name}" + ("  (not coloured in overlays)" if i in uncoloured else "")
+        for i, name in enumerate(names)
+    ]
+
+
+def legend_image(names: Sequence[str], colours: np.ndarray, uncoloured: frozenset[int]) -> Image.Image:
+    """One row per class: a swatch of its colour (a grey frame, so black and white swatches show on the
+    white page) and 'index  name'."""
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    lines = legend_lines(names, uncoloured)
+    text_left = LEGEND_MARGIN + LEGEND_SWATCH + 8
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = text_left + max((int(measure.textlength(t, font=font)) for t in lines), default=0) + LEGEND_MARGIN
+    image = Image.new("RGB", (width, 2 * LEGEND_MARGIN + LEGEND_ROW * len(lines)), "white")
+    draw = ImageDraw.Draw(image)
+    for index, (colour, text) in enumerate(zip(colours, lines)):
+        left, top, right, bottom = legend_swatch_box(index)
+        draw.rectangle(
+            (left, top, right - 1, bottom - 1), fill=tuple(int(v) for v in colour), outline=(128,) * 3
+        )
+        draw.text((text_left, top + LEGEND_SWATCH // 2), text, fill="black", font=font, anchor="lm")
+    return image
+
+
+def legend_shows(path: Path) -> str | None:
+    """What a legend.png written by imas-predict shows (its text chunk), None for any other file."""
+    try:
+        with Image.open(path) as image:
+            value = image.info.get(LEGEND_KEY)
+    except Exception:  # a folder, not an image, a broken file: not ours whatever the reason
+        return None
+    return value if isinstance(value, str) else None
+
+
+def write_legend(
+    out_dir: Path, names: Sequence[str], colours: np.ndarray, uncoloured: frozenset[int]
+) -> bool:
+    """Write <out_dir>/legend.png unless it already shows these classes, colours and background; True when
+    written. Through a temporary file and a rename, so an interrupted write leaves no half legend that a
+    later run would take for a user's file. check_outputs has refused a legend.png that is not ours."""
+    shows = json.dumps({"lines": legend_lines(names, uncoloured), "colours": colours.tolist()})
+    path = out_dir / LEGEND
+    if legend_shows(path) == shows:
+        return False
+    info = PngInfo()
+    info.add_text(LEGEND_KEY, shows)
+    tmp = out_dir / f".{LEGEND}.tmp"
+    legend_image(names, colours, uncoloured).save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+    return True
 
 
 class Summary(NamedTuple):
     written: int  # predictions written (each to its own pair of files)
     skipped: list[str]  # one sentence per image that was not predicted
     upright: int  # images turned by their EXIF orientation before prediction
+    legend: Path | None = None  # the legend beside the predictions; None when nothing was written
+
+
+def predict_image(
+    model: torch.nn.Module, rgb: np.ndarray, file: Path, cfg: Config, info: DistInfo, progress: ImageProgress
+) -> np.ndarray:
+    """The class of every pixel of `rgb` (uint8 [H, W, 3], writable; read from `file`), uint8 [H, W]:
+    eval's inference, or sliding windows tile by tile for an image above large_side."""
+    dtype = AUTOCAST_DTYPES[cfg.train.precision]
+    options = inference_options(cfg)
+    limit = large_side(cfg)
+    h, w = rgb.shape[:2]
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    with torch.autocast(info.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        if max(h, w) <= limit:
+            probs = predict(model, normalize(x.to(info.device)), **options)
+            return probs.argmax(1)[0].to("cpu", torch.uint8).numpy()
+        tile = tile_side(cfg)
+        progress.clear()
+        log.info(
+            "%s is %dx%d, above %d px on its long side: sliding windows of %d px in %d px tiles",
+            file,
+            w,
+            h,
+            limit,
+            options["window"],
+            tile,
+        )
+        sliding = {key: value for key, value in options.items() if key != "mode"}
+        tiles = Progress(0, 0)
+
+        def tile_done(done: int, total: int) -> None:
+            tiles.total = total
+            line = tiles.line(done).replace("it ", "tile ", 1).replace("it/s", "tiles/s")
+            progress.clear()
+            log.info("  %s %s", file.name, line)
+
+        labels = predict_labels_tiled(model, x, tile, device=info.device, on_tile=tile_done, **sliding)
+        return labels[0].numpy()
 
 
 def run(args: argparse.Namespace) -> Summary:
     """Predict every input image; returns what was written and skipped."""
     setup_logging(None, is_main=True)
+    alpha = overlay_alpha(args.alpha)
     files = find_images(args.input)
     names = output_names(files)
     out_dir = Path(args.output)
@@ -226,61 +412,57 @@ def run(args: argparse.Namespace) -> Summary:
     model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
     colours = np.array(palette(cfg.data), dtype=np.uint8)
     flat_palette = colours.flatten().tolist()
-    dtype = AUTOCAST_DTYPES[cfg.train.precision]
-    options = inference_options(cfg)
-    limit, tile = large_side(cfg), tile_side(cfg)
+    classes = class_names(cfg.data)
+    uncoloured = background_classes(classes)
     log.info(
-        "%d images, %s weights of %s, %s inference", len(files), which, args.checkpoint, cfg.eval.mode.value
+        "predicting %d images with %s, %s inference on %s",
+        len(files),
+        describe_model(ckpt, args.checkpoint, which, cfg.eval.model.value),
+        cfg.eval.mode.value,
+        info.device.type,
     )
-    progress = Progress(0, len(files))
-    written, skipped, upright = 0, [], 0
-    for done, (file, name) in enumerate(zip(files, names), start=1):
-        try:
-            image = read_image(file, exif_transpose=True)
-        except DataError as exc:
-            skipped.append(user_message(exc))  # the sentence names the file
-            log.warning("skipped: %s", user_message(exc))
-            continue
-        upright += bool(image.info.get("exif_applied"))
-        rgb = np.array(image)  # writable, so torch can share it
-        del image  # one copy of a large image is enough
-        h, w = rgb.shape[:2]
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-        with torch.autocast(info.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if max(h, w) > limit:
-                why = f"{file} is {w}x{h}, above {limit} px on its long side"
-                log.info("%s: sliding windows of %d px in %d px tiles", why, options["window"], tile)
-                sliding = {key: value for key, value in options.items() if key != "mode"}
-                tiles = Progress(0, 0)
-
-                def tile_done(done: int, total: int, tiles: Progress = tiles, name: str = file.name) -> None:
-                    tiles.total = total
-                    line = tiles.line(done).replace("it ", "tile ", 1).replace("it/s", "tiles/s")
-                    log.info("  %s %s", name, line)
-
-                labels = predict_labels_tiled(
-                    model, x, tile, device=info.device, on_tile=tile_done, **sliding
-                )[0].numpy()
-            else:
-                probs = predict(model, normalize(x.to(info.device)), **options)
-                labels = probs.argmax(1)[0].to("cpu", torch.uint8).numpy()
-                del probs
-        index_path, overlay_path = output_paths(out_dir, name)
-        index_png = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
-        index_png.putpalette(flat_palette)
-        index_png.save(index_path)
-        Image.fromarray(overlay(rgb, labels, colours)).save(overlay_path, quality=90)
-        written += 1
-        if done % 20 == 0 or done == len(files):
-            log.info("predict %s", progress.line(done))
-    return Summary(written, skipped, upright)
+    log.info(
+        "overlays at alpha %g, %s; classes and colours in %s",
+        alpha,
+        f"{classes[0]} left as the photo" if uncoloured else "every class coloured",
+        out_dir / LEGEND,
+    )
+    progress = ImageProgress("predict", len(files))
+    try:
+        written, skipped, upright = 0, [], 0
+        for done, (file, name) in enumerate(zip(files, names), start=1):
+            try:
+                image = read_image(file, exif_transpose=True)
+            except DataError as exc:
+                skipped.append(user_message(exc))  # the sentence names the file
+                progress.clear()
+                log.warning("skipped: %s", user_message(exc))
+                progress.update(done)
+                continue
+            upright += bool(image.info.get("exif_applied"))
+            rgb = np.array(image)  # writable, so torch can share it
+            del image  # one copy of a large image is enough
+            labels = predict_image(model, rgb, file, cfg, info, progress)
+            if written == 0 and write_legend(out_dir, classes, colours, uncoloured):
+                progress.clear()
+                log.info("wrote %s", out_dir / LEGEND)
+            index_path, overlay_path = output_paths(out_dir, name)
+            index_png = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
+            index_png.putpalette(flat_palette)
+            index_png.save(index_path)
+            Image.fromarray(overlay(rgb, labels, colours, alpha, uncoloured)).save(overlay_path, quality=90)
+            written += 1
+            progress.update(done)
+    finally:
+        progress.close()
+    return Summary(written, skipped, upright, out_dir / LEGEND if written else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        written, skipped, upright = run(args)
+        written, skipped, upright, legend = run(args)
     except UserError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
@@ -290,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {written} predictions to {args.output} in {seconds:.1f} s; skipped {len(skipped)} images"
         + turned
     )
+    if legend is not None:
+        print(f"  classes and colours: {legend}")
     for message in skipped:
         print(f"  skipped: {message}")
     if written == 0:

@@ -3,6 +3,7 @@ destroys a file (outputs over inputs, colliding names, unwritable folders) and b
 
 from __future__ import annotations
 
+import re
 import struct
 import sys
 import warnings
@@ -250,7 +251,7 @@ def test_colliding_names_are_kept_apart_and_counted_truly(tmp_path, capsys, chec
     out = tmp_path / "out"
     assert run_predict(checkpoint, photos, out) == 0
     assert f"wrote 5 predictions to {out}" in capsys.readouterr().out
-    assert len(list(out.glob("*.png"))) == 5 and len(list(out.glob("*_overlay.jpg"))) == 5
+    assert len(list(out.glob("*.png"))) == 5 + 1 and len(list(out.glob("*_overlay.jpg"))) == 5  # + legend
     for name, (h, w) in sizes.items():
         stem = Path(name).stem
         expected = stem if stem.lower() != "a" else f"{stem}_{Path(name).suffix[1:]}"
@@ -262,6 +263,9 @@ def test_output_names_unique_case_insensitively():
     names = predict_cli.output_names(files)
     assert names[3:] == ["a_jpg", "c"]  # a unique stem keeps its name
     assert len({n.lower() for n in names}) == len(files)
+    # The legend's name is taken: legend.jpg's index PNG must not be (or replace) legend.png.
+    names = predict_cli.output_names([Path("Legend.jpg"), Path("legend"), Path("x.png")])
+    assert names == ["Legend_jpg", "legend_2", "x"]
 
 
 def test_16bit_exif_and_bomb_in_predict(tmp_path, monkeypatch, capsys, checkpoint):
@@ -312,6 +316,114 @@ def test_large_image_is_predicted_in_sliding_tiles(tmp_path, monkeypatch, capsys
     assert Image.open(out / "wide_overlay.jpg").size == (150, 70)
     assert run_predict(checkpoint, tmp_path / "small.png", out, "--opt", "eval.window=32") == 0
     assert "sliding windows" not in capsys.readouterr().out
+
+
+def test_overlays_and_one_legend_per_folder_kept_on_a_second_run(tmp_path, capsys, checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed, name in enumerate(("a.png", "b.png", "legend.png")):  # a photo named like the legend
+        photo(photos / name, 20 + seed, 30, seed)
+    out = tmp_path / "out"
+    assert run_predict(checkpoint, photos, out) == 0
+    stdout = capsys.readouterr().out
+    assert "overlays at alpha 0.5, background left as the photo" in stdout
+    assert f"wrote {out / 'legend.png'}" in stdout and f"classes and colours: {out / 'legend.png'}" in stdout
+    assert sorted(p.name for p in out.glob("*legend*")) == [
+        "legend.png",
+        "legend_png.png",
+        "legend_png_overlay.jpg",
+    ]
+    # The legend: a swatch in each toy class's colour (the index PNGs' palette), in class order.
+    legend = np.asarray(Image.open(out / "legend.png"))
+    palette = np.asarray(Image.open(out / "a.png").getpalette()[: 6 * 3]).reshape(6, 3)
+    for index, colour in enumerate(palette):
+        left, top, right, bottom = predict_cli.legend_swatch_box(index)
+        assert (legend[top + 1 : bottom - 1, left + 1 : right - 1] == colour).all(), index
+    assert legend.shape[0] == 2 * predict_cli.LEGEND_MARGIN + 6 * predict_cli.LEGEND_ROW
+    # The overlay is the photo with the predicted classes blended at alpha 0.5, background untouched: the
+    # same JPEG as overlay() of the photo and its index PNG.
+    rgb, labels = np.asarray(Image.open(photos / "a.png")), np.asarray(Image.open(out / "a.png"))
+    expected = predict_cli.overlay(rgb, labels, palette.astype(np.uint8), 0.5, frozenset({0}))
+    Image.fromarray(expected).save(tmp_path / "expected.jpg", quality=90)
+    assert np.array_equal(
+        np.asarray(Image.open(out / "a_overlay.jpg")), np.asarray(Image.open(tmp_path / "expected.jpg"))
+    )
+    # A second run into the same folder keeps the legend as it is; --alpha 0 gives the photo itself.
+    before = (out / "legend.png").stat()
+    assert run_predict(checkpoint, photos / "a.png", out, "--alpha", "0") == 0
+    assert f"wrote {out / 'legend.png'}" not in capsys.readouterr().out
+    after = (out / "legend.png").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    Image.fromarray(rgb).save(tmp_path / "photo.jpg", quality=90)
+    assert np.array_equal(
+        np.asarray(Image.open(out / "a_overlay.jpg")), np.asarray(Image.open(tmp_path / "photo.jpg"))
+    )
+
+
+def test_a_legend_png_not_ours_is_refused_before_any_work(tmp_path, monkeypatch, capsys, checkpoint):
+    photo(tmp_path / "a.png", 20, 30)
+    out = tmp_path / "out"
+    out.mkdir()
+    photo(out / "legend.png", 10, 10, seed=3)  # the user's own picture
+    before = (out / "legend.png").read_bytes()
+    forbid_work(monkeypatch)
+    assert run_predict(checkpoint, tmp_path / "a.png", out) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --output {out} holds a legend.png that imas-predict did not write, which its class legend "
+        "would replace; move that file or choose another --output folder\n"
+    )
+    assert (out / "legend.png").read_bytes() == before and not (out / "a.png").exists()
+
+
+@pytest.mark.parametrize("alpha", ["1.5", "-1", "abc"])
+def test_bad_alpha_is_exit_2_and_one_sentence_before_any_work(
+    tmp_path, monkeypatch, capsys, checkpoint, alpha
+):
+    photo(tmp_path / "a.png", 20, 30)
+    forbid_work(monkeypatch)
+    assert run_predict(checkpoint, tmp_path / "a.png", tmp_path / "out", "--alpha", alpha) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --alpha {alpha} is not a number from 0 (the photo alone) to 1 (the class colours alone)\n"
+    )
+
+
+PROGRESS = re.compile(
+    r"^(eval|predict) (\d+)/(\d+) images \(\d+%\), [\d.]+ img/s, elapsed [\d:]+, eta \d+:\d\d:\d\d$"
+)
+
+
+def test_eval_and_predict_name_the_model_and_show_progress(tmp_path, monkeypatch, capsys, checkpoint):
+    """The start line says which weights of which checkpoint; stderr carries images done, rate and ETA
+    (here a line per image: the 10 s interval set to 0)."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    trained = tmp_path / "best.pth"
+    save_checkpoint(ckpt | {"epoch": 12, "iteration": 3000, "best_miou": 0.4723, "best_epoch": 12}, trained)
+    monkeypatch.setattr(eval_cli, "PROGRESS_PLAIN_SECONDS", 0.0)
+    photo(tmp_path / "a.png", 20, 30)
+    photo(tmp_path / "b.png", 24, 30, seed=1)
+    assert run_predict(trained, tmp_path / "*.png", tmp_path / "out") == 0
+    captured = capsys.readouterr()
+    assert (
+        f"predicting 2 images with the network of {trained} (it holds no teacher; epoch 12, iteration 3000, "
+        "val mIoU 47.23 at save time), whole inference on cpu" in captured.out
+    )
+    lines = [PROGRESS.match(line) for line in captured.err.splitlines()]
+    assert [(m.group(1), m.group(2), m.group(3)) for m in lines] == [
+        ("predict", "1", "2"),
+        ("predict", "2", "2"),
+    ]
+
+    args = ["--config", str(checkpoint.parent / "c.yaml"), "--checkpoint", str(trained), "--device", "cpu"]
+    assert eval_cli.main([*args, "--model", "student", "--output", str(tmp_path / "r.json")]) == 0
+    captured = capsys.readouterr()
+    assert (
+        f"evaluating the network of {trained} (epoch 12, iteration 3000, val mIoU 47.23 at save time) "
+        "on 2 val images, whole inference" in captured.out
+    )
+    lines = [PROGRESS.match(line) for line in captured.err.splitlines()]
+    assert [(m.group(1), m.group(2), m.group(3)) for m in lines] == [("eval", "1", "2"), ("eval", "2", "2")]
 
 
 # --------------------------------------------------------------------------------------------- eval.py

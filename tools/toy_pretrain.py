@@ -6,8 +6,8 @@ Real semi-supervised segmentation always starts from ImageNet weights; the toy c
 backbone pretrained here to classify six *other* shapes (star, hexagon, ellipse, L, chevron, crescent) drawn
 like the toy objects (random colours and fills, gradient backgrounds): it learns edges, corners and curvature
 but never sees a segmentation class or a toy label. ResNet-18 with the standard stem, global average pooling
-and a linear head; AdamW with the poly schedule, fp32 (bf16 is emulated, and many times slower, on a CPU without
-native bf16: see imas.precision.precision_warning and docs/performance.md); the images are generated in memory
+and a linear head; AdamW with the poly schedule, fp32 (bf16 is emulated, and many times slower, on a CPU
+without native bf16: see imas.precision.precision_warning); the images are generated in memory
 (deterministic, ``imas.data.toy.make_pretrain_sample``). The backbone's state_dict (the standard-stem key
 layout of ``model.pretrained``; the head is dropped) is written atomically, and the accuracy on held-out
 images is printed and stored in a JSON file beside it. Its run time is in docs/performance.md.
