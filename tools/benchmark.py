@@ -17,7 +17,12 @@ Modes:
             config's student, an EMA teacher and the optimiser's state after one step;
   preflight the data check training runs before its first iteration (imas.data.preflight), per entry, on
             generated files: VOC-size (500 x 375 JPEG + label PNG, full decode), Cityscapes-size (2048 x 1024
-            PNG + label PNG, full decode) and unlabeled (header only), with --threads reader threads.
+            PNG + label PNG, full decode) and unlabeled (header only), with --threads reader threads;
+  data      samples per second of one loader worker (one process, one thread) with the project's own dataset
+            class and weak transform, for a VOC-like sample (500 x 375 JPEG + label PNG, long side
+            randint[250, 1000], 513 crop) and a Cityscapes-like one (2048 x 1024 PNG + label PNG, scale
+            U[0.5, 2], 769 crop) on generated photo-like files, labeled and unlabeled, against what a GPU
+            consumes (--target-step-s, --target-batch, --target-workers); --data-scale shrinks every size.
 Every speed claim in this project is measured with this script.
 """
 
@@ -29,11 +34,14 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFilter
 
 from imas.checkpoint import nonfinite_state, saved_state_tensors
 from imas.config import Precision, load_config
@@ -43,7 +51,7 @@ from imas.errors import UserError, user_message
 from imas.hardness import instance_hardness
 from imas.inference import normalize, predict
 from imas.losses import build_supervised_loss
-from imas.methods import METHODS
+from imas.methods import METHODS, Method
 from imas.models import build_model
 from imas.precision import (
     AUTOCAST_DTYPES,
@@ -66,8 +74,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed iterations")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    modes = ["train", "eval", "both", "imas", "hardness", "state", "preflight"]
+    modes = ["train", "eval", "both", "imas", "hardness", "state", "preflight", "data"]
     p.add_argument("--mode", choices=modes, default="both")
+    p.add_argument(
+        "--data-scale", type=float, default=1.0, help="data mode: every image size, crop and resize range x F"
+    )
+    p.add_argument("--target-step-s", type=float, default=0.27, help="data mode: the GPU step to feed")
+    p.add_argument("--target-batch", type=int, default=16, help="data mode: labeled (= unlabeled) per step")
+    p.add_argument("--target-workers", type=int, default=16, help="data mode: loader workers per GPU")
     p.add_argument("--classes", type=int, default=None, help="overrides data.num_classes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -98,6 +112,93 @@ def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def step_times(
+    fn: Callable[[], object], steps: int, warmup: int, device: torch.device
+) -> tuple[list[float], float]:
+    """Seconds of each of `steps` calls of fn (the device synchronised before and after each), after `warmup`
+    untimed calls; and the seconds the warm-up took.
+
+    Per-call times rather than one mean: a step whose shapes are new (an iMAS step's CutMix views vary the
+    student's batch) pays cuDNN's autotuning or a recompilation once, and a median over the calls is not
+    moved by it. The warm-up's seconds are kept because they hold that one-off cost (compilation above all).
+    """
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    warm = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times, warm
+
+
+def cuda_peak_mib(device: torch.device) -> float | None:
+    """CUDA's peak allocated memory since the last reset (None on a CPU)."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def random_batches(
+    batch: int, crop: int, num_classes: int, device: torch.device, channels_last: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A labeled and an unlabeled batch in the form the loaders deliver them (imas.data.loaders.to_device),
+    random: uint8 images [B, 3, S, S], masks [B, S, S], the unlabeled images' valid maps and indices."""
+    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, num_classes, (batch, crop, crop), device=device)
+    weak = torch.randint(0, 256, images.shape, dtype=torch.uint8, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+        weak = weak.contiguous(memory_format=torch.channels_last)
+    labeled = {"image": images, "mask": labels}
+    unlabeled = {
+        "image": weak,
+        "valid": torch.ones_like(labels, dtype=torch.bool),
+        "index": torch.arange(batch, device=device),
+    }
+    return labeled, unlabeled
+
+
+def method_step(
+    cfg,
+    model: torch.nn.Module,
+    labeled: dict[str, torch.Tensor],
+    unlabeled: dict[str, torch.Tensor],
+    device: torch.device,
+    method: str | None = None,
+) -> tuple[Callable[[], None], Method]:
+    """One training iteration of `method` (default cfg.train.method) as imas.train runs it, on fixed batches:
+    the method's step, the optimiser step under the gradient scaler, and after_step (for iMAS the EMA
+    update, in its past-epoch-0 branch). Returns the step and the method (whose models include an EMA
+    teacher, if it keeps one). Single-network methods only (CPS trains two)."""
+    method_class = METHODS[method or cfg.train.method]
+    if len(method_class.trained) != 1:
+        raise ValueError(
+            f"method {method_class.__name__} trains {len(method_class.trained)} networks, not one"
+        )
+    optimizer = make_optimizer(cfg, [model])
+    scaler = make_grad_scaler(cfg, device)
+    criterion = build_supervised_loss(
+        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
+    )
+    runner = method_class(cfg, {"model": model}, criterion, device)
+    nets = {"model": model}
+    batch_u = unlabeled if method_class.uses_unlabeled else None
+    iteration = [0]
+
+    def step() -> None:
+        optimizer_step(runner.step(nets, labeled, batch_u).loss, optimizer, scaler)
+        runner.after_step(iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        iteration[0] += 1
+
+    return step, runner
+
+
 def run(args: argparse.Namespace) -> dict:
     overrides = []
     for key, value in (
@@ -126,6 +227,8 @@ def run(args: argparse.Namespace) -> dict:
         return benchmark_hardness(cfg, device, args) | {"device": device_name(device)}
     if args.mode == "preflight":
         return benchmark_preflight(args) | {"device": device_name(torch.device("cpu"))}
+    if args.mode == "data":
+        return benchmark_data(args) | {"device": device_name(torch.device("cpu"))}
     model = build_model(cfg, info, pretrained=False)
     images = torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, device=device)
     labels = torch.randint(0, k, (b, s, s), device=device)
@@ -210,14 +313,6 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
     """Seconds per iMAS step and per supervised step on the same labeled batch, and their ratio."""
     cfg.train.method = "imas"
     cfg.imas.group_size = min(cfg.imas.group_size, images.shape[0])
-    optimizer = make_optimizer(cfg, [model])
-    scaler = make_grad_scaler(cfg, device)
-    criterion = build_supervised_loss(
-        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
-    )
-    imas = METHODS["imas"](cfg, {"model": model}, criterion, device)
-    suponly = METHODS["supervised"](cfg, {"model": model}, criterion, device)
-    nets = {"model": model}
     b = images.shape[0]
     labeled = {"image": images, "mask": labels}
     unlabeled = {
@@ -225,16 +320,9 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
         "valid": torch.ones_like(labels, dtype=torch.bool),
         "index": torch.arange(b, device=device),
     }
+    semi_step, _ = method_step(cfg, model, labeled, unlabeled, device)
+    sup_step, _ = method_step(cfg, model, labeled, unlabeled, device, method="supervised")
     model.train()
-    iteration = [0]
-
-    def semi_step() -> None:
-        optimizer_step(imas.step(nets, labeled, unlabeled).loss, optimizer, scaler)
-        imas.teacher.update(model, iteration[0], epoch=1)  # past epoch 0: the EMA branch
-        iteration[0] += 1
-
-    def sup_step() -> None:
-        optimizer_step(suponly.step(nets, labeled, None).loss, optimizer, scaler)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -244,7 +332,7 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
         "imas_labeled_plus_unlabeled_images_per_s": round(2 * b / semi, 2),
     }
     if device.type == "cuda":
-        out["imas_peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        out["imas_peak_cuda_mib"] = cuda_peak_mib(device)
     sup = timed(sup_step, args.steps, args.warmup, device)
     out |= {"supervised_step_s": round(sup, 4), "imas_over_supervised": round(semi / sup, 2)}
     if device.type == "cuda":
@@ -280,10 +368,6 @@ def benchmark_state_check(cfg, model, info: DistInfo, args) -> dict:
 def benchmark_preflight(args) -> dict:
     """Seconds per entry of imas.data.preflight.scan_data for VOC-size, Cityscapes-size and unlabeled
     entries, on photo-like generated files (smooth colour fields with noise) in a temporary folder."""
-    import tempfile
-
-    from PIL import Image
-
     from imas.config import DataConfig
     from imas.data.preflight import scan_data
 
@@ -334,6 +418,234 @@ def benchmark_preflight(args) -> dict:
             result[f"{kind}_ms_per_entry"] = round(1000 * (seconds(f"{kind}.txt") - one) / counts[kind], 2)
         unlabeled = seconds("one.txt", "unlabeled.txt") - one
         result["unlabeled_header_ms_per_entry"] = round(1000 * unlabeled / len(images), 3)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ data loading
+
+REPO = Path(__file__).resolve().parents[1]
+VOC_CONFIG = REPO / "exps/pascal/blended/r101_1323/imas.yaml"
+CITYSCAPES_CONFIG = REPO / "exps/cityscapes/r50_372/imas_os8.yaml"
+CITYSCAPES_CITY = "aachen"
+
+
+def synthetic_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    num_classes: int,
+    border: int = 0,
+    bands: bool = False,
+    noise: float = 3.0,
+) -> tuple[Image.Image, Image.Image]:
+    """A photo-like RGB image and its class-index label ("L").
+
+    Uniform noise compresses (and so decodes) far worse than a photo, and flat colour far better; what decides
+    a loader's speed is the decoder's work per file, so the image is built like a photo: a smooth colour
+    gradient, a dozen filled ellipses, boxes and polygons (each one class, softened by a blur), a
+    low-frequency texture and sensor-like noise of standard deviation `noise`, which sets the file size
+    (write_voc and write_cityscapes pick it so that the files are about as large as the datasets' own). The
+    label holds each shape's class, with a `border`-pixel outline of 255 around each shape as VOC's labels
+    have (0: none), on class 0, or with `bands` on horizontal bands of classes (sky, buildings, road: dense
+    like Cityscapes' labels).
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    start, slope_x, slope_y = (rng.uniform(-1, 1, (1, 1, 3)).astype(np.float32) for _ in range(3))
+    base = 128 + 60 * start + 50 * slope_x * (xx / width)[..., None] + 50 * slope_y * (yy / height)[..., None]
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    label = Image.new("L", (width, height), 0)
+    draw_image, draw_label = ImageDraw.Draw(image), ImageDraw.Draw(label)
+    if bands:
+        cuts = np.sort(rng.uniform(0.2, 0.8, 2)) * height
+        for top, bottom, cls in ((0, cuts[0], 10), (cuts[0], cuts[1], 2), (cuts[1], height, 0)):
+            colour = tuple(int(c) for c in rng.integers(40, 220, 3))
+            draw_image.rectangle((0, int(top), width, int(bottom)), fill=colour)
+            draw_label.rectangle((0, int(top), width, int(bottom)), fill=cls)
+    for _ in range(12):
+        w, h = (int(v) for v in rng.uniform(0.05, 0.5, 2) * (width, height))
+        x, y = int(rng.integers(0, max(1, width - w))), int(rng.integers(0, max(1, height - h)))
+        box = (x, y, x + max(w, 1), y + max(h, 1))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cls = int(rng.integers(1, num_classes))
+        kind = rng.integers(0, 3)
+        if kind == 2:  # a polygon with 3-6 corners inside the box
+            corners = [(int(rng.integers(box[0], box[2] + 1)), int(rng.integers(box[1], box[3] + 1)))]
+            corners += [
+                (int(rng.integers(box[0], box[2] + 1)), int(rng.integers(box[1], box[3] + 1)))
+                for _ in range(rng.integers(2, 6))
+            ]
+            shape_image, shape_label = draw_image.polygon, draw_label.polygon
+            where = corners
+        else:
+            shape_image = draw_image.ellipse if kind == 0 else draw_image.rectangle
+            shape_label = draw_label.ellipse if kind == 0 else draw_label.rectangle
+            where = box
+        shape_image(where, fill=colour)
+        shape_label(where, fill=cls, outline=255 if border else None, width=border or 1)
+    image = image.filter(ImageFilter.GaussianBlur(1.5))
+    coarse = rng.normal(0, 12, (height // 32 + 2, width // 32 + 2, 3)).astype(np.float32)
+    texture = np.stack(
+        [
+            np.asarray(Image.fromarray(coarse[..., c]).resize((width, height), Image.BICUBIC))
+            for c in range(3)
+        ],
+        -1,
+    )
+    pixels = np.asarray(image, dtype=np.float32) + texture + rng.normal(0, noise, (height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), label
+
+
+def write_voc(
+    root: Path, ids: list[str], size: tuple[int, int], rng: np.random.Generator, num_classes: int = 21
+) -> None:
+    """VOC layout under `root`: JPEGImages/<id>.jpg (quality 90, as VOC's own JPEGs) and
+    SegmentationClassAug/<id>.png of `size` (width, height), photo-like (synthetic_scene)."""
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (root / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        image, label = synthetic_scene(
+            rng, size[1], size[0], num_classes, border=max(1, size[0] // 100), noise=16
+        )
+        image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        label.save(root / "SegmentationClassAug" / f"{image_id}.png")
+
+
+def write_cityscapes(root: Path, ids: list[str], size: tuple[int, int], rng: np.random.Generator) -> None:
+    """Cityscapes layout under `root`: leftImg8bit/train/<city>/<id>_leftImg8bit.png and
+    gtFine/train/<city>/<id>_gtFine_labelTrainIds.png of `size` (width, height), photo-like."""
+    images = root / "leftImg8bit" / "train" / CITYSCAPES_CITY
+    labels = root / "gtFine" / "train" / CITYSCAPES_CITY
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        image, label = synthetic_scene(rng, size[1], size[0], 19, bands=True, noise=1.5)
+        image.save(images / f"{image_id}_leftImg8bit.png")
+        label.save(labels / f"{image_id}_gtFine_labelTrainIds.png")
+
+
+def data_config(kind: str, root: Path, ids: list[str], scale: float):
+    """The data section of the project's own VOC / Cityscapes config, reading `ids` under `root` (as labeled,
+    unlabeled and val split), with every size and resize range times `scale`."""
+    for name in ("labeled", "unlabeled", "val"):
+        (root / f"{name}.txt").write_text("\n".join(ids) + "\n")
+    cfg = load_config(
+        VOC_CONFIG if kind == "voc" else CITYSCAPES_CONFIG,
+        [f"data.root={root}", "model.pretrained="]
+        + [f"data.{name}_split={root / f'{name}.txt'}" for name in ("labeled", "unlabeled", "val")],
+    ).data
+    cfg.crop_size = max(1, round(cfg.crop_size * scale))
+    cfg.long_side = [max(1, round(v * scale)) for v in cfg.long_side]
+    cfg.base_size = [max(1, round(v * scale)) for v in cfg.base_size]
+    return cfg
+
+
+def dataset_rates(cfg, samples: int) -> dict:
+    """One worker's samples per second over the split files of `cfg` (imas.data.build_datasets): labeled
+    (image, label, joint transform) and unlabeled (image, transform), each over `samples` draws after one
+    untimed; and the milliseconds of each part of a labeled sample (image decode, label read and check,
+    transform), which say where the time goes."""
+    from imas.data import build_datasets
+    from imas.data.io import read_image, read_label
+    from imas.data.transforms import weak_transform
+
+    datasets = build_datasets(cfg, with_unlabeled=True)
+    assert datasets.unlabeled is not None
+    rates = {}
+    for name, dataset in (("labeled", datasets.labeled), ("unlabeled", datasets.unlabeled)):
+        dataset[0]  # warm-up: plugin imports, first allocations
+        torch.manual_seed(0)  # the same resize, flip and crop draws for both streams
+        start = time.perf_counter()
+        for i in range(samples):
+            dataset[i % len(dataset)]
+        rates[name] = samples / (time.perf_counter() - start)
+    image_path, label_path = datasets.labeled.images[0], datasets.labeled.labels[0]
+    image, label = read_image(image_path), read_label(label_path, cfg.num_classes)
+    parts = {
+        "read_image": lambda: read_image(image_path),
+        "read_label": lambda: read_label(label_path, cfg.num_classes),
+        "weak_transform": lambda: weak_transform(image, label, cfg),
+    }
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    ms = {name: round(1000 * timed(fn, max(3, samples // 3), 1, cpu), 2) for name, fn in parts.items()}
+    return {
+        "image_kib": round(image_path.stat().st_size / 1024, 1),
+        "label_kib": round(label_path.stat().st_size / 1024, 1),
+        "labeled_samples_per_s": round(rates["labeled"], 2),
+        "unlabeled_samples_per_s": round(rates["unlabeled"], 2),
+        "ms_per_call": ms,
+    }
+
+
+def benchmark_data(args) -> dict:
+    """Samples per second of one loader worker (one process, one thread) with the project's dataset class
+    and weak transform (imas.data.SegmentationDataset) on generated files with a warm page cache, for
+    VOC-like and Cityscapes-like samples; and whether `--target-workers` such workers feed a GPU step of
+    `--target-step-s` seconds of `--target-batch` labeled + as many unlabeled images twice over (a loader
+    that only just keeps up stalls the GPU whenever a slow sample comes, so twice the need is the target)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or 1)
+    try:
+        return data_rates_report(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def data_rates_report(args) -> dict:
+    """benchmark_data's work, under the thread count it set."""
+    scale = args.data_scale
+    consumed = 2 * args.target_batch / args.target_step_s  # labeled + unlabeled samples per second
+    margin = 2.0
+    result: dict = {
+        "mode": "data",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "pillow": Image.__version__,
+        "data_scale": scale,
+        "page_cache": "warm (the files were just written); a cold disk or a network file system adds reads",
+        "target": {
+            "step_s": args.target_step_s,
+            "batch": args.target_batch,
+            "workers": args.target_workers,
+            "margin": margin,
+            "consumed_samples_per_s": round(consumed, 1),
+            "needed_per_worker_samples_per_s": round(margin * consumed / args.target_workers, 1),
+        },
+    }
+    kinds = {
+        # kind: (image size (w, h), files, samples timed per stream, writer, file format)
+        "voc": ((500, 375), 10, 10 * args.steps, write_voc, "JPEG quality 90"),
+        "cityscapes": ((2048, 1024), 3, 3 * args.steps, write_cityscapes, "PNG"),
+    }
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        for kind, (full_size, files, samples, write, file_format) in kinds.items():
+            root = Path(folder) / kind
+            size = (max(8, round(full_size[0] * scale)), max(8, round(full_size[1] * scale)))
+            prefix = f"{CITYSCAPES_CITY}_000000_" if kind == "cityscapes" else "2007_"
+            ids = [f"{prefix}{i:06d}" for i in range(files)]
+            write(root, ids, size, rng)
+            cfg = data_config(kind, root, ids, scale)
+            rates = dataset_rates(cfg, samples)
+            labeled, unlabeled = rates["labeled_samples_per_s"], rates["unlabeled_samples_per_s"]
+            mixed = 2 / (1 / labeled + 1 / unlabeled)  # a worker serving labeled and unlabeled samples alike
+            delivered = args.target_workers * mixed
+            if cfg.resize.value == "long_side":
+                resize = f"long side randint{cfg.long_side}"
+            else:
+                resize = f"{cfg.base_size} x U{cfg.scale_range}"
+            result[kind] = {
+                "image": f"{size[0]} x {size[1]} {file_format}",
+                "resize": resize,
+                "crop": cfg.crop_size,
+                "samples_per_stream": samples,
+                **rates,
+                "mixed_samples_per_s": round(mixed, 2),
+                "workers_deliver_samples_per_s": round(delivered, 1),
+                "meets_target_with_margin": delivered >= margin * consumed,
+                # The shortest step of target_batch + target_batch images these workers feed twice over.
+                "shortest_step_fed_with_margin_s": round(margin * 2 * args.target_batch / delivered, 3),
+            }
     return result
 
 
