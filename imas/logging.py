@@ -1,4 +1,9 @@
-"""Run logs: text log (rank 0), TensorBoard scalars, one JSON line per evaluation in metrics.jsonl."""
+"""Run logs: text log (rank 0), TensorBoard scalars, text and panels, one JSON line per evaluation in
+metrics.jsonl, and the console's banner, number formats and closing summary.
+
+Number formats, the same in every line: mIoU in percent with 2 decimals (47.23), losses and other training
+scalars with 4 significant digits (0.6076, 1.000), times as h:mm:ss.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 LOGGER_NAME = "imas"
 
@@ -33,11 +41,182 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> logging.Logger:
 
 
 def format_duration(seconds: float) -> str:
+    """h:mm:ss ('0:07:05'); '?' for an unknown (NaN or infinite) time."""
     if not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def format_number(value: float) -> str:
+    """A training scalar with 4 significant digits, trailing zeros kept: 0.6076, 1.000, 12.35, 1.234e-05."""
+    return f"{value:#.4g}"
+
+
+def format_miou(fraction: float | None) -> str:
+    """An mIoU (a fraction, as metrics.jsonl stores it) in percent with 2 decimals; 'n/a' when undefined."""
+    if fraction is None or not math.isfinite(fraction):
+        return "n/a"
+    return f"{100 * fraction:.2f}"
+
+
+def tag_part(name: str) -> str:
+    """A class or model name as one TensorBoard tag component: spaces and slashes become underscores (a
+    slash would nest the tag a level deeper)."""
+    return "_".join(name.replace("/", " ").split())
+
+
+def _rows(rows: Sequence[tuple[str, str]], width: int = 0) -> list[str]:
+    """Indented 'key  value' lines with the values aligned (the continuation lines of one log record); keys
+    padded to `width` at least."""
+    width = max(width, *(len(key) for key, _ in rows))
+    return [f"  {key:<{width}}  {value}" for key, value in rows]
+
+
+def banner(
+    run_dir: Path,
+    config_path: str,
+    overrides: Sequence[str],
+    method: str,
+    evaluated: Sequence[str],
+    seed: int,
+    world_size: int,
+    device: str,
+    precision: str,
+) -> str:
+    """The start of a run (or of a resumed attempt) as one log record: its first line
+    'run DIR on DEVICE x WORLD_SIZE (PRECISION)' (tools/compare.py splits a resumed run's train.log into
+    attempts at it), then the config, the method and its models, the seed and where the outputs go.
+    evaluated: the labels of the evaluated models, the reported one first."""
+    models = f"reported model: {evaluated[0]}"
+    if len(evaluated) > 1:
+        models += f"; also evaluated: {', '.join(evaluated[1:])}"
+    processes = f"{world_size} process{'es' if world_size > 1 else ''} on {device}, precision {precision}"
+    rows = [
+        ("config", config_path + (f" --opt {' '.join(overrides)}" if overrides else "")),
+        ("method", f"{method} ({models})"),
+        ("seed", str(seed)),
+        ("world size", processes),
+        ("run dir", str(Path(run_dir).resolve())),
+        ("tensorboard", f"tensorboard --logdir {run_dir}"),
+    ]
+    return "\n".join([f"run {run_dir} on {device} x {world_size} ({precision})", *_rows(rows)])
+
+
+def model_results(records: Sequence[Mapping[str, Any]], label: str, reported: bool) -> dict[str, Any]:
+    """Best and final mIoU of one model over metrics.jsonl's records: {"best", "best_epoch", "final",
+    "final_epoch"} (fractions; None where the model has no value). The reported model's values are the
+    records' own "miou", another model's its "others"[label]["miou"]. The best is the first evaluation with
+    the highest value, as best.pth keeps it."""
+    values = []
+    for record in records:
+        value = record.get("miou") if reported else record.get("others", {}).get(label, {}).get("miou")
+        values.append((record.get("epoch"), value))
+    defined = [(epoch, v) for epoch, v in values if v is not None and math.isfinite(v)]
+    out: dict[str, Any] = {"best": None, "best_epoch": None, "final": None, "final_epoch": None}
+    if values:
+        out["final_epoch"], out["final"] = values[-1]
+    if defined:
+        top = max(v for _, v in defined)
+        out["best_epoch"], out["best"] = next((e, v) for e, v in defined if v == top)
+    return out
+
+
+def summary(
+    records: Sequence[Mapping[str, Any]],
+    evaluated: Sequence[str],
+    epochs: int,
+    wall_seconds: float,
+    run_dir: Path,
+    resumed_epoch: int = 0,
+    history: Path | None = None,
+) -> str:
+    """The end of a run as one log record: the reported model's best (the epoch best.pth holds) and final
+    mIoU, a row per evaluated model, the wall time and where the results are.
+
+    records: metrics.jsonl's lines, so that the numbers are the file's; evaluated: the model labels, the
+    reported one first. resumed_epoch: the epoch this process resumed from (0: it trained from the start),
+    which makes the wall time this attempt's. history: the per-image history (hardness.csv), if kept.
+    """
+    since = f" since resuming after epoch {resumed_epoch}" if resumed_epoch else ""
+    head = f"done: {epochs} epoch{'' if epochs == 1 else 's'}, {format_duration(wall_seconds)}{since}"
+    results = {label: model_results(records, label, reported=i == 0) for i, label in enumerate(evaluated)}
+    best = results[evaluated[0]]
+    if best["best"] is None:
+        head += "; no mIoU recorded"
+    else:
+        head += (
+            f"; best {evaluated[0]} mIoU {format_miou(best['best'])} at epoch {best['best_epoch']},"
+            f" final {format_miou(best['final'])}"
+        )
+    # One key column for the model rows and the file rows below them.
+    width = max(len("model"), len("checkpoints"), len("tensorboard"), *(len(label) for label in evaluated))
+    lines = [head, f"  {'model':<{width}}  best mIoU  at epoch  final mIoU"]
+    for i, label in enumerate(evaluated):
+        r = results[label]
+        epoch = "-" if r["best_epoch"] is None else str(r["best_epoch"])
+        row = f"  {label:<{width}}  {format_miou(r['best']):>9}  {epoch:>8}  {format_miou(r['final']):>10}"
+        lines.append(row + ("  (reported)" if i == 0 and len(evaluated) > 1 else ""))
+    run_dir = Path(run_dir)
+    checkpoints = f"{run_dir / 'best.pth'} (epoch {best['best_epoch']}), {run_dir / 'latest.pth'}"
+    rows = [
+        ("checkpoints", checkpoints + f" (epoch {epochs})"),
+        ("metrics", f"{run_dir / 'metrics.jsonl'} (one JSON line per evaluation)"),
+    ]
+    if history is not None:
+        rows.append(("per image", f"{history} (the hardness of each unlabeled image at each iteration)"))
+    rows += [("log", str(run_dir / "train.log")), ("tensorboard", f"tensorboard --logdir {run_dir}")]
+    return "\n".join(lines + _rows(rows, width))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's records ([] without the file); a line that does not parse is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class WindowMeans:
+    """Means of the training scalars over the logging window: the iterations since the previous log line
+    (train.log_every of them; fewer where an epoch ends between two multiples). The console's training line
+    and TensorBoard's train/* scalars both show these means, so they agree, and no curve jumps at an epoch
+    boundary as a mean since the start of the epoch would.
+
+    `add` keeps per-key sums on the scalars' device (no host synchronisation: it runs every iteration);
+    `pop` synchronises once, at logging time.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, values: Mapping[str, torch.Tensor]) -> None:
+        """One iteration's scalars (0-d tensors); a key missing from some iterations is averaged over the
+        iterations that had it."""
+        for key, value in values.items():
+            value = value.detach().float()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def pop(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """The window's means, then an empty window. reduce: averages a 1-D tensor over the processes (e.g.
+        imas.dist.all_reduce_mean; one collective for all keys, which every rank holds in the same order)."""
+        keys = list(self._sums)
+        self._sums, sums = {}, self._sums
+        self._counts, counts = {}, self._counts
+        if not keys:
+            return {}
+        means = torch.stack([sums[key] / counts[key] for key in keys])
+        if reduce is not None:
+            means = reduce(means)
+        return dict(zip(keys, means.tolist()))
 
 
 class Progress:
@@ -57,7 +236,8 @@ class Progress:
 
 
 class RunWriter:
-    """TensorBoard scalars (tags train/*, eval/*, lr) and metrics.jsonl; does nothing off rank 0."""
+    """TensorBoard (scalars train/* and eval/*, the config as text, image panels, hparams) and metrics.jsonl;
+    does nothing off rank 0."""
 
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int = 0) -> None:
         """purge_step: the iteration the run starts from; TensorBoard hides the events an earlier, crashed
@@ -71,10 +251,34 @@ class RunWriter:
             self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """One point per tag; NaN values (e.g. the IoU of a class in neither ground truth nor prediction)
+        are skipped rather than drawn as gaps and spikes."""
         if self._tb is None:
             return
         for tag, value in values.items():
-            self._tb.add_scalar(tag, value, step)
+            if math.isfinite(value):
+                self._tb.add_scalar(tag, value, step)
+
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        """A text entry, which TensorBoard's Text tab renders as markdown (stored as tag/text_summary)."""
+        if self._tb is not None:
+            self._tb.add_text(tag, markdown, step)
+
+    def hparams(self, values: dict[str, Any], metric_tags: Sequence[str]) -> None:
+        """The run's settings for TensorBoard's HParams tab, with scalar tags already logged (eval/best_miou)
+        as its metrics, which the tab reads from this run's scalars.
+
+        SummaryWriter.add_hparams is not used: it writes into a new subfolder, which TensorBoard lists as a
+        second run. The three summaries it would write go into this run's own event file instead.
+        """
+        if self._tb is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in values.items()}
+        writer = self._tb._get_file_writer()
+        for summary in hparams(clean, {tag: 0.0 for tag in metric_tags}):
+            writer.add_summary(summary)
 
     def evaluation(self, record: dict[str, Any]) -> None:
         """Append one evaluation (epoch, iteration, mIoU, ...) as a JSON line."""
@@ -88,18 +292,27 @@ class RunWriter:
         if self._tb is not None:
             self._tb.add_histogram(tag, values.detach().float().cpu(), step, bins=20)
 
-    def panel(self, tag: str, views: dict[str, Any], palette: list[tuple[int, int, int]], step: int) -> None:
-        """One TensorBoard image: a row per image (at most 4), a column per view in `views`' order.
+    def panel(
+        self,
+        tag: str,
+        views: Mapping[str, Any],
+        palette: Sequence[tuple[int, int, int]],
+        step: int,
+        class_names: Sequence[str] | None = None,
+        notes: Sequence[Sequence[str]] | None = None,
+        legend: bool | None = None,
+    ) -> None:
+        """One TensorBoard image (imas.visualize.panel): a row per image (at most 4), a column per view in
+        `views`' order under its name, `notes` left of each row, a legend of the class colours.
 
         uint8 images [B, 3, H, W] are shown as they are; label maps [B, H, W] in the dataset palette
         (255, the ignored or unconfident pixels, in white).
         """
         if self._tb is None:
             return
-        from imas.visualize import colorize, grid
+        from imas.visualize import panel
 
-        columns = [v[:4] if v.dim() == 4 else colorize(v[:4], palette) for v in views.values()]
-        self._tb.add_image(tag, grid(columns), step)
+        self._tb.add_image(tag, panel(views, palette, class_names, notes, legend=legend), step)
 
     def close(self) -> None:
         if self._tb is not None:

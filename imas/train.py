@@ -10,6 +10,14 @@ An existing run directory is resumed from its latest.pth, under the settings tha
 result-changing settings are refused unless --resume-anyway); one process at a time holds a run directory
 (run.lock). Outputs: config.yaml, train.log, metrics.jsonl, TensorBoard events, latest.pth and best.pth in the
 run directory. What happens on a crash, a divergence or a misuse: docs/reliability.md.
+
+What a run shows: train.log / the console (rank 0) starts with a banner (config, method, seed, world size,
+device, precision, run directory), prints the means of the training scalars over each logging window, each
+evaluation, each new best.pth, and ends with a summary (best epoch, best and final mIoU of every evaluated
+model, wall time, where the files are). TensorBoard (the run directory is its log dir): train/* (the same
+window means, train/lr, histograms of per-image values, the train/views panel), eval/* (mIoU and per-class
+IoU of every evaluated model, the eval/views panel of the first val images), the config as text, and the
+run's settings in the HParams tab once it ends.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -38,7 +47,7 @@ from imas.checkpoint import (
     resume_training_state,
     save_training_state,
 )
-from imas.config import Config, Precision, load_config, save_config
+from imas.config import Config, Precision, load_config, save_config, to_dict
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
 from imas.data.loaders import to_device
 from imas.data.preflight import check_data
@@ -54,12 +63,26 @@ from imas.dist import (
     run_on_main,
 )
 from imas.errors import RunDirError, TrainingDiverged, UserError, user_message
-from imas.inference import evaluate_model
-from imas.logging import HardnessHistory, Progress, RunWriter, setup_logging
+from imas.inference import evaluate_model, inference_options, normalize, predict
+from imas.logging import (
+    HardnessHistory,
+    Progress,
+    RunWriter,
+    WindowMeans,
+    banner,
+    format_duration,
+    format_miou,
+    format_number,
+    read_records,
+    setup_logging,
+    summary,
+    tag_part,
+)
 from imas.losses import build_supervised_loss
 from imas.methods import LABELS, METHODS
+from imas.metrics import ConfusionMatrix
 from imas.models import build_model
-from imas.precision import make_grad_scaler, optimizer_step, precision_warning
+from imas.precision import AUTOCAST_DTYPES, make_grad_scaler, optimizer_step, precision_warning
 from imas.rundir import (
     LOCK_NAME,
     RunLock,
@@ -70,6 +93,7 @@ from imas.rundir import (
     truncate_metrics,
 )
 from imas.schedule import make_optimizer, poly_lr, set_lr
+from imas.visualize import colorize, fit, format_notes
 
 log = logging.getLogger("imas")
 
@@ -144,7 +168,7 @@ def train(args: argparse.Namespace) -> None:
 
     try:
         changes, notes = run_on_main(claim, info)
-        run(cfg, info, run_dir, changes, notes)
+        run(cfg, info, run_dir, changes, notes, config_path=args.config, overrides=args.opt)
     finally:
         for held in lock:
             held.release()
@@ -171,21 +195,38 @@ def run(
     run_dir: Path,
     changes: list[tuple[str, Any, Any]],
     notes: list[str],
+    config_path: str = "",
+    overrides: Sequence[str] = (),
 ) -> None:
-    """Build, resume, train, evaluate and checkpoint in a run directory that this process has claimed."""
+    """Build, resume, train, evaluate and checkpoint in a run directory that this process has claimed.
+    config_path and overrides (--opt) are for the banner only."""
+    started = time.perf_counter()
     barrier()
     setup_logging(run_dir, info.is_main)
     torch.backends.cudnn.benchmark = not cfg.train.deterministic
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    log.info("run %s on %s x %d (%s)", run_dir, info.device, info.world_size, cfg.train.precision.value)
+    method_class = METHODS[cfg.train.method]
+    evaluated_labels = [LABELS[name] for name in method_class.evaluated]
+    log.info(
+        banner(
+            run_dir,
+            config_path,
+            overrides,
+            cfg.train.method,
+            evaluated_labels,
+            cfg.train.seed,
+            info.world_size,
+            str(info.device),
+            cfg.train.precision.value,
+        )
+    )
     slow = precision_warning(cfg.train.precision, info.device)
     if slow and info.is_main:
         log.warning(slow)
     for note in notes:
         log.warning(note)
 
-    method_class = METHODS[cfg.train.method]
     semi = method_class.uses_unlabeled
     # Every file of every split is checked before the first iteration (rank 0; a bad file stops all ranks).
     for warning in run_on_main(lambda: check_data(cfg.data, with_unlabeled=semi), info):
@@ -215,12 +256,13 @@ def run(
     models = method.models
 
     state = TrainState()
+    resumed_epoch = 0
     latest, best = run_dir / "latest.pth", run_dir / "best.pth"
     saved_epoch: int | None = None  # the epoch latest.pth holds
     if latest.is_file():
         ckpt = load_checkpoint(latest)
         state = resume_training_state(latest, ckpt, cfg, info, models, optimizer, scaler)
-        saved_epoch = state.epoch
+        saved_epoch = resumed_epoch = state.epoch
         log.info("resumed from %s: %d epochs done, iteration %d", latest, state.epoch, state.iteration)
         if changes:
             described = describe_changes(changes, limit=100)
@@ -250,27 +292,34 @@ def run(
         loaders.iters_per_epoch,
     )
     writer = RunWriter(run_dir, enabled=info.is_main, purge_step=state.iteration)
+    # The settings this attempt runs under (a resume under accepted changes logs its new ones).
+    writer.text("config", f"```yaml\n{yaml.safe_dump(to_dict(cfg), sort_keys=False)}```", state.iteration)
     history = HardnessHistory(
         run_dir, enabled=info.is_main and "hardness" in method.per_image, resume_iteration=state.iteration
     )
     unlabeled_ids = datasets.unlabeled.ids if datasets.unlabeled is not None else []
     progress = Progress(state.iteration, total_iters)
     colours = palette(cfg.data)
+    every = cfg.train.image_every
+    # The validation panel's images: the first of the val split, the same at every evaluation (rank 0).
+    shown_val = range(min(PANEL_ROWS, len(datasets.val)) if info.is_main and every > 0 else 0)
+    val_samples = [datasets.val[i] | {"id": datasets.val.ids[i]} for i in shown_val]
+    means = WindowMeans()  # the training scalars since the last log line
     window: dict[str, list[torch.Tensor]] = {}  # per-image values of every image since the last log line
     nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)
     for model in trained.values():
         model.train()
     for epoch in range(state.epoch, cfg.train.epochs):
         loaders.set_epoch(epoch)
-        sums: dict[str, torch.Tensor] = {}
         unlabeled_batches = loaders.unlabeled if semi else [None] * loaders.iters_per_epoch
         for step, (labeled, unlabeled) in enumerate(zip(loaders.labeled, unlabeled_batches)):
             lr = poly_lr(cfg.optim.lr, state.iteration, total_iters, cfg.optim.poly_power)
             set_lr(optimizer, lr)
             batch = to_device(labeled, info.device, cfg.train.channels_last)
             u_batch = to_device(unlabeled, info.device, cfg.train.channels_last) if semi else None
-            every = cfg.train.image_every
-            panel = semi and info.is_main and every > 0 and state.iteration % every == 0
+            # A panel every `every` iterations and at the last one, to show what training ended on.
+            due = every > 0 and (state.iteration % every == 0 or state.iteration + 1 == total_iters)
+            panel = semi and info.is_main and due
             out = method.step(nets, batch, u_batch, keep_views=panel)
             for key, value in out.per_image.items():
                 gathered = all_gather_cat(value)
@@ -278,27 +327,28 @@ def run(
                 if key == "hardness":
                     history.add(epoch, state.iteration, all_gather_cat(u_batch["index"]), gathered)
             if out.views:
-                writer.panel("train/views", out.views, colours, state.iteration)
+                rows = format_notes(out.notes, PANEL_ROWS)
+                writer.panel("train/views", out.views, colours, state.iteration, names, rows)
             loss, values = out.loss, out.scalars
             nonfinite |= ~torch.isfinite(loss.detach())
             optimizer_step(loss, optimizer, scaler)
             method.after_step(state.iteration, epoch)
             state.iteration += 1
-            for key, value in values.items():
-                sums[key] = sums.get(key, 0.0) + value.float()
+            means.add(values)
             if state.iteration % cfg.train.log_every == 0 or step + 1 == loaders.iters_per_epoch:
                 stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch, cfg)
                 history.flush(unlabeled_ids)
-                means = {k: all_reduce_mean(v / (step + 1)).item() for k, v in sums.items()}
+                window_means = means.pop(all_reduce_mean)  # the one host sync of the window's scalars
                 log.info(
-                    "epoch %d/%d %s lr %.3g %s",
+                    "epoch %d/%d %s lr %s %s",
                     epoch + 1,
                     cfg.train.epochs,
                     progress.line(state.iteration),
-                    lr,
-                    " ".join(f"{k} {v:.4f}" for k, v in means.items()),
+                    format_number(lr),
+                    " ".join(f"{k} {format_number(v)}" for k, v in window_means.items()),
                 )
-                writer.scalars({f"train/{k}": v for k, v in means.items()} | {"lr": lr}, state.iteration)
+                scalars = {f"train/{k}": v for k, v in window_means.items()} | {"train/lr": lr}
+                writer.scalars(scalars, state.iteration)
                 for key, values_seen in window.items():
                     writer.histogram(f"train/{key}", torch.cat(values_seen), state.iteration)
                 window = {}
@@ -322,11 +372,20 @@ def run(
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             start = time.perf_counter()
-            # The reported model first (metrics, best.pth); the others are logged beside it.
+            # The reported model last (metrics, best.pth); the others are evaluated and logged beside it:
+            # eval/<label>_miou and eval/<label>/iou/<class>, and in its metrics.jsonl line under "others".
+            others: dict[str, dict[str, Any]] = {}
             for other in method.evaluated[1:]:
-                other_miou = evaluate_model(cfg, models[other], val_loader, info.device).miou()
-                writer.scalars({f"eval/{LABELS[other].replace(' ', '_')}_miou": other_miou}, state.iteration)
-                log.info("epoch %d %s mIoU %.2f", state.epoch, LABELS[other], 100 * other_miou)
+                label = LABELS[other]
+                other_confusion = evaluate_model(cfg, models[other], val_loader, info.device)
+                other_miou = other_confusion.miou()
+                scalars = {f"eval/{tag_part(label)}_miou": other_miou}
+                writer.scalars(
+                    scalars | iou_scalars(f"eval/{tag_part(label)}/iou", other_confusion, names),
+                    state.iteration,
+                )
+                log.info("epoch %d %s mIoU %s", state.epoch, label, format_miou(other_miou))
+                others[label] = other_confusion.to_dict(names)
             confusion = evaluate_model(cfg, models[method.reported], val_loader, info.device)
             miou = confusion.miou()
             new_best = miou > state.best_miou
@@ -334,16 +393,25 @@ def run(
             if new_best:
                 state.best_epoch = state.epoch
             log.info(
-                "epoch %d eval mIoU %.2f (best %.2f) in %.1fs\n%s",
+                "epoch %d eval %s mIoU %s (best %s) in %s\n%s",
                 state.epoch,
-                100 * miou,
-                100 * state.best_miou,
-                time.perf_counter() - start,
+                LABELS[method.reported],
+                format_miou(miou),
+                f"{format_miou(state.best_miou)} at epoch {state.best_epoch}"
+                if state.best_epoch
+                else "none yet",
+                format_duration(time.perf_counter() - start),
                 confusion.table(names),
             )
-            writer.scalars({"eval/miou": miou, "eval/best_miou": state.best_miou}, state.iteration)
+            scalars = {"eval/miou": miou, "eval/best_miou": state.best_miou}
+            writer.scalars(scalars | iou_scalars("eval/iou", confusion, names), state.iteration)
             record = {"epoch": state.epoch, "iteration": state.iteration, "model": LABELS[method.reported]}
-            writer.evaluation(record | confusion.to_dict(names) | {"best_miou": state.best_miou})
+            record |= confusion.to_dict(names) | {"best_miou": state.best_miou}
+            writer.evaluation(record | ({"others": others} if others else {}))
+            if val_samples:
+                shown = {LABELS[name]: models[name] for name in method.evaluated}
+                columns, rows = val_panel(cfg, shown, val_samples, colours, info.device)
+                writer.panel("eval/views", columns, colours, state.iteration, names, rows, legend=True)
 
         rng_states = gather_rng_states(info)
         if info.is_main:
@@ -352,15 +420,100 @@ def run(
             save_training_state(latest, cfg, state, models, optimizer, scaler, rng_states)
             if new_best:
                 save_training_state(best, cfg, state, models, None, None, None)
+                log.info(
+                    "new best: %s mIoU %s at epoch %d -> %s",
+                    LABELS[method.reported],
+                    format_miou(state.best_miou),
+                    state.epoch,
+                    best,
+                )
             if changes:  # the first checkpoint made under settings accepted with --resume-anyway
                 save_config(cfg, run_dir / "config.yaml")
                 changes = []
         saved_epoch = state.epoch
         barrier()
-    writer.close()
-    log.info(
-        "done: best mIoU %.2f after %d epochs; checkpoints in %s", 100 * state.best_miou, state.epoch, run_dir
+    writer.hparams(
+        {
+            "method": cfg.train.method,
+            "backbone": cfg.model.backbone,
+            "labeled_split": cfg.data.labeled_split,
+            "seed": cfg.train.seed,
+            "batch_size": cfg.train.batch_size,
+            "world_size": info.world_size,
+            "lr": cfg.optim.lr,
+            "epochs": cfg.train.epochs,
+        },
+        ["eval/best_miou", "eval/miou"],
     )
+    writer.close()
+    if info.is_main:  # the numbers are metrics.jsonl's, read back, whatever attempts wrote them
+        records = read_records(run_dir / "metrics.jsonl")
+        log.info(
+            summary(
+                records,
+                evaluated_labels,
+                state.epoch,
+                time.perf_counter() - started,
+                run_dir,
+                resumed_epoch,
+                history.path if history.enabled else None,
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------- what is shown
+
+PANEL_ROWS = 4  # images shown by the train/views and eval/views panels
+VAL_CELL = 192  # px: the height of the validation panel's cells (whole val images, scaled to fit)
+
+
+def iou_scalars(prefix: str, confusion: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:
+    """Per-class IoU as TensorBoard scalars {prefix/<class>: IoU} (NaN for a class that is absent from both
+    ground truth and prediction, which RunWriter.scalars skips)."""
+    return {f"{prefix}/{tag_part(name)}": value for name, value in zip(names, confusion.iou().tolist())}
+
+
+def val_panel(
+    cfg: Config,
+    models: dict[str, nn.Module],
+    samples: Sequence[dict[str, Any]],
+    colours: Sequence[tuple[int, int, int]],
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
+    """The eval/views panel's columns (image, ground truth, then each model's prediction, the reported one
+    first, as `models` orders them) and row notes (each image's id), as uint8 RGB [N, 3, VAL_CELL, width].
+
+    Each model predicts each whole image as the evaluation does (cfg.eval's mode, scales and flip). The
+    images are shrunk or enlarged to VAL_CELL px high (all to one width; aspect kept, the rest grey):
+    photos bilinearly, label maps nearest-neighbour after colouring. Run on rank 0 alone: the models are the
+    plain modules, whose eval-mode forward needs no other process.
+    """
+    aspect = max(s["image"].shape[2] / s["image"].shape[1] for s in samples)
+    height, width = VAL_CELL, min(3 * VAL_CELL, max(VAL_CELL // 2, round(VAL_CELL * aspect)))
+    columns: dict[str, list[torch.Tensor]] = {"image": [], "ground truth": []}
+    # The reported model's column says so where there are others (its mIoU is eval/miou).
+    headers = {
+        label: f"{label} (reported)" if i == 0 and len(models) > 1 else label
+        for i, label in enumerate(models)
+    }
+    columns |= {headers[label]: [] for label in models}
+    for sample in samples:
+        columns["image"].append(fit(sample["image"], height, width, smooth=True))
+        columns["ground truth"].append(fit(colorize(sample["mask"][None], colours)[0], height, width, False))
+    dtype = AUTOCAST_DTYPES[cfg.train.precision]
+    for label, model in models.items():
+        was_training = model.training
+        model.eval()
+        try:
+            for sample in samples:
+                image = normalize(sample["image"][None].to(device))
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    labels = predict(model, image, **inference_options(cfg)).argmax(1).cpu()
+                columns[headers[label]].append(fit(colorize(labels, colours)[0], height, width, smooth=False))
+        finally:
+            model.train(was_training)
+    rows = [[str(s["id"])] for s in samples]
+    return {name: torch.stack(images) for name, images in columns.items()}, rows
 
 
 def kept_checkpoint(latest: Path, saved_epoch: int | None) -> str:

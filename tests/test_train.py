@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -38,6 +39,11 @@ def test_train_then_eval(tmp_path, toy, capsys):
     assert ckpt["config"]["data"]["num_classes"] == 6
     log = (run_dir / "train.log").read_text()
     assert "eta" in log and "mIoU" in log
+    # One model: a summary row for the student only, with metrics.jsonl's numbers.
+    assert "done: 2 epochs, " in log and "(reported)" not in log
+    student = records_row(log, "student")
+    best = max(records, key=lambda r: r["miou"])
+    assert student == [f"{100 * best['miou']:.2f}", str(best["epoch"]), f"{100 * records[-1]['miou']:.2f}"]
 
     out = tmp_path / "eval.json"
     code = eval_cli.main(
@@ -262,8 +268,20 @@ def test_precision_warning_names_the_fix(monkeypatch):
     assert mixed_precision.cpu_description().endswith(", native bf16")
 
 
+def records_row(log: str, label: str) -> list[str]:
+    """The closing summary's row of one model in train.log: [best mIoU, its epoch, final mIoU]."""
+    head = log.index("INFO done: ")
+    (row,) = [line for line in log[head:].splitlines()[2:] if line.split()[:1] == [label]]
+    return row.split()[1:4]
+
+
+def scalars_at(events, tag: str) -> dict[int, float]:
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
 def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
-    """A short iMAS run: teacher in the checkpoint, teacher mIoU reported, logged easiness and CutMix rate."""
+    """A short iMAS run: teacher in the checkpoint, teacher mIoU reported, logged easiness and CutMix rate;
+    what TensorBoard and train.log show of it."""
     config = small_config(
         tmp_path,
         toy,
@@ -284,22 +302,47 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
         "train/loss_int",
         "train/loss_cm",
     } <= set(tags["scalars"])
-    assert {"eval/miou", "eval/student_miou"} <= set(tags["scalars"])
+    assert {"eval/miou", "eval/student_miou", "train/lr"} <= set(tags["scalars"]) and "lr" not in tags[
+        "scalars"
+    ]
     assert [h.step for h in events.Histograms("train/hardness")] == [2, 4, 6, 8]  # every log line
     assert events.Histograms("train/hardness")[0].histogram_value.num == 2 * 4  # 2 iterations x 4 images
     panels = events.Images("train/views")
-    assert [p.step for p in panels] == [0, 3, 6]  # iterations 0, 3, 6 of 8
-    # 4 images a row (batch 4), 5 columns (weak, intensity, CutMix, pseudo-label, prediction), 64 px + 2 gap
-    assert (panels[0].height, panels[0].width) == (4 * 66 - 2, 5 * 66 - 2)
+    assert [p.step for p in panels] == [0, 3, 6, 7]  # iterations 0, 3, 6 of 8, and the last one
+    # 4 images a row (batch 4), 5 columns (weak, intensity, CutMix, pseudo-label, prediction) of 64 px
+    # crops shown as 128 px cells, with header, notes and legend (tests/test_visualize.py: the layout)
+    assert panels[0].height > 4 * 128 and panels[0].width > 5 * 128
+    # Per-class IoU of both models at each evaluation (every class the toy's val images hold has one).
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        for name, iou in record["iou"].items():
+            if iou is not None:
+                assert scalars_at(events, f"eval/iou/{name}")[record["iteration"]] == pytest.approx(iou)
+        for name, iou in record["others"]["student"]["iou"].items():
+            if iou is not None:
+                assert scalars_at(events, f"eval/student/iou/{name}")[record["iteration"]] == pytest.approx(
+                    iou
+                )
+        student_miou = scalars_at(events, "eval/student_miou")[record["iteration"]]
+        assert record["others"]["student"]["miou"] == pytest.approx(student_miou)
+    assert "eval/iou/background" in tags["scalars"] and "eval/student/iou/background" in tags["scalars"]
+    # The validation panel at each evaluation: 4 val images x (image, ground truth, teacher, student).
+    val_panels = events.Images("eval/views")
+    assert [p.step for p in val_panels] == [4, 8]
+    assert val_panels[0].height > 4 * 192 and val_panels[0].width > 4 * 128
+    (config_text,) = events.Tensors("config/text_summary")
+    text = config_text.tensor_proto.string_val[0].decode()
+    assert text.startswith("```yaml\n") and "method: imas" in text and "image_every: 3" in text
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
     assert {"model", "teacher"} <= set(ckpt)
     assert any(
         not torch.equal(ckpt["model"][k], ckpt["teacher"][k]) for k in ckpt["model"]
     )  # EMA, not a copy
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["model"] for r in records] == ["teacher", "teacher"]
     log = (run_dir / "train.log").read_text()
     assert "easiness" in log and "cutmix_rate" in log and "student mIoU" in log
+    check_console(log, config, run_dir, records, events)
     # eval.py evaluates either model of an iMAS checkpoint.
     for which in ("teacher", "student"):
         out = tmp_path / f"{which}.json"
@@ -309,6 +352,49 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
     teacher_miou = json.loads((tmp_path / "teacher.json").read_text())["miou"]
     assert teacher_miou == pytest.approx(records[-1]["miou"], abs=1e-6)
     check_predict(tmp_path, toy, run_dir / "latest.pth")
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f}"
+
+
+def check_console(log: str, config: Path, run_dir: Path, records: list[dict], events) -> None:
+    """train.log of the 2-epoch iMAS run: banner, window means equal to TensorBoard's, new-best lines and the
+    closing summary with metrics.jsonl's numbers."""
+    assert f"INFO run {run_dir} on cpu x 1 (fp32)\n" in log
+    assert f"  config       {config}\n" in log and "  seed         0\n" in log
+    assert "  method       imas (reported model: teacher; also evaluated: student)\n" in log
+    assert "  world size   1 process on cpu, precision fp32\n" in log
+    assert f"  run dir      {run_dir.resolve()}\n" in log
+    # Each training line shows TensorBoard's window means of its iteration, with 4 significant digits.
+    lines = re.findall(r" it (\d+)/8 .*? lr \S+ (.*)$", log, re.M)
+    assert [int(step) for step, _ in lines] == [2, 4, 6, 8]
+    for step, values in lines:
+        tokens = values.split()
+        for name, text in zip(tokens[::2], tokens[1::2]):
+            assert text == f"{float(text):#.4g}", text
+            logged = scalars_at(events, f"train/{name}")[int(step)]
+            assert float(text) == pytest.approx(logged, rel=5e-4, abs=1e-12), name
+    # A new best is announced with the file it went to, once per improvement.
+    best_so_far, announced = -1.0, []
+    for r in records:
+        if r["miou"] > best_so_far:
+            best_so_far = r["miou"]
+            announced.append(f"teacher mIoU {pct(r['miou'])} at epoch {r['epoch']} -> {run_dir / 'best.pth'}")
+    assert re.findall(r"new best: (.*)", log) == announced
+    # The summary: best (first highest) and final mIoU of both models, as metrics.jsonl holds them.
+    best, final = max(records, key=lambda r: r["miou"]), records[-1]
+    assert (
+        f"best teacher mIoU {pct(best['miou'])} at epoch {best['epoch']}, final {pct(final['miou'])}" in log
+    )
+    assert records_row(log, "teacher") == [pct(best["miou"]), str(best["epoch"]), pct(final["miou"])]
+    student = [(r["others"]["student"]["miou"], r["epoch"]) for r in records]
+    student_best = max(student, key=lambda p: p[0])
+    assert records_row(log, "student") == [pct(student_best[0]), str(student_best[1]), pct(student[-1][0])]
+    assert torch.load(run_dir / "best.pth", weights_only=True)["epoch"] == best["epoch"]
+    for name in ("metrics.jsonl", "hardness.csv", "train.log"):
+        assert str(run_dir / name) in log
+    assert f"tensorboard --logdir {run_dir}" in log
 
 
 def check_predict(tmp_path: Path, toy: Path, checkpoint: Path) -> None:
@@ -420,4 +506,41 @@ def test_imas_with_padding_masked_and_every_cutmix_firing(tmp_path, toy):
     )
     run_dir = tmp_path / "masked"
     assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
-    assert "cutmix_rate 1.0000" in (run_dir / "train.log").read_text()
+    assert "cutmix_rate 1.000 " in (run_dir / "train.log").read_text()
+
+
+def test_val_panel_columns_and_sizes():
+    """eval/views: image, ground truth, then each model's whole-image prediction (the reported one first
+    and marked), all scaled to one cell size; the models' train mode is restored."""
+    from imas.config import Config
+
+    class Constant(torch.nn.Module):
+        def __init__(self, cls: int) -> None:
+            super().__init__()
+            self.cls = cls
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(x.shape[0], 4, *x.shape[2:])
+            logits[:, self.cls] = 1.0
+            return logits
+
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
+    samples = [
+        {"image": torch.full((3, 40, 80), 7, dtype=torch.uint8), "mask": torch.ones(40, 80), "id": "wide"},
+        {"image": torch.full((3, 60, 30), 7, dtype=torch.uint8), "mask": torch.ones(60, 30), "id": "tall"},
+    ]
+    models = {"teacher": Constant(2), "student": Constant(3)}
+    columns, rows = train_cli.val_panel(Config(), models, samples, palette, torch.device("cpu"))
+    assert list(columns) == ["image", "ground truth", "teacher (reported)", "student"]
+    cell = train_cli.VAL_CELL
+    assert all(v.shape == (2, 3, cell, 2 * cell) and v.dtype == torch.uint8 for v in columns.values())
+    assert rows == [["wide"], ["tall"]]
+    centre = (slice(None), cell // 2, cell)
+    assert columns["ground truth"][0][centre].tolist() == list(palette[1])
+    assert columns["teacher (reported)"][1][centre].tolist() == list(palette[2])
+    assert columns["student"][0][centre].tolist() == list(palette[3])
+    assert all(m.training for m in models.values())
+    single, _ = train_cli.val_panel(
+        Config(), {"student": Constant(1)}, samples[:1], palette, torch.device("cpu")
+    )
+    assert list(single) == ["image", "ground truth", "student"]

@@ -40,13 +40,16 @@ class StepOutput:
     loss: the scalar to back-propagate. scalars: detached 0-d tensors to log (averaged over the logging
     window; no host synchronisation here). per_image: [B] tensors, one value per unlabeled image of this
     rank's batch (e.g. "hardness"). views: named image views for the TensorBoard panel, only when the loop
-    asked for them (uint8 images [B, 3, H, W] and label maps [B, H, W], 255 = none).
+    asked for them (uint8 images [B, 3, H, W] and label maps [B, H, W], 255 = none). notes: per-image
+    values shown as text beside the panel's rows, with the views only (e.g. "e": easiness [B] as a float,
+    "cutmix": whether its CutMix fired [B] as a bool).
     """
 
     loss: torch.Tensor
     scalars: dict[str, torch.Tensor]
     per_image: dict[str, torch.Tensor] = field(default_factory=dict)
     views: dict[str, torch.Tensor] = field(default_factory=dict)
+    notes: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def main_logits(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

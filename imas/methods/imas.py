@@ -137,7 +137,12 @@ class IMAS(Method):
             "confident": (confidence >= sm.threshold).float().mean(),
         }
         views_out: dict[str, torch.Tensor] = {}
+        notes: dict[str, torch.Tensor] = {}
         if keep_views:
+            # Each row's easiness and whether its CutMix fired: what decided how that row's views look.
+            notes = {"e": easiness}
+            if sm.cutmix is not CutMixTrigger.off:
+                notes["cutmix"] = fired
             unconfident = torch.full_like(pseudo_label, 255)
             views_out = {
                 "weak": weak,
@@ -146,4 +151,4 @@ class IMAS(Method):
                 "pseudo_label": torch.where(confidence >= sm.threshold, pseudo_label, unconfident),
                 "prediction": intensity_logits.detach().argmax(1),
             }
-        return StepOutput(loss_x + loss_u, scalars, {"hardness": hardness}, views_out)
+        return StepOutput(loss_x + loss_u, scalars, {"hardness": hardness}, views_out, notes)
