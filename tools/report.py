@@ -8,7 +8,7 @@ The page (every plot and image embedded as a base64 PNG; no script, no other fil
 - the mIoU over epochs of every evaluated model: the reported one (the iMAS / mean-teacher teacher, else the
   student) and the ones evaluated beside it (the student next to a teacher, CPS's second network);
 - the training losses, and the easiness, confident-pixel ratio and CutMix rate: each epoch's mean, drawn over
-  the running means within the epoch that the loop logs;
+  the means over logging windows that the loop logs;
 - the distribution of the per-image hardness in each epoch (methods that measure it: iMAS, mean teacher);
 - the per-class IoU of the reported model at the last and at the best evaluation;
 - the hardest and the easiest unlabeled images of the last epoch of the hardness history (an image drawn more
@@ -388,13 +388,19 @@ def plot_miou(
 def draw_series(
     ax: Any, points: list[tuple[int, float]], iters_per_epoch: int, label: str, colour: str
 ) -> None:
-    """The epoch means (the value logged at an epoch's last iteration, which averages the whole epoch) as a
-    line with markers, over the running means within each epoch (thin)."""
+    """Each epoch's mean of the logged values as a line with markers, over the logged values themselves
+    (thin). The loop logs means over its logging windows (train.log_every iterations); a window ends at the
+    step it is logged at, so the windows of epoch e are those logged at steps in ((e - 1)·n, e·n]."""
     ax.plot(
         [s / iters_per_epoch for s, _ in points], [v for _, v in points], color=colour, lw=0.8, alpha=0.35
     )
-    ends = [(step / iters_per_epoch, value) for step, value in points if step % iters_per_epoch == 0]
-    ax.plot([e[0] for e in ends], [e[1] for e in ends], marker="o", markersize=4, color=colour, label=label)
+    by_epoch: dict[int, list[float]] = defaultdict(list)
+    for step, value in points:
+        if step > 0:
+            by_epoch[(step - 1) // iters_per_epoch + 1].append(value)
+    epochs = sorted(by_epoch)
+    means = [float(np.mean(by_epoch[e])) for e in epochs]
+    ax.plot(epochs, means, marker="o", markersize=4, color=colour, label=label)
     epoch_ticks(ax)
 
 
@@ -744,7 +750,7 @@ def losses_section(plt: Any, r: Report) -> str:
             "train.log holds no loss line",
         )
     png = plot_panels(plt, losses, r.iters_per_epoch)
-    text = f"Epoch means (markers) over the running means within each epoch, from {r.scalars.source}."
+    text = f"Epoch means (markers) over the logged window means, from {r.scalars.source}."
     return section("losses", title, plot_img(png, "training losses") + note(text))
 
 
@@ -763,7 +769,7 @@ def signals_section(plt: Any, r: Report) -> str:
             "unlabeled images by the semi-supervised methods",
         )
     missing = [label for label in SIGNALS.values() if label not in found]
-    text = f"Epoch means (markers) over the running means within each epoch, from {r.scalars.source}."
+    text = f"Epoch means (markers) over the logged window means, from {r.scalars.source}."
     if missing:
         text += f" Not logged by this {r.method} run: {', '.join(missing)}."
     png = plot_series(plt, found, r.iters_per_epoch, "share of images / pixels")
