@@ -161,6 +161,7 @@ class TrainConfig:
     batch_size: int = 4  # labeled (and unlabeled) images per device per iteration
     precision: Precision = Precision.fp32
     channels_last: bool = False
+    compile: bool = False  # torch.compile the trained models' forward (the step's train-mode passes)
     eval_every: int = 1  # epochs
     log_every: int = 20  # iterations
     image_every: int = 1000  # iterations between TensorBoard image panels (semi-supervised); 0 = never

@@ -28,6 +28,7 @@ RESULT_NEUTRAL_KEYS = (
     "train.image_every",
     "train.eval_every",
     "train.run_dir",
+    "train.compile",  # other kernels for the same computation: round-off only, like another thread count
     "eval.",  # every evaluation option: evaluation never feeds back into training
 )
 

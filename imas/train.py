@@ -281,6 +281,8 @@ def run(
     if info.distributed:
         device_ids = [info.local_rank] if info.device.type == "cuda" else None
         nets = {name: DistributedDataParallel(net, device_ids=device_ids) for name, net in trained.items()}
+    if cfg.train.compile:
+        nets = compile_nets(nets)
 
     total_iters = cfg.train.epochs * loaders.iters_per_epoch
     log.info(
@@ -355,6 +357,8 @@ def run(
         stop_if_diverged(nonfinite, info, state, epoch, latest, saved_epoch, cfg)
         history.flush(unlabeled_ids)
         state.epoch = epoch + 1
+        if cfg.train.compile:
+            log.info("torch.compile: %d graphs compiled so far", compiled_graphs())
 
         # Without SyncBN each rank's BN running statistics drift apart (student and teacher alike): rank 0's
         # go to every rank, so that all evaluate, and rank 0 saves, the same models.
@@ -465,6 +469,29 @@ def run(
 
 PANEL_ROWS = 4  # images shown by the train/views and eval/views panels
 VAL_CELL = 192  # px: the height of the validation panel's cells (whole val images, scaled to fit)
+
+
+def compile_nets(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """torch.compile the modules the step trains through (train.compile).
+
+    The DDP wrapper, where there is one, is compiled rather than wrapped around a compiled module: dynamo
+    then splits the graph at DDP's bucket boundaries, so gradient communication still overlaps the backward.
+    The plain modules in method.models stay as they are: checkpoints keep their key names (no `_orig_mod.`
+    prefix), so compiled and eager runs resume each other, and the forwards without gradient (an EMA
+    teacher, the student's eval-mode pass, evaluation) run eagerly. Methods call their networks with
+    batches of several sizes (iMAS's CutMix view holds only the groups that fired; FixMatch runs labeled +
+    weak, then strong): dynamo's automatic dynamic shapes recompile at the first other size with a symbolic
+    batch, so the graphs stay few (two in the test's iMAS run: the convolutions guard a batch range), and
+    `compiled_graphs` counts them, recompilations included.
+    """
+    return {name: torch.compile(net) for name, net in nets.items()}
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has built in this process (its recompilations included)."""
+    from torch._dynamo.utils import counters  # only touched when compiling
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def iou_scalars(prefix: str, confusion: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:
