@@ -39,4 +39,5 @@ class TrainingDiverged(UserError):
 
 
 class RunDirError(UserError):
-    """The run directory is in use by another process, or holds a run made under other settings."""
+    """The run directory is in use by another process, holds a run made under other settings, or is not a
+    run directory at all."""

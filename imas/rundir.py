@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import time
@@ -208,3 +209,54 @@ def truncate_metrics(path: Path, epochs_done: int) -> int:
         tmp.write_text("".join(f"{line}\n" for line in kept))
         os.replace(tmp, path)
     return len(lines) - len(kept)
+
+
+# ------------------------------------------------------------------------------------ reading a finished run
+
+
+def check_existing_run(run_dir: Path) -> None:
+    """A folder that a training run wrote (it holds config.yaml, written first), or one sentence saying what
+    it is instead: for the tools that read runs (tools/report.py, tools/compare.py)."""
+    if not run_dir.exists():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(
+            f"{run_dir} is not a run directory: it holds no config.yaml (training writes one first)"
+        )
+
+
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's evaluation records in epoch order, one per epoch (the last line of an epoch wins, as
+    after a resume); a line cut short by a crash, or one that is not a record, is skipped. [] without any."""
+    path = run_dir / "metrics.jsonl"
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                epoch = int(record["epoch"])
+                int(record["iteration"])
+                dict(record["iou"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if epoch > 0:
+                by_epoch[epoch] = record
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def miou_of(record: dict[str, Any]) -> float:
+    """A record's mIoU as a float (NaN where metrics.jsonl holds null: no pixel counted)."""
+    value = record.get("miou")
+    return math.nan if value is None else float(value)
+
+
+def best_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation that best.pth holds: the first of the highest mIoU (training replaces it on a gain
+    only)."""
+    best = records[0]
+    for record in records[1:]:
+        if miou_of(record) > miou_of(best) or math.isnan(miou_of(best)):
+            best = record
+    return best

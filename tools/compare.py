@@ -34,12 +34,12 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from imas.errors import UserError, user_message
 from imas.logging import format_duration
+from imas.rundir import best_record, check_existing_run, miou_of, read_evaluations
 
 # "2026-12-02 03:23:18 INFO run training-imas-logs/toy/imas/seed0 on cpu x 1 (fp32)"
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) [A-Z]+ (.*)$")
@@ -70,17 +70,6 @@ class Row:
     wall_source: str
 
 
-def check_run_dir(run_dir: Path) -> None:
-    if not run_dir.exists():
-        raise UserError(f"run directory {run_dir} does not exist")
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is a file, not a run directory")
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(
-            f"{run_dir} is not a run directory: it holds no config.yaml (training writes one first)"
-        )
-
-
 def read_method(run_dir: Path) -> str:
     """train.method of the run's config.yaml. Read as plain YAML, not validated: a run made by another
     version of the code (other keys) still compares."""
@@ -93,40 +82,6 @@ def read_method(run_dir: Path) -> str:
     if not isinstance(train, dict):
         raise UserError(f"{path} has no train section")
     return str(train.get("method", "supervised"))  # the default of imas.config.TrainConfig
-
-
-def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's records by epoch (a line cut short by a crash is skipped); none is a user error."""
-    path = run_dir / "metrics.jsonl"
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                epoch = int(record["epoch"])
-                dict(record["iou"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            by_epoch[epoch] = record
-    if not by_epoch:
-        raise UserError(f"{run_dir} has no evaluation in metrics.jsonl yet")
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
-
-
-def as_float(value: Any) -> float:
-    """A metrics.jsonl number (null where undefined) as a float, NaN for null."""
-    return math.nan if value is None else float(value)
-
-
-def best_record(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The evaluation best.pth holds: the first of the highest mIoU (training replaces it on a gain only)."""
-    best = records[0]
-    for record in records[1:]:
-        if as_float(record.get("miou")) > as_float(best.get("miou")) or math.isnan(
-            as_float(best.get("miou"))
-        ):
-            best = record
-    return best
 
 
 def train_log_seconds(text: str) -> float | None:
@@ -182,9 +137,11 @@ def experiment_config(run_dir: Path) -> str:
 
 
 def read_row(run_dir: Path) -> Row:
-    check_run_dir(run_dir)
+    check_existing_run(run_dir)
     method = read_method(run_dir)
     records = read_evaluations(run_dir)
+    if not records:
+        raise UserError(f"{run_dir} has no evaluation in metrics.jsonl yet")
     best, last = best_record(records), records[-1]
     seconds, source = wall_time(run_dir)
     return Row(
@@ -192,11 +149,13 @@ def read_row(run_dir: Path) -> Row:
         method=method,
         config=experiment_config(run_dir),
         model=str(best.get("model", "student")),
-        best_miou=100 * as_float(best.get("miou")),
+        best_miou=100 * miou_of(best),
         best_epoch=int(best["epoch"]),
-        final_miou=100 * as_float(last.get("miou")),
+        final_miou=100 * miou_of(last),
         final_epoch=int(last["epoch"]),
-        iou={name: 100 * as_float(value) for name, value in best["iou"].items()},
+        iou={
+            name: 100 * (math.nan if value is None else float(value)) for name, value in best["iou"].items()
+        },
         wall_s=seconds,
         wall_source=source,
     )

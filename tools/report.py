@@ -42,7 +42,6 @@ import argparse
 import base64
 import html
 import io
-import json
 import math
 import re
 import sys
@@ -65,6 +64,7 @@ from imas.data.splits import read_split
 from imas.dist import DistInfo, init_distributed
 from imas.errors import ConfigError, UserError, user_message
 from imas.inference import inference_options, load_trained_model, normalize, predict
+from imas.rundir import best_record, check_existing_run, miou_of, read_evaluations
 from imas.visualize import IGNORE_COLOUR, colorize
 
 SIGNALS = {"easiness": "easiness", "confident": "confident ratio", "cutmix_rate": "CutMix rate"}
@@ -118,17 +118,6 @@ def pyplot() -> Any:
     return plt
 
 
-def check_run_dir(run_dir: Path) -> None:
-    if not run_dir.exists():
-        raise UserError(f"run directory {run_dir} does not exist")
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is a file, not a run directory")
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(
-            f"{run_dir} is not a run directory: it holds no config.yaml (training writes one first)"
-        )
-
-
 def read_run_config(run_dir: Path, overrides: list[str]) -> Config:
     """The run's config.yaml, also one written by an older version (a 'semi' section), plus overrides.
 
@@ -146,46 +135,6 @@ def read_run_config(run_dir: Path, overrides: list[str]) -> Config:
         apply_override(cfg, override)
     validate(cfg)
     return cfg
-
-
-def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
-    """The metrics.jsonl records (one per evaluation of the reported model), by epoch; a line cut short by a
-    crash is skipped. No record at all is a user error: there is nothing to report yet."""
-    path = run_dir / "metrics.jsonl"
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                epoch = int(record["epoch"])
-                int(record["iteration"])
-                dict(record["iou"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash, or not a record
-            if epoch > 0:
-                by_epoch[epoch] = record
-    records = [by_epoch[epoch] for epoch in sorted(by_epoch)]
-    if not records:
-        raise UserError(
-            f"{run_dir} has no evaluation in metrics.jsonl yet; report again after the first one "
-            "(every train.eval_every epochs)"
-        )
-    return records
-
-
-def miou_of(record: dict[str, Any]) -> float:
-    """A record's mIoU as a float (NaN where metrics.jsonl holds null: no pixel counted)."""
-    value = record.get("miou")
-    return math.nan if value is None else float(value)
-
-
-def best_record(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The evaluation that best.pth holds: the first one with the highest mIoU (training keeps the first)."""
-    best = records[0]
-    for record in records[1:]:
-        if miou_of(record) > miou_of(best) or math.isnan(miou_of(best)):
-            best = record
-    return best
 
 
 @dataclass
@@ -685,9 +634,14 @@ class Report:
 
 
 def load_report(run_dir: Path, overrides: list[str]) -> Report:
-    check_run_dir(run_dir)
+    check_existing_run(run_dir)
     cfg = read_run_config(run_dir, overrides)
     records = read_evaluations(run_dir)
+    if not records:
+        raise UserError(
+            f"{run_dir} has no evaluation in metrics.jsonl yet; report again after the first one "
+            "(every train.eval_every epochs)"
+        )
     first = records[0]
     iters_per_epoch = max(1, round(int(first["iteration"]) / int(first["epoch"])))
     say(f"{run_dir}: {len(records)} evaluation(s); reading the training scalars")
