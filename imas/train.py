@@ -484,14 +484,22 @@ def compile_nets(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
     batch, so the graphs stay few (two in the test's iMAS run: the convolutions guard a batch range), and
     `compiled_graphs` counts them, recompilations included.
     """
+    # A fresh start, so that the count is this run's and no earlier compile in the process (tests train many
+    # runs in one) fills dynamo's per-function cache of compiled variants.
+    torch._dynamo.reset()
+    _dynamo_counters().clear()
     return {name: torch.compile(net) for name, net in nets.items()}
 
 
-def compiled_graphs() -> int:
-    """How many graphs torch.compile has built in this process (its recompilations included)."""
+def _dynamo_counters() -> Any:
     from torch._dynamo.utils import counters  # only touched when compiling
 
-    return int(counters["stats"]["unique_graphs"])
+    return counters
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has built since `compile_nets` (its recompilations included)."""
+    return int(_dynamo_counters()["stats"]["unique_graphs"])
 
 
 def iou_scalars(prefix: str, confusion: ConfusionMatrix, names: Sequence[str]) -> dict[str, float]:

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import small_config, stop_after_save
+from test_train import method_config
 
 from imas import train as train_cli
+from imas.methods import METHODS
 
 # Inductor's fused kernels reorder float sums. On the first steps that is round-off (the first logged window,
 # iterations 1-2, printed to 4 significant digits, is the same); afterwards the tiny randomly initialised
@@ -76,3 +78,35 @@ def test_checkpoints_cross_between_compiled_and_eager_runs(runs):
             assert crossed[name][key].shape == tensor.shape and crossed[name][key].dtype == tensor.dtype
     # The eager resume of the compiled run's checkpoint went on from where it stopped, without a refusal.
     assert "resumed from" in (runs["crossed"] / "train.log").read_text()
+
+
+REAL_COMPILE = torch.compile
+
+
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        ("supervised", []),
+        ("mean_teacher", []),
+        ("fixmatch", ["train.precision=bf16", "train.channels_last=true"]),
+        ("unimatch", []),
+        ("cps", []),
+    ],
+)
+def test_every_method_trains_compiled(tmp_path, toy, monkeypatch, method, opts):
+    """dynamo captures every method's training forwards (FixMatch's two calls, UniMatch's fp_dropout keyword,
+    CPS's two networks), also under bf16 autocast and channels_last, without a graph break. The eager backend
+    keeps this short; inductor's kernels are tested on iMAS above."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", lambda model: REAL_COMPILE(model, backend="eager"))
+    config = method_config(tmp_path, toy, method, epochs=1)
+    assert run(config, tmp_path / "run", "train.compile=true", *opts) == 0
+    graphs = [
+        int(n)
+        for n in re.findall(
+            r"torch\.compile: (\d+) graphs compiled", (tmp_path / "run" / "train.log").read_text()
+        )
+    ]
+    assert graphs and 1 <= graphs[-1] <= 2 * len(METHODS[method].trained)
+    assert sum(counters["graph_break"].values()) == 0
