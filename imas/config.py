@@ -536,11 +536,18 @@ def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint)."""
+def from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint or a run's config.yaml),
+    then apply "a.b=c" overrides. The stored config is checked as stored; with overrides it is checked again
+    as a whole, where its stored method section is not held against an override of train.method (a
+    report or a prediction may read a run's weights as another method's)."""
     data = upgrade_stored(data)
     config = _build(Config, data, prefix="")
     validate(config, [key for key in data if key in METHOD_SECTIONS])
+    if overrides:
+        for override in overrides:
+            apply_override(config, override)
+        validate(config)
     return config
 
 

@@ -170,19 +170,6 @@ def summary(
     return "\n".join(lines + _rows(rows, width))
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's records ([] without the file); a line that does not parse is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 class WindowMeans:
     """Means of the training scalars over the logging window: the iterations since the previous log line
     (train.log_every of them; fewer where an epoch ends between two multiples). The console's training line

@@ -67,7 +67,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from imas.checkpoint import load_checkpoint
-from imas.config import Config, EvalMode, EvalModel, apply_override, from_dict, load_config, validate
+from imas.config import Config, EvalMode, EvalModel, from_dict, load_config
 from imas.data import class_names, palette
 from imas.data.io import check_writable_dir, read_image
 from imas.dist import DistInfo
@@ -160,11 +160,7 @@ def resolve_config(args: argparse.Namespace, ckpt: dict) -> Config:
     stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ConfigError(f"checkpoint {args.checkpoint} stores no config; pass --config")
-    cfg = from_dict(stored)
-    for override in overrides:
-        apply_override(cfg, override)
-    validate(cfg)
-    return cfg
+    return from_dict(stored, overrides)
 
 
 def output_names(files: list[Path]) -> list[str]:

@@ -73,7 +73,6 @@ from imas.logging import (
     format_duration,
     format_miou,
     format_number,
-    read_records,
     setup_logging,
     summary,
     tag_part,
@@ -88,6 +87,7 @@ from imas.rundir import (
     RunLock,
     check_run_dir,
     describe_changes,
+    read_evaluations,
     remove_stale_temporaries,
     result_changes,
     truncate_metrics,
@@ -451,7 +451,7 @@ def run(
     )
     writer.close()
     if info.is_main:  # the numbers are metrics.jsonl's, read back, whatever attempts wrote them
-        records = read_records(run_dir / "metrics.jsonl")
+        records = read_evaluations(run_dir)
         log.info(
             summary(
                 records,

@@ -56,7 +56,7 @@ import yaml
 from PIL import Image
 
 from imas.checkpoint import load_checkpoint
-from imas.config import Config, apply_override, from_dict, validate
+from imas.config import Config, from_dict
 from imas.data import palette
 from imas.data.io import read_image
 from imas.data.layouts import resolve_entries
@@ -130,11 +130,7 @@ def read_run_config(run_dir: Path, overrides: list[str]) -> Config:
         raise ConfigError(f"{path} cannot be read as a config ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} does not hold a config (a mapping of sections)")
-    cfg = from_dict(raw)
-    for override in overrides:
-        apply_override(cfg, override)
-    validate(cfg)
-    return cfg
+    return from_dict(raw, overrides)
 
 
 @dataclass
