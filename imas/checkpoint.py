@@ -178,6 +178,7 @@ class TrainState:
     best_epoch: int = 0  # the epoch whose models best.pth holds; 0 = none yet
     # Result-changing settings accepted on a resume (--resume-anyway): [{"epoch", "iteration", "changes"}]
     resumed_with_changes: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0  # seconds of training up to this state, over every attempt that led to it
 
 
 def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
@@ -206,6 +207,7 @@ def save_training_state(
         "best_miou": state.best_miou,
         "best_epoch": state.best_epoch,
         "resumed_with_changes": state.resumed_with_changes,
+        "wall_s": state.wall_s,
         "config": to_dict(cfg),
         "version": code_version(),
     }
@@ -324,6 +326,7 @@ def resume_training_state(
             float(ckpt["best_miou"]),
             int(ckpt.get("best_epoch", 0)),
             list(ckpt.get("resumed_with_changes", [])),
+            float(ckpt.get("wall_s", 0.0)),  # absent in checkpoints written before it was recorded
         )
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is not a resumable training checkpoint ({exc})") from None

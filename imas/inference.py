@@ -1,9 +1,9 @@
 """Whole-image, sliding-window and multi-scale + flip prediction and evaluation (imas-eval and training).
 
-Images enter the model normalised with the ImageNet mean/std (see `normalize`). Every predictor returns
-class probabilities [B, K, H, W] at the input size; the predicted label map is their argmax. Large images are
-predicted tile by tile with bounded memory (`predict_labels_tiled`). `load_trained_model`,
-`evaluate_model` and `inference_options` connect a config and a training checkpoint to these.
+Images enter the model normalised by imas.normalization.normalize. Every predictor returns class
+probabilities [B, K, H, W] at the input size; the predicted label map is their argmax. Large images are
+predicted tile by tile with bounded memory (`predict_labels_tiled`). `evaluate_model` and
+`inference_options` apply a config's evaluation settings; imas.networks loads a trained model.
 """
 
 from __future__ import annotations
@@ -11,37 +11,18 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imas.checkpoint import load_model_state
 from imas.config import Config
-from imas.dist import DistInfo
-from imas.errors import CheckpointError
 from imas.metrics import ConfusionMatrix
-from imas.models import build_model
+from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MODES = ("whole", "sliding")
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB [B, 3, H, W] or [3, H, W] → float32 (x/255 − mean) / std, on the input's device.
-
-    Refuses non-uint8 input so an image cannot be normalised twice by mistake.
-    """
-    if images.dtype != torch.uint8:
-        raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
-    shape = (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(shape)
-    return (images.float() / 255.0 - mean) / std
 
 
 def _probs(model: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
@@ -450,30 +431,3 @@ def evaluate_model(
         )
     finally:
         model.train(was_training)
-
-
-def load_trained_model(
-    cfg: Config, ckpt: dict[str, Any], checkpoint: str | Path, which: str, info: DistInfo
-) -> tuple[nn.Module, str]:
-    """The model of a training checkpoint `ckpt` (read from `checkpoint` by load_checkpoint), ready for
-    inference (eval mode, on info.device).
-
-    which: "teacher" or "student"; a supervised run's checkpoint has no teacher, so its "model" is used.
-    Returns (model, the checkpoint key that was loaded). A checkpoint without those weights or with another
-    class count than the config is a CheckpointError naming the file.
-    """
-    key = {"teacher": "teacher", "student": "model"}[which]
-    if key not in ckpt and which == "teacher" and "model" in ckpt:
-        key = "model"  # a supervised run: its only model
-    if key not in ckpt:
-        raise CheckpointError(f"checkpoint {checkpoint} holds no {which!r} weights")
-    stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
-    if stored_classes is not None and stored_classes != cfg.data.num_classes:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} predicts {stored_classes} classes but the config has "
-            f"data.num_classes {cfg.data.num_classes}"
-        )
-    model = build_model(cfg, info, pretrained=False)
-    load_model_state(model, ckpt[key], checkpoint)
-    model.eval()
-    return model, key

@@ -1,5 +1,6 @@
 """Run logs: text log (rank 0), TensorBoard scalars, text and panels, one JSON line per evaluation in
-metrics.jsonl, and the console's banner, number formats and closing summary.
+metrics.jsonl and per logging window in train_scalars.jsonl, the per-image histories, and the console's
+banner, number formats and closing summary (docs/run-directory.md).
 
 Number formats, the same in every line: mIoU in percent with 2 decimals (47.23), losses and other training
 scalars with 4 significant digits (0.6076, 1.000), times as h:mm:ss.
@@ -67,6 +68,12 @@ def tag_part(name: str) -> str:
     return "_".join(name.replace("/", " ").split())
 
 
+def iou_scalars(prefix: str, confusion: Any, names: Sequence[str]) -> dict[str, float]:
+    """Per-class IoU of an imas.metrics.ConfusionMatrix as TensorBoard scalars {prefix/<class>: IoU} (NaN for
+    a class absent from both ground truth and prediction, which RunWriter.scalars skips)."""
+    return {f"{prefix}/{tag_part(name)}": value for name, value in zip(names, confusion.iou().tolist())}
+
+
 def _rows(rows: Sequence[tuple[str, str]], width: int = 0) -> list[str]:
     """Indented 'key  value' lines with the values aligned (the continuation lines of one log record); keys
     padded to `width` at least."""
@@ -86,8 +93,9 @@ def banner(
     precision: str,
 ) -> str:
     """The start of a run (or of a resumed attempt) as one log record: its first line
-    'run DIR on DEVICE x WORLD_SIZE (PRECISION)' (tools/compare.py splits a resumed run's train.log into
-    attempts at it), then the config, the method and its models, the seed and where the outputs go.
+    'run DIR on DEVICE x WORLD_SIZE (PRECISION)' (imas.rundir's reader of runs made before
+    train_scalars.jsonl splits an old train.log into attempts at it), then the config, the method and its
+    models, the seed and where the outputs go.
     evaluated: the labels of the evaluated models, the reported one first."""
     models = f"reported model: {evaluated[0]}"
     if len(evaluated) > 1:
@@ -130,14 +138,14 @@ def summary(
     wall_seconds: float,
     run_dir: Path,
     resumed_epoch: int = 0,
-    history: Path | None = None,
+    histories: Sequence[Path] = (),
 ) -> str:
     """The end of a run as one log record: the reported model's best (the epoch best.pth holds) and final
     mIoU, a row per evaluated model, the wall time and where the results are.
 
     records: metrics.jsonl's lines, so that the numbers are the file's; evaluated: the model labels, the
     reported one first. resumed_epoch: the epoch this process resumed from (0: it trained from the start),
-    which makes the wall time this attempt's. history: the per-image history (hardness.csv), if kept.
+    which makes the wall time this attempt's. histories: the per-image history files (e.g. hardness.csv).
     """
     since = f" since resuming after epoch {resumed_epoch}" if resumed_epoch else ""
     head = f"done: {epochs} epoch{'' if epochs == 1 else 's'}, {format_duration(wall_seconds)}{since}"
@@ -164,8 +172,8 @@ def summary(
         ("checkpoints", checkpoints + f" (epoch {epochs})"),
         ("metrics", f"{run_dir / 'metrics.jsonl'} (one JSON line per evaluation)"),
     ]
-    if history is not None:
-        rows.append(("per image", f"{history} (the hardness of each unlabeled image at each iteration)"))
+    for path in histories:
+        rows.append(("per image", f"{path} (the {path.stem} of each unlabeled image at each iteration)"))
     rows += [("log", str(run_dir / "train.log")), ("tensorboard", f"tensorboard --logdir {run_dir}")]
     return "\n".join(lines + _rows(rows, width))
 
@@ -231,6 +239,7 @@ class RunWriter:
         attempt logged from that step on, so a re-run stretch is shown once."""
         self.enabled = enabled
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
+        self.train_scalars_path = Path(run_dir) / "train_scalars.jsonl"
         self._tb: Any = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only where it is used
@@ -274,6 +283,12 @@ class RunWriter:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def train_window(self, record: dict[str, Any]) -> None:
+        """Append one logging window's means (the numbers of one console line) to train_scalars.jsonl."""
+        if self.enabled:
+            with self.train_scalars_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
     def histogram(self, tag: str, values: Any, step: int) -> None:
         """A TensorBoard histogram of a 1-D tensor (e.g. the hardness of every image since the last log)."""
         if self._tb is not None:
@@ -306,37 +321,40 @@ class RunWriter:
             self._tb.close()
 
 
-class HardnessHistory:
-    """Per-image hardness over training, one CSV row per (image, iteration): run_dir/hardness.csv.
+class PerImageHistory:
+    """Each per-image value a method declares over training, one CSV per name: run_dir/<name>.csv with one
+    row per (image, iteration) and the columns image_id,epoch,iteration,<name> (iMAS: hardness.csv).
 
     Rows are buffered on the device and written at logging time, so training never waits on the host.
-    On resume, rows of iterations the checkpoint does not cover (a crash mid-epoch) are dropped first, so the
+    On resume, rows of iterations the checkpoint does not cover (a crash mid-epoch) are dropped first, so a
     file continues exactly where the checkpoint stands: a checkpoint taken after `resume_iteration` steps
     covers the rows of iterations 0 .. resume_iteration - 1 (a row carries the iteration's index).
     """
 
-    HEADER = "image_id,epoch,iteration,hardness\n"
-
-    def __init__(self, run_dir: Path, enabled: bool, resume_iteration: int = 0) -> None:
+    def __init__(self, run_dir: Path, names: Sequence[str], enabled: bool, resume_iteration: int = 0) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / "hardness.csv"
-        self._pending: list[tuple[int, int, Any, Any]] = []
-        if not enabled:
-            return
-        rows = self.path.read_text().splitlines()[1:] if self.path.is_file() and resume_iteration else []
-        kept = [row for row in rows if int(row.rsplit(",", 2)[1]) < resume_iteration]
-        self.path.write_text(self.HEADER + "".join(f"{row}\n" for row in kept))
+        self.paths = [Path(run_dir) / f"{name}.csv" for name in names] if enabled else []
+        self._pending: list[tuple[int, int, Any, dict[str, Any]]] = []
+        for name, path in zip(names, self.paths):
+            rows = path.read_text().splitlines()[1:] if path.is_file() and resume_iteration else []
+            kept = [row for row in rows if int(row.rsplit(",", 2)[1]) < resume_iteration]
+            path.write_text(f"image_id,epoch,iteration,{name}\n" + "".join(f"{row}\n" for row in kept))
 
-    def add(self, epoch: int, iteration: int, indices: Any, hardness: Any) -> None:
-        """Queue one iteration: indices LongTensor [N] into the dataset, hardness Tensor [N] (all ranks)."""
-        self._pending.append((epoch, iteration, indices.detach(), hardness.detach().float()))
+    def add(self, epoch: int, iteration: int, indices: Any, values: Mapping[str, Any]) -> None:
+        """Queue one iteration: indices LongTensor [N] into the dataset, values {name: Tensor [N]} (all
+        ranks)."""
+        if self.enabled:
+            detached = {name: value.detach().float() for name, value in values.items()}
+            self._pending.append((epoch, iteration, indices.detach(), detached))
 
     def flush(self, ids: list[str]) -> None:
         """Write the queued rows (rank 0), with `ids[index]` naming each image."""
         pending, self._pending = self._pending, []
-        if not self.enabled or not pending:
+        if not pending:
             return
-        with self.path.open("a") as f:
-            for epoch, iteration, indices, hardness in pending:
-                for index, value in zip(indices.tolist(), hardness.tolist()):
-                    f.write(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")
+        for path in self.paths:
+            name = path.stem
+            with path.open("a") as f:
+                for epoch, iteration, indices, values in pending:
+                    for index, value in zip(indices.tolist(), values[name].tolist()):
+                        f.write(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")

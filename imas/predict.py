@@ -67,15 +67,18 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from imas.checkpoint import load_checkpoint
-from imas.config import Config, EvalMode, EvalModel, from_dict, load_config
+from imas.config import Config, EvalMode, EvalModel
 from imas.data import class_names, palette
 from imas.data.io import check_writable_dir, read_image
 from imas.dist import DistInfo
 from imas.errors import ConfigError, DataError, UserError, user_message
-from imas.evaluate import ImageProgress, describe_model
-from imas.inference import inference_options, load_trained_model, normalize, predict, predict_labels_tiled
+from imas.experiment import experiment_from_dict, load_experiment
+from imas.inference import inference_options, predict, predict_labels_tiled
 from imas.logging import Progress, setup_logging
+from imas.networks import describe_model, load_trained_model
+from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES
+from imas.progress import ImageProgress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 OVERLAY_ALPHA = 0.5  # default --alpha: the weight of the class colours in the overlay
@@ -150,17 +153,18 @@ def find_images(spec: str) -> list[Path]:
 
 
 def resolve_config(args: argparse.Namespace, ckpt: dict) -> Config:
+    """--config, else the config the checkpoint stores, with --opt, --model and --mode applied; checked."""
     overrides = list(args.opt)
     if args.model:
         overrides.append(f"eval.model={args.model}")
     if args.mode:
         overrides.append(f"eval.mode={args.mode}")
     if args.config:
-        return load_config(args.config, overrides)
+        return load_experiment(args.config, overrides)
     stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ConfigError(f"checkpoint {args.checkpoint} stores no config; pass --config")
-    return from_dict(stored, overrides)
+    return experiment_from_dict(stored, overrides)
 
 
 def output_names(files: list[Path]) -> list[str]:

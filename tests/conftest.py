@@ -221,3 +221,36 @@ def stop_after_save(monkeypatch, when: Callable[[Path, object], bool]) -> Callab
 
     monkeypatch.setattr(train_cli, "save_training_state", save_then_stop)
     return lambda: monkeypatch.setattr(train_cli, "save_training_state", original)
+
+
+# ---------------------------------------------------------------------------- golden values
+
+
+def cpu_identity() -> str:
+    """The CPU golden values are compared bit for bit on: the vector ISA torch dispatches to and the
+    processor's model name (two AVX-512 CPUs of other vendors take other oneDNN kernels)."""
+    import torch
+
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+    return f"{torch.backends.cpu.get_cpu_capability()} {model}".strip()
+
+
+# Session fixtures that train a run (tests/run_fixtures.py): a test that uses one is an end-to-end test.
+TRAINING_FIXTURES = {"imas_run", "suponly_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` marker (pyproject.toml) on every test that needs a trained run, however it gets one."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

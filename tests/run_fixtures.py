@@ -1,9 +1,10 @@
-"""Tiny real training runs for the tests of the tools that read run directories (tools/report.py,
-tools/compare.py): a few seconds each on a CPU, made once per test session and shared.
+"""Tiny real training runs for the tests of the tools that read run directories (imas-report,
+imas-compare): a few seconds each on a CPU, made once per test session and shared (the two forms of a
+run directory's records those tools read are made from copies of them by run_forms.py).
 
 The model is the toy's ResNet-18 shrunk to a few channels and the images to 32-pixel crops: the numbers mean
-nothing, but every file a run directory holds (config.yaml, train.log, metrics.jsonl, TensorBoard events,
-hardness.csv, latest.pth, best.pth) is written by the real training loop.
+nothing, but every file a run directory holds (config.yaml, train.log, metrics.jsonl, train_scalars.jsonl,
+TensorBoard events, hardness.csv, latest.pth, best.pth) is written by the real training loop.
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
 """tools/benchmark.py's modes for the reliability checks run and report positive costs."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import benchmark  # noqa: E402
+from tools import benchmark
 
 
+@pytest.mark.slow
 def test_state_check_mode(tmp_path):
     out = tmp_path / "state.json"
     args = ["--mode", "state", "--crop", "32", "--batch", "2", "--steps", "1", "--warmup", "0"]
@@ -19,6 +18,7 @@ def test_state_check_mode(tmp_path):
     assert result["checked_tensors"] > 300 and result["checked_mib"] > 0 and result["state_check_s"] > 0
 
 
+@pytest.mark.slow
 def test_preflight_mode(tmp_path):
     out = tmp_path / "preflight.json"
     args = ["--mode", "preflight", "--steps", "1", "--threads", "1"]

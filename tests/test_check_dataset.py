@@ -1,8 +1,7 @@
-"""tools/check_dataset.py: a clean toy passes; each listed problem is found, all in one report."""
+"""imas-data check: a clean toy passes; each listed problem is found, all in one report."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,8 @@ import yaml
 from conftest import make_voc, toy_data, write_split
 from PIL import Image
 
+from imas.data.commands import main as imas_data
 from imas.data.toy import make_toy_dataset
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import check_dataset  # noqa: E402
 
 
 def write_config(tmp_path: Path, root: Path) -> Path:
@@ -26,7 +23,7 @@ def write_config(tmp_path: Path, root: Path) -> Path:
 def test_clean_dataset_passes_and_every_problem_is_reported(tmp_path, capsys):
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 6, "unlabeled": 4, "val": 4})
     config = write_config(tmp_path, root)
-    assert check_dataset.main([str(config)]) == 0
+    assert imas_data(["check", str(config)]) == 0
     assert "no problems" in capsys.readouterr().out
 
     images, labels = root / "JPEGImages", root / "SegmentationClassAug"
@@ -38,7 +35,7 @@ def test_clean_dataset_passes_and_every_problem_is_reported(tmp_path, capsys):
     Image.fromarray(small).save(labels / "labeled_0004.png")  # size mismatch only
     split = root / "splits/labeled.txt"
     split.write_text(split.read_text() + "labeled_0005\nval_0000\n")  # twice in a split; also in val
-    assert check_dataset.main([str(config)]) == 1
+    assert imas_data(["check", str(config)]) == 1
     out = capsys.readouterr().out
     for kind in (
         "missing file: 1",
@@ -55,7 +52,7 @@ def test_clean_dataset_passes_and_every_problem_is_reported(tmp_path, capsys):
 
 def test_bad_config_is_one_sentence(tmp_path, capsys):
     config = write_config(tmp_path, tmp_path / "nowhere")
-    assert check_dataset.main([str(config)]) == 2
+    assert imas_data(["check", str(config)]) == 2
     assert capsys.readouterr().err.startswith("error: data root")
 
 
@@ -67,7 +64,7 @@ def test_classes_in_no_label_are_a_warning(tmp_path, capsys):
     write_split(root / "splits/val.txt", ["c"])
     config = write_config(tmp_path, root)
     config.write_text(config.read_text().replace("num_classes: 6", "num_classes: 21"))
-    assert check_dataset.main([str(config)]) == 0  # a warning, not a problem
+    assert imas_data(["check", str(config)]) == 0  # a warning, not a problem
     out = capsys.readouterr().out
     assert "warning: data.num_classes is 21" in out and "3 (bird)" in out and "20 (tvmonitor)" in out, out
 
@@ -82,7 +79,7 @@ def test_labels_that_are_all_ignore_are_a_problem(tmp_path, capsys):
     write_split(root / "splits/unlabeled.txt", ["a"])
     write_split(root / "splits/val.txt", ["c"])
     config = write_config(tmp_path, root)
-    assert check_dataset.main([str(config)]) == 1
+    assert imas_data(["check", str(config)]) == 1
     out = capsys.readouterr().out
     assert "- labels all 255 (ignore): 1" in out and "labeled split" in out, out
 
@@ -91,5 +88,5 @@ def test_a_config_without_unlabeled_split_is_checked(tmp_path, capsys):
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 3, "unlabeled": 2, "val": 2})
     config = write_config(tmp_path, root)
     config.write_text(config.read_text().replace(str(root / "splits/unlabeled.txt"), "''"))
-    assert check_dataset.main([str(config)]) == 0
+    assert imas_data(["check", str(config)]) == 0
     assert "unlabeled: no split configured" in capsys.readouterr().out

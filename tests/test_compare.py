@@ -1,6 +1,7 @@
-"""tools/compare.py on two tiny real runs of different methods: the table's numbers are those of their
-metrics.jsonl, the wall time comes from result.json or train.log (and says which), and runs of other class
-lists or bad folders are one sentence with exit status 2."""
+"""imas-compare on two tiny real runs of different methods: the table's numbers are those of their
+metrics.jsonl, the wall time is the run's own record (or, for runs written before it, result.json or
+train.log's timestamps, and the table says which), and runs of other class lists or bad folders are one
+sentence with exit status 2."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ import csv
 import json
 import re
 import shutil
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from run_forms import legacy_form, new_form, text_copy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import compare  # noqa: E402
+from imas import compare
+from imas.rundir import read_run
 
 # The session's tiny runs (imas_run, suponly_run), trained once for this file and test_report.py.
 pytest_plugins = ["run_fixtures"]
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -46,14 +49,7 @@ def markdown_rows(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
 
 
-def text_copy(run_dir: Path, target: Path) -> Path:
-    """The run folder without its checkpoints and events (what compare reads stays)."""
-    shutil.copytree(
-        run_dir, target, ignore=shutil.ignore_patterns("*.pth", "events.out.tfevents.*", "*.html")
-    )
-    return target
-
-
+@pytest.mark.slow
 def test_table_holds_the_numbers_of_metrics_jsonl(imas_run, suponly_run, tmp_path, capsys) -> None:
     out_csv = tmp_path / "table.csv"
     assert compare.main([str(imas_run), str(suponly_run), "--csv", str(out_csv)]) == 0
@@ -78,35 +74,49 @@ def test_table_holds_the_numbers_of_metrics_jsonl(imas_run, suponly_run, tmp_pat
         for name in classes:
             assert row[name] == f"{100 * best['iou'][name]:.2f}"
             assert float(row_csv[name]) == 100 * best["iou"][name]
-        assert row["wall time source"] == row_csv["wall_s_source"] == "train.log"
-        assert float(row_csv["wall_s"]) == log_span(run_dir)
+        run = read_run(run_dir, per_image=False)  # the run's own record, or train.log before it existed
+        assert row["wall time source"] == row_csv["wall_s_source"] == run.wall_source
+        assert run.wall_source in ("metrics.jsonl", "train_scalars.jsonl", "train.log")
+        assert float(row_csv["wall_s"]) == run.wall_s
     assert [row["method"] for row in table] == ["imas", "supervised"]
     assert [row["model"] for row in table] == ["teacher", "student"]
 
 
-def test_wall_time_prefers_result_json_and_says_when_unknown(imas_run, tmp_path) -> None:
+def test_wall_time_is_the_runs_own_record(imas_run, tmp_path) -> None:
     run_dir = text_copy(imas_run, tmp_path / "run")
+    new_form(run_dir)  # wall_s 10 s an iteration, 5 s more for each evaluation
+    (run_dir / "result.json").write_text(json.dumps({"config": "exps/toy/imas.yaml", "wall_s": 1234.5}))
+    row = compare.read_row(run_dir)
+    assert (row.wall_s, row.wall_source, row.config) == (85.0, "metrics.jsonl", "exps/toy/imas.yaml")
+    assert "| 0:01:25 | metrics.jsonl |" in compare.markdown([row], list(row.iou))
+
+
+def test_wall_time_of_a_run_written_before_its_own_record(imas_run, tmp_path) -> None:
+    """result.json's wall_s, else train.log's timestamps, else n/a."""
+    run_dir = legacy_form(text_copy(imas_run, tmp_path / "run"))
     (run_dir / "result.json").write_text(json.dumps({"config": "exps/toy/imas.yaml", "wall_s": 1234.5}))
     row = compare.read_row(run_dir)
     assert (row.wall_s, row.wall_source, row.config) == (1234.5, "result.json", "exps/toy/imas.yaml")
     (run_dir / "result.json").unlink()
+    row = compare.read_row(run_dir)
+    assert (row.wall_s, row.wall_source, row.config) == (
+        log_span(run_dir),
+        "train.log",
+        str(run_dir / "config.yaml"),
+    )
     (run_dir / "train.log").unlink()
     row = compare.read_row(run_dir)
     assert (row.wall_s, row.wall_source) == (None, "n/a")
     assert "| n/a | n/a |" in compare.markdown([row], list(row.iou))
 
 
-def test_train_log_time_sums_the_attempts_of_a_resumed_run() -> None:
-    log = """2026-01-01 10:00:00 INFO run runs/x on cpu x 1 (fp32)
-2026-01-01 10:05:00 INFO epoch 1 eval mIoU 10.00 (best 10.00) in 1.0s
-class           IoU %  GT px %
-2026-01-01 10:06:00 WARNING something
-2026-01-01 12:00:00 INFO run runs/x on cpu x 1 (fp32)
-2026-01-01 12:00:01 INFO resumed from runs/x/latest.pth: 1 epochs done, iteration 4
-2026-01-01 12:01:30 INFO done: best mIoU 10.00 after 2 epochs; checkpoints in runs/x
-"""
-    assert compare.train_log_seconds(log) == 6 * 60 + 90
-    assert compare.train_log_seconds("no stamped line\n") is None
+def test_committed_log_folders_compare(capsys) -> None:
+    runs = [REPO / f"training-imas-logs/toy/{name}/seed0" for name in ("suponly", "imas")]
+    assert compare.main([str(run) for run in runs]) == 0
+    table = markdown_rows(capsys.readouterr().out)
+    assert [row["config"] for row in table] == ["exps/toy/suponly.yaml", "exps/toy/imas.yaml"]
+    assert table[1]["best mIoU"] == "47.87" and table[1]["wall time"] == "0:06:34"
+    assert [row["wall time source"] for row in table] == ["result.json", "result.json"]
 
 
 def rename_class(run_dir: Path, old: str, new: str | None) -> None:
@@ -146,6 +156,7 @@ def test_runs_of_other_class_lists_are_refused(
         ("missing", "does not exist"),
         ("empty", "is not a run directory"),
         ("no_metrics", "has no evaluation in metrics.jsonl yet"),
+        ("bad_config", "cannot be read as a config"),
     ],
 )
 def test_bad_folders_are_one_sentence(case, expected, imas_run, tmp_path, capsys) -> None:
@@ -154,6 +165,16 @@ def test_bad_folders_are_one_sentence(case, expected, imas_run, tmp_path, capsys
         run_dir.mkdir()
     if case == "no_metrics":
         shutil.copy(imas_run / "config.yaml", run_dir)
+    if case == "bad_config":
+        (run_dir / "config.yaml").write_text("train: [")
     assert compare.main([str(imas_run), str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+
+
+def test_an_unwritable_csv_is_one_sentence(imas_run, tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert compare.main([str(imas_run), "--csv", str(blocker / "table.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {blocker / 'table.csv'}") and err.count("\n") == 1

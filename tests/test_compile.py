@@ -54,6 +54,8 @@ def runs(tmp_path_factory, toy) -> dict[str, Path]:
     return {"eager": eager, "crossed": crossed}
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 def test_compiled_steps_give_the_eager_losses(runs):
     eager, crossed = logged_losses(runs["eager"]), logged_losses(runs["crossed"])
     assert eager.keys() == crossed.keys() and len(eager) >= 4
@@ -68,6 +70,7 @@ def test_compiled_steps_give_the_eager_losses(runs):
     assert graphs and 1 <= graphs[-1] <= 2
 
 
+@pytest.mark.slow
 def test_checkpoints_cross_between_compiled_and_eager_runs(runs):
     eager = torch.load(runs["eager"] / "latest.pth", weights_only=True)
     crossed = torch.load(runs["crossed"] / "latest.pth", weights_only=True)
@@ -83,6 +86,7 @@ def test_checkpoints_cross_between_compiled_and_eager_runs(runs):
 REAL_COMPILE = torch.compile
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method,opts",
     [

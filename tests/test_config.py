@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from imas.config import (
     to_dict,
 )
 from imas.errors import ConfigError
+from imas.experiment import experiment_from_dict, load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +72,7 @@ def test_empty_file_gives_defaults(tmp_path):
 )
 def test_bad_files_name_the_key(tmp_path, text, needles):
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text))
+        load_experiment(write(tmp_path, text))
     message = str(info.value)
     assert "\n" not in message
     for needle in needles:
@@ -136,7 +139,38 @@ def test_resolved_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "exps").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    load_config(path)
+    load_experiment(path)
+
+
+def test_the_schema_reads_without_torch_or_the_code_a_config_names(tmp_path):
+    """imas.config sits below the methods and models: it imports neither (nor torch), so it checks no
+    name they define; imas.experiment adds those checks."""
+    code = "import imas.config, sys; print(' '.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    names = set(loaded.split())
+    assert not names & {"torch", "imas.methods", "imas.models"}, sorted(n for n in names if "imas" in n)
+    path = write(tmp_path, "train:\n  method: fixmatsch\nmodel:\n  backbone: resnet34\n")
+    assert load_config(path).train.method == "fixmatsch"
+    with pytest.raises(ConfigError, match="model.backbone 'resnet34' is unknown"):
+        load_experiment(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.method=fixmatsch", "train.method 'fixmatsch' is unknown; valid methods: supervised,"),
+        ("model.backbone=resnet34", "model.backbone 'resnet34' is unknown; valid backbones: resnet18,"),
+        ("train.method=fixmatch", "train.method fixmatch needs an unlabeled split"),
+        ("train.batch_size=1", "train.method supervised needs train.batch_size >= 2"),
+    ],
+)
+def test_a_stored_config_gets_the_same_name_checks(override, needle):
+    """A config rebuilt from a checkpoint (imas-predict without --config, imas-report) is checked like
+    a file: the same sentences."""
+    stored = to_dict(Config())
+    assert experiment_from_dict(stored) == Config()
+    with pytest.raises(ConfigError, match=needle):
+        experiment_from_dict(stored, [override])
 
 
 # ------------------------------------------------------------------------------ bad numbers, one sentence
@@ -161,7 +195,7 @@ def test_every_shipped_config_loads(path):
 )
 def test_bad_numbers_name_the_key(tmp_path, text, needles):
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text))
+        load_experiment(write(tmp_path, text))
     message = str(info.value)
     assert "\n" not in message
     for needle in needles:

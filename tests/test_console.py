@@ -75,7 +75,7 @@ def test_banner_names_config_method_seed_world_device_precision_and_run_dir(tmp_
         "bf16",
     )
     first, *rows = text.splitlines()
-    # tools/compare.py splits a resumed run's train.log into attempts at this line
+    # the legacy train.log reader (imas.rundir) splits an old run's train.log into attempts at this line
     assert re.match(r"^run .+ on \S+ x \d+", first) and first.endswith("on cuda:0 x 2 (bf16)")
     fields = dict(re.match(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", row).groups() for row in rows)
     assert fields["config"] == "exps/toy/imas.yaml --opt train.epochs=2"
@@ -107,7 +107,7 @@ def test_model_results_first_best_and_final():
 
 
 def test_summary_lines(tmp_path):
-    text = summary(RECORDS, ["teacher", "student"], 8, 754.2, tmp_path, history=tmp_path / "hardness.csv")
+    text = summary(RECORDS, ["teacher", "student"], 8, 754.2, tmp_path, histories=[tmp_path / "hardness.csv"])
     lines = text.splitlines()
     assert lines[0] == "done: 8 epochs, 0:12:34; best teacher mIoU 47.23 at epoch 4, final 46.80"
     assert lines[1].split() == ["model", "best", "mIoU", "at", "epoch", "final", "mIoU"]

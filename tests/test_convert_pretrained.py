@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import pytest
 import torch
 import torchvision
 
 from imas.models import build_deeplabv3plus
 from imas.models.resnet import resnet18
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import convert_pretrained  # noqa: E402
+from tools import convert_pretrained
 
 
+@pytest.mark.slow
 def test_torchvision_checkpoint_with_prefix_and_fc_is_converted(tmp_path, capsys):
     weights = torchvision.models.resnet18().state_dict()  # standard stem, with fc.*
     source = tmp_path / "tv.pth"
@@ -43,3 +40,12 @@ def test_a_file_that_does_not_fill_the_backbone_is_reported_and_not_written(tmp_
     assert not out.exists()
     assert convert_pretrained.main([str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_depth_that_cannot_be_told_is_one_sentence(tmp_path, capsys):
+    source = tmp_path / "odd.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, source)
+    assert convert_pretrained.main([str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot tell the ResNet depth of {source}") and err.count("\n") == 1
+    assert "pass --backbone" in err

@@ -314,6 +314,7 @@ def _epoch_data(
     ]
 
 
+@pytest.mark.slow
 def test_epoch_data_reproducible_on_resume_and_different_across_epochs(voc_cfg: DataConfig) -> None:
     cfg = dataclasses.replace(voc_cfg, num_workers=2)
     data = build_datasets(cfg, with_unlabeled=True)
@@ -349,6 +350,7 @@ class _SeedProbe(Dataset):
         }
 
 
+@pytest.mark.slow
 def test_worker_seeds_differ_across_ranks_workers_and_epochs() -> None:
     cfg = DataConfig(num_workers=2)
     probe = _SeedProbe()
@@ -487,11 +489,9 @@ def test_worker_errors_keep_their_message(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------- cityscapes
 
 
+@pytest.mark.slow
 def test_cityscapes_label_ids_to_train_ids(tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import cityscapes_trainids
+    from imas.data.commands import main as imas_data
 
     folder = tmp_path / "gtFine" / "train" / "aachen"
     folder.mkdir(parents=True)
@@ -500,7 +500,7 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path: Path) -> None:
     )
     label_ids = np.concatenate([label_ids, [[1, 6, 9, 10, 14, 15, 16, 18, 29, 30]]]).astype(np.uint8)
     Image.fromarray(label_ids, mode="L").save(folder / "aachen_000000_000019_gtFine_labelIds.png")
-    assert cityscapes_trainids.main([str(tmp_path)]) == 0
+    assert imas_data(["cityscapes", str(tmp_path)]) == 0
     target = folder / "aachen_000000_000019_gtFine_labelTrainIds.png"
     train_ids = np.asarray(Image.open(target))
     assert Image.open(target).mode == "L"
@@ -509,11 +509,11 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path: Path) -> None:
     assert (train_ids[2] == 255).all()
     # Existing files are skipped unless --overwrite.
     Image.fromarray(np.zeros_like(label_ids), mode="L").save(target)
-    assert cityscapes_trainids.main([str(tmp_path)]) == 0
+    assert imas_data(["cityscapes", str(tmp_path)]) == 0
     assert np.asarray(Image.open(target)).max() == 0
-    assert cityscapes_trainids.main([str(tmp_path), "--overwrite"]) == 0
+    assert imas_data(["cityscapes", str(tmp_path), "--overwrite"]) == 0
     assert np.array_equal(np.asarray(Image.open(target)), train_ids)
-    assert cityscapes_trainids.main([str(tmp_path / "nowhere")]) == 1
+    assert imas_data(["cityscapes", str(tmp_path / "nowhere")]) == 2  # one sentence, as every user error
 
 
 def test_write_pair_helper_round_trip(tmp_path: Path) -> None:

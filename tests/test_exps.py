@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imas.config import Config, load_config, to_dict
+from imas.experiment import load_experiment
 
 EXPS = Path(__file__).resolve().parents[1] / "exps"
 ALL = sorted(EXPS.rglob("*.yaml"))
@@ -37,7 +38,7 @@ def test_every_published_cell_has_a_config() -> None:
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.relative_to(EXPS).as_posix())
 def test_config_loads(path: Path) -> None:
-    assert isinstance(load_config(path), Config)
+    assert isinstance(load_experiment(path), Config)
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.relative_to(EXPS).as_posix())

@@ -5,8 +5,9 @@ every image with padding masked, Beta boxes and random pairing; select adaptatio
 IoU, weak view outside the batch; magnitude adaptation with scaled boxes), one step on fixed inputs in fp32
 with one thread: the loss, every logged scalar, the hardness, and the gradient of a few parameters. The
 values in tests/golden/steps.json were written by this file (`python tests/test_golden_steps.py`, only when
-a step's behaviour is meant to change) and are compared bit for bit on a CPU of the vector ISA that wrote
-them (oneDNN picks other kernels on another ISA, so elsewhere they are compared to 1e-5 relative).
+a step's behaviour is meant to change) and are compared bit for bit on the CPU that wrote them (the same
+vector ISA and processor model: oneDNN picks other kernels on others, so elsewhere they are compared to 1e-5
+relative).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import cpu_identity
 
 from imas.config import load_config
 from imas.dist import DistInfo
@@ -116,7 +118,7 @@ def run_case(overrides: list[str]) -> dict[str, Any]:
 
 def write() -> None:
     golden = {
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_identity(),
         "torch": torch.__version__,
         "cases": {
             name: {key: [v.hex() for v in values] for key, values in run_case(overrides).items()}
@@ -137,7 +139,7 @@ def test_step_matches_its_golden_values(name):
     finally:
         torch.set_num_threads(threads)
     assert actual.keys() == expected.keys()
-    same_isa = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    same_isa = golden.get("cpu") == cpu_identity()
     for key, values in expected.items():
         if same_isa:
             assert actual[key] == values, key

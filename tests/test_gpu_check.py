@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import gpu_check  # noqa: E402
+from tools import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"gpu_tests", "voc_step", "shares", "voc_eval", "cityscapes", "torchrun", "compiled"}
 
 
+@pytest.mark.slow
 def test_dry_run_goes_through_every_row(tmp_path):
     """The whole check on the CPU with tiny shapes, as a command: every section has rows that finished, step
     rows report a step time and memory, the torchrun run resumed, and the table is printed."""
     out = tmp_path / "gpu.json"
-    cmd = [sys.executable, "tools/gpu_check.py", "--dry-run", "--out", str(out)]
+    cmd = [sys.executable, "-m", "tools.gpu_check", "--dry-run", "--out", str(out)]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import struct
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -19,17 +18,16 @@ from PIL import Image
 
 from imas import evaluate as eval_cli
 from imas import predict as predict_cli
+from imas import progress
 from imas.checkpoint import save_checkpoint
 from imas.config import load_config, to_dict
 from imas.data import build_datasets
+from imas.data.commands import main as imas_data
 from imas.data.io import check_same_size, read_image, read_label
 from imas.data.toy import make_toy_dataset
 from imas.dist import DistInfo
 from imas.errors import DataError
 from imas.models import build_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import check_dataset  # noqa: E402
 
 ORIENTATION = 0x0112  # the EXIF Orientation tag
 
@@ -156,7 +154,7 @@ def test_check_dataset_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypa
     Image.fromarray(original.astype(np.uint16) * 257).save(images / "labeled_0000.png")
     (images / "labeled_0000.png").rename(images / "labeled_0000.jpg")
     assert np.array_equal(np.asarray(read_image(images / "labeled_0000.jpg"))[..., 0], original)
-    assert check_dataset.main([str(tmp_path / "c.yaml")]) == 0
+    assert imas_data(["check", str(tmp_path / "c.yaml")]) == 0
     assert "no problems" in capsys.readouterr().out
 
     height, width = original.shape
@@ -164,7 +162,7 @@ def test_check_dataset_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypa
     (images / "labeled_0001.tif").rename(images / "labeled_0001.jpg")
     Image.fromarray(grey(200, 200)).save(images / "unlabeled_0000.jpg")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 15_000)  # toy images are at most 90 x 90 = 8,100
-    assert check_dataset.main([str(tmp_path / "c.yaml")]) == 1
+    assert imas_data(["check", str(tmp_path / "c.yaml")]) == 1
     out = capsys.readouterr().out
     assert "2 problem(s)" in out
     assert "labeled_0001.jpg is a floating-point image" in out
@@ -241,6 +239,36 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path, monkeypatch, cap
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize(
+    ("opts", "needle"),
+    [
+        (["train.method=fixmatsch"], "train.method 'fixmatsch' is unknown; valid methods: supervised"),
+        (["model.backbone=resnet34"], "model.backbone 'resnet34' is unknown; valid backbones: resnet18"),
+        (["train.method=cps", "data.unlabeled_split="], "train.method cps needs an unlabeled split"),
+        (["train.batch_size=1"], "train.method supervised needs train.batch_size >= 2"),
+    ],
+)
+def test_eval_and_predict_check_names_before_any_work(
+    tmp_path, monkeypatch, capsys, checkpoint, opts, needle
+):
+    """A config that names no method or backbone of the code, or one its method cannot train, is refused
+    in one sentence before a model is built, from a --config file or the checkpoint's stored config."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a model was built before the refusal")
+
+    monkeypatch.setattr(predict_cli, "load_trained_model", fail)
+    monkeypatch.setattr(eval_cli, "load_trained_model", fail)
+    photo(tmp_path / "a.png", 8, 8)
+    config = ["--config", str(checkpoint.parent / "c.yaml")]
+    for extra in ([], config):  # the config stored in the checkpoint, then the file
+        assert run_predict(checkpoint, tmp_path / "a.png", tmp_path / "out", *extra, "--opt", *opts) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {needle}") and err.count("\n") == 1, err
+    code = eval_cli.main([*config, "--checkpoint", str(checkpoint), "--opt", *opts, "--device", "cpu"])
+    assert code == 2 and needle in capsys.readouterr().err
+
+
 def test_colliding_names_are_kept_apart_and_counted_truly(tmp_path, capsys, checkpoint):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -298,6 +326,7 @@ def test_16bit_exif_and_bomb_in_predict(tmp_path, monkeypatch, capsys, checkpoin
     assert not (out / "bomb.png").exists()
 
 
+@pytest.mark.slow
 def test_large_image_is_predicted_in_sliding_tiles(tmp_path, monkeypatch, capsys, checkpoint):
     photo(tmp_path / "wide.png", 70, 150)
     photo(tmp_path / "small.png", 40, 50)
@@ -400,7 +429,7 @@ def test_eval_and_predict_name_the_model_and_show_progress(tmp_path, monkeypatch
     ckpt = torch.load(checkpoint, weights_only=True)
     trained = tmp_path / "best.pth"
     save_checkpoint(ckpt | {"epoch": 12, "iteration": 3000, "best_miou": 0.4723, "best_epoch": 12}, trained)
-    monkeypatch.setattr(eval_cli, "PROGRESS_PLAIN_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_PLAIN_SECONDS", 0.0)
     photo(tmp_path / "a.png", 20, 30)
     photo(tmp_path / "b.png", 24, 30, seed=1)
     assert run_predict(trained, tmp_path / "*.png", tmp_path / "out") == 0

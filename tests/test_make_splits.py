@@ -1,21 +1,18 @@
-"""tools/make_splits.py: protocol counts, disjointness, nesting, determinism, manifest, and readable lists."""
+"""imas-data splits: protocol counts, disjointness, nesting, determinism, manifest, and readable lists."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from imas.config import DataConfig, DatasetKind
+from imas.data.commands import main as imas_data
 from imas.data.layouts import resolve_entries
 from imas.data.splits import read_split
 from tests.conftest import make_cityscapes
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import make_splits  # noqa: E402
 
 
 def fake_voc(tmp_path: Path) -> tuple[Path, Path, set[str], set[str], set[str]]:
@@ -48,7 +45,7 @@ def test_pascal_protocols(tmp_path: Path) -> None:
 
     def pascal(folder: Path, *extra: str) -> int:
         common = ["--voc", str(voc), "--sbd", str(sbd), "--out", str(folder), "--classic", "5", "10", "30"]
-        return make_splits.main(["pascal", *common, *extra])
+        return imas_data(["splits", "pascal", *common, *extra])
 
     assert pascal(out, "--blended", "8", "16") == 0
 
@@ -94,7 +91,7 @@ def test_pascal_pool_from_segmentation_class_aug(tmp_path: Path) -> None:
         (aug / f"{image_id}.png").write_bytes(b"")
     out = tmp_path / "splits"
     args = ["pascal", "--voc", str(voc), "--out", str(out), "--classic", "4", "--blended", "6"]
-    assert make_splits.main(args) == 0
+    assert imas_data(["splits", *args]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert (
         manifest["pools"]["train_aug"] == 32 and manifest["train_aug_from"] == "VOC2012/SegmentationClassAug"
@@ -113,11 +110,10 @@ def test_pascal_pool_from_segmentation_class_aug(tmp_path: Path) -> None:
 def test_pascal_errors(tmp_path: Path, capsys, sbd_arg: str | None, extra: list[str], message: str) -> None:
     voc, sbd, *_ = fake_voc(tmp_path)
     sbd_args = [] if sbd_arg is None else ["--sbd", str(sbd) if sbd_arg == "sbd" else sbd_arg]
-    assert (
-        make_splits.main(["pascal", "--voc", str(voc), "--out", str(tmp_path / "s"), *sbd_args, *extra]) == 2
-    )
+    args = ["splits", "pascal", "--voc", str(voc), "--out", str(tmp_path / "s"), *sbd_args, *extra]
+    assert imas_data(args) == 2
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 def test_cityscapes_protocol(tmp_path: Path) -> None:
@@ -125,7 +121,9 @@ def test_cityscapes_protocol(tmp_path: Path) -> None:
     train = [f"{city}_000000_{i:06d}" for city in ("aachen", "bremen") for i in range(6)]
     make_cityscapes(root, {"train": train, "val": ["frankfurt_000000_000001", "lindau_000000_000002"]})
     out = tmp_path / "splits"
-    assert make_splits.main(["cityscapes", "--root", str(root), "--out", str(out), "--sizes", "3", "6"]) == 0
+    assert (
+        imas_data(["splits", "cityscapes", "--root", str(root), "--out", str(out), "--sizes", "3", "6"]) == 0
+    )
     assert len(lines(out / "val.txt")) == 2
     labeled, unlabeled = lines(out / "6/labeled.txt"), lines(out / "6/unlabeled.txt")
     assert len(labeled) == 6 and len(unlabeled) == 6 and set(lines(out / "3/labeled.txt")) <= set(labeled)
@@ -133,4 +131,22 @@ def test_cityscapes_protocol(tmp_path: Path) -> None:
     cfg = DataConfig(dataset=DatasetKind.cityscapes, root=str(root))
     for name, image, label in resolve_entries(read_split(out / "6/labeled.txt"), cfg, "labeled.txt"):
         assert image.is_file() and label.is_file() and name in image.name and name in label.name
-    assert make_splits.main(["cityscapes", "--root", str(root), "--out", str(out), "--sizes", "13"]) == 2
+    assert imas_data(["splits", "cityscapes", "--root", str(root), "--out", str(out), "--sizes", "13"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["splits", "pascal"], "pascal splits need --voc, the VOC2012 folder"),
+        (["splits", "cityscapes"], "cityscapes splits need --root, the folder holding leftImg8bit/"),
+        (
+            ["splits", "cityscapes", "--root", "nowhere"],
+            "no *_leftImg8bit.png images under nowhere/leftImg8bit",
+        ),
+    ],
+)
+def test_missing_folders_are_one_sentence(args: list[str], message: str, capsys) -> None:
+    assert imas_data(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1
+    assert captured.out == ""

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from imas import augment, cutmix
-from imas.config import ConfigError, load_config
-from imas.inference import normalize
+from imas.config import ConfigError
+from imas.experiment import load_experiment
 from imas.losses import build_supervised_loss, confident_pixel_loss
 from imas.methods import METHODS, fixmatch
 from imas.models import build_deeplabv3plus
+from imas.networks import reported_key
+from imas.normalization import normalize
 
 K, B, H, W = 6, 4, 16, 16
 DEVICE = torch.device("cpu")
@@ -58,7 +60,7 @@ def batches(seed: int = 0) -> tuple[dict, dict]:
 def make(method: str, overrides: tuple[str, ...] = ()):
     """The method on PixelNets, with the toy config of that method (CPS gets two differently seeded nets)."""
     name = {"supervised": "suponly"}.get(method, method)
-    cfg = load_config(f"exps/toy/{name}.yaml", [f"train.batch_size={B}", *overrides])
+    cfg = load_experiment(f"exps/toy/{name}.yaml", [f"train.batch_size={B}", *overrides])
     trained = {}
     for index, key in enumerate(METHODS[method].trained):
         torch.manual_seed(index)
@@ -282,7 +284,7 @@ def test_a_config_a_method_cannot_use_is_one_sentence(tmp_path, text, needles):
     path = tmp_path / "exp.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_experiment(path)
     message = str(info.value)
     assert "\n" not in message
     for needle in needles:
@@ -292,9 +294,17 @@ def test_a_config_a_method_cannot_use_is_one_sentence(tmp_path, text, needles):
 def test_a_section_given_by_an_override_counts_and_threshold_zero_suits_fixmatch(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("train:\n  method: fixmatch\ndata:\n  unlabeled_split: u.txt\n")
-    assert load_config(path, ["fixmatch.threshold=0"]).fixmatch.threshold == 0.0
+    assert load_experiment(path, ["fixmatch.threshold=0"]).fixmatch.threshold == 0.0
     with pytest.raises(ConfigError, match="section 'cps'"):
-        load_config(path, ["cps.weight=6"])
+        load_experiment(path, ["cps.weight=6"])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_reported_model_is_the_one_a_checkpoint_names(method):
+    """imas-eval and imas-predict tell which network a checkpoint's best_miou belongs to from the keys it
+    holds (imas.networks.reported_key), without the method's class: every method must report by that rule."""
+    runner = make(method)
+    assert runner.reported == reported_key(dict.fromkeys(runner.models))
 
 
 @pytest.mark.parametrize("method", list(METHODS))

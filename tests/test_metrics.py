@@ -118,6 +118,7 @@ def _all_reduce_worker(rank: int, world_size: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_all_reduce_two_processes_gloo(tmp_path):
     mp.spawn(_all_reduce_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     expected = torch.tensor(brute_force(*random_maps(0), 5)) + torch.tensor(brute_force(*random_maps(1), 5))

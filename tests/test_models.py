@@ -234,6 +234,7 @@ def test_load_module_prefix_and_wrapper(tmp_path, caplog):
     assert torch.equal(net.layer4[1].conv2.weight, source["layer4.1.conv2.weight"])
 
 
+@pytest.mark.slow
 def test_torchvision_checkpoint_into_standard_stem(tmp_path):
     path = tmp_path / "tv_resnet50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), path)
@@ -265,6 +266,7 @@ def test_partial_checkpoint_refused(tmp_path):
         load_backbone_weights(resnet18(), str(path))
 
 
+@pytest.mark.slow
 def test_deeper_resnet_checkpoint_refused(tmp_path):
     """A ResNet-101 file fills every ResNet-50 tensor, but from the wrong network: refuse it."""
     path = tmp_path / "resnet101.pth"

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imas import evaluate as eval_cli
 from imas import predict as predict_cli
 from imas.data.classes import CITYSCAPES_CLASSES, VOC_CLASSES
 from imas.data.toy import TOY_CLASSES
 from imas.errors import ConfigError
+from imas.networks import describe_model
+from imas.progress import ImageProgress
 
 COLOURS = np.array([(0, 0, 0), (200, 10, 10), (10, 200, 40)], dtype=np.uint8)
 
@@ -124,24 +125,24 @@ def test_only_our_legend_is_recognised(tmp_path):
 def test_describe_model_uses_what_the_checkpoint_records():
     imas = {"config": {"train": {"method": "imas"}}, "teacher": {}, "model": {}, "iteration": 3000}
     best = imas | {"epoch": 12, "best_miou": 0.4723, "best_epoch": 12}
-    assert eval_cli.describe_model(best, "runs/x/best.pth", "teacher", "teacher") == (
+    assert describe_model(best, "runs/x/best.pth", "teacher", "teacher") == (
         "the teacher of runs/x/best.pth (epoch 12, iteration 3000, val mIoU 47.23 at save time)"
     )
     latest = imas | {"epoch": 15, "best_miou": 0.4723, "best_epoch": 12}
-    assert eval_cli.describe_model(latest, "runs/x/latest.pth", "model", "student") == (
+    assert describe_model(latest, "runs/x/latest.pth", "model", "student") == (
         "the student of runs/x/latest.pth (epoch 15, iteration 3000, best val mIoU 47.23 of the teacher at "
         "epoch 12)"
     )
     supervised = {"config": {"train": {"method": "supervised"}}, "model": {}, "epoch": 3, "best_miou": 0.1}
-    assert eval_cli.describe_model(supervised, "s.pth", "model", "teacher") == (
+    assert describe_model(supervised, "s.pth", "model", "teacher") == (
         "the network of s.pth (it holds no teacher; epoch 3, best val mIoU 10.00 so far)"
     )
     cps = {"config": {"train": {"method": "cps"}}, "model": {}, "model2": {}, "epoch": 2, "best_epoch": 2}
     cps["best_miou"] = 0.5
-    assert eval_cli.describe_model(cps, "c.pth", "model2", "student").startswith(
+    assert describe_model(cps, "c.pth", "model2", "student").startswith(
         "the second network of c.pth (epoch 2, val mIoU 50.00 of the first network at save time)"
     )
-    assert eval_cli.describe_model({"model": {}, "best_miou": -1.0}, "n.pth", "model", "student") == (
+    assert describe_model({"model": {}, "best_miou": -1.0}, "n.pth", "model", "student") == (
         "the network of n.pth (no epoch or mIoU recorded)"
     )
 
@@ -164,7 +165,7 @@ LINE = re.compile(r"^eval (\d+)/(\d+) images \(\d+%\), ([\d.]+) img/s, elapsed [
 
 def test_progress_in_a_log_is_a_plain_line_every_10_s_with_rate_and_eta():
     clock, stream = FakeClock(), io.StringIO()
-    progress = eval_cli.ImageProgress("eval", 1000, stream=stream, clock=clock)
+    progress = ImageProgress("eval", 1000, stream=stream, clock=clock)
     for done in range(1, 1001):
         clock.now += 0.125  # 8 img/s: 125 s in all
         progress.update(done)
@@ -179,7 +180,7 @@ def test_progress_in_a_log_is_a_plain_line_every_10_s_with_rate_and_eta():
 
 def test_progress_on_a_terminal_redraws_one_line():
     clock, stream = FakeClock(), Terminal()
-    progress = eval_cli.ImageProgress("eval", 40, stream=stream, clock=clock)
+    progress = ImageProgress("eval", 40, stream=stream, clock=clock)
     for done in range(1, 17):
         clock.now += 0.125
         progress.update(done)
@@ -195,12 +196,12 @@ def test_progress_on_a_terminal_redraws_one_line():
 
 def test_progress_of_rank_0_counts_every_rank_and_other_ranks_stay_quiet():
     clock, stream = FakeClock(), io.StringIO()
-    progress = eval_cli.ImageProgress("eval", 7, scale=2, stream=stream, clock=clock)
+    progress = ImageProgress("eval", 7, scale=2, stream=stream, clock=clock)
     clock.now += 1
     progress.update(4)  # rank 0's 4 of 7 (indices 0, 2, 4, 6): all done, as 8 > 7
     assert LINE.match(stream.getvalue().strip()).group(1, 2) == ("7", "7")
     quiet = io.StringIO()
-    other = eval_cli.ImageProgress("eval", 7, enabled=False, scale=2, stream=quiet, clock=clock)
+    other = ImageProgress("eval", 7, enabled=False, scale=2, stream=quiet, clock=clock)
     other.update(3)
     other.close()
     assert quiet.getvalue() == ""

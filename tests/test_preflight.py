@@ -92,7 +92,7 @@ def test_several_problems_give_the_first_and_a_count(voc_cfg):
     (root / "JPEGImages/l1.jpg").unlink()
     message = data_error(voc_cfg)
     assert message.startswith("labeled split: image") and "l1.jpg" in message, message
-    assert "3 more problems" in message and "tools/check_dataset.py" in message, message
+    assert "3 more problems" in message and "imas-data check" in message, message
 
 
 @pytest.mark.parametrize("split", ["labeled", "val"])

@@ -1,9 +1,9 @@
-"""tools/pseudo_label_quality.py: exact counts on a hand-made case; end to end it agrees with eval."""
+"""imas-pseudo-labels: exact counts on a hand-made case; end to end it agrees with eval; bad input is one
+sentence with exit status 2, before any work."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import toy_data
 
+from imas import pseudo_labels as plq
 from imas.checkpoint import save_checkpoint
 from imas.config import load_config, to_dict
 from imas.data import build_datasets, build_val_loader
@@ -18,9 +19,6 @@ from imas.data.toy import make_toy_dataset
 from imas.dist import init_distributed
 from imas.inference import evaluate_model
 from imas.models import build_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import pseudo_label_quality as plq  # noqa: E402
 
 
 def test_confident_confusion_and_summary_by_hand() -> None:
@@ -38,6 +36,7 @@ def test_confident_confusion_and_summary_by_hand() -> None:
     assert report["per_class"]["b"] == {"pixels": 1, "coverage": 0.0, "correct": None}
 
 
+@pytest.mark.slow
 def test_end_to_end_matches_the_evaluation_metric(tmp_path: Path, capsys) -> None:
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 2, "unlabeled": 3, "val": 4})
     config = tmp_path / "c.yaml"
@@ -66,5 +65,17 @@ def test_end_to_end_matches_the_evaluation_metric(tmp_path: Path, capsys) -> Non
 
     assert plq.main([*args, "--split", "unlabeled", "--threshold", "0.5"]) == 0  # the toy's held-back masks
     assert json.loads(out.read_text())["images"] == 3
-    assert plq.main([*args, "--threshold", "1.5"]) == 2
-    assert "--threshold must be in (0, 1), got 1.5" in capsys.readouterr().err
+    capsys.readouterr()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    bad = {
+        ("--threshold", "1.5"): "--threshold must be in (0, 1), got 1.5",
+        ("--limit", "-1"): "--limit must be >= 0 (0: every image), got -1",
+        ("--split", "labeled", "--opt", "data.labeled_split="): "data.labeled_split must name a split file",
+        ("--output", str(blocker / "q.json")): f"--output {blocker / 'q.json'} cannot be written",
+    }
+    for extra, message in bad.items():
+        assert plq.main([*args, *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1, extra
+        assert captured.out == ""  # said before any image was predicted

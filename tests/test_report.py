@@ -1,6 +1,7 @@
-"""tools/report.py on tiny real runs: the page holds the sections the method has (and one line for each it
-has not), every image is an embedded PNG, the galleries hold the hardest and easiest images by hardness.csv,
-train.log stands in for missing event files, and bad input is one sentence with exit status 2."""
+"""imas-report on tiny real runs: the page holds the sections the method has (and one line for each it has
+not), every image is an embedded PNG, the galleries hold the images of highest and lowest value of each
+per-image quantity, the records are read in both forms (train_scalars.jsonl, and train.log for runs written
+before it, such as the committed logs), and bad input is one sentence with exit status 2."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from run_forms import legacy_form, new_form, text_copy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import report  # noqa: E402
+import imas.report
+from imas.report import page as report_page
+from imas.report import plots, reading
+from imas.rundir import read_run
 
 # The session's tiny runs (imas_run, suponly_run), trained once for this file and test_compare.py.
 pytest_plugins = ["run_fixtures"]
 
+REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ["summary", "miou", "classes", "losses", "signals", "hardness", "hardest", "easiest"]
 
 
@@ -50,7 +55,7 @@ class Page(HTMLParser):
             if self.cards.get(self._section) and "data-image-id" in self.cards[self._section][-1]:
                 self.cards[self._section][-1]["images"].append(a["alt"])
         elif tag == "figure" and "card" in a.get("class", ""):
-            card = {"data-image-id": a["data-image-id"], "hardness": float(a["data-hardness"]), "images": []}
+            card = {"data-image-id": a["data-image-id"], "value": float(a["data-value"]), "images": []}
             self.cards[self._section].append(card)
 
     def handle_data(self, data: str) -> None:
@@ -74,7 +79,7 @@ class Page(HTMLParser):
 
 
 def make_page(run_dir: Path, *args: str) -> Page:
-    assert report.main([str(run_dir), *args]) == 0
+    assert imas.report.main([str(run_dir), *args]) == 0
     out = Path(args[args.index("--out") + 1]) if "--out" in args else run_dir / "report.html"
     return Page(out.read_text(encoding="utf-8"))
 
@@ -85,9 +90,9 @@ def imas_page(imas_run) -> Page:
     return make_page(imas_run)
 
 
-def last_epoch_means(run_dir: Path) -> dict[str, float]:
-    """Each image's mean hardness in the last epoch of hardness.csv, read here independently of the tool."""
-    rows = [line.split(",") for line in (run_dir / "hardness.csv").read_text().splitlines()[1:]]
+def last_epoch_means(run_dir: Path, name: str = "hardness") -> dict[str, float]:
+    """Each image's mean value in the last epoch of <name>.csv, read here independently of the tool."""
+    rows = [line.split(",") for line in (run_dir / f"{name}.csv").read_text().splitlines()[1:]]
     last = max(int(row[1]) for row in rows)
     values = defaultdict(list)
     for image_id, epoch, _, value in rows:
@@ -96,12 +101,13 @@ def last_epoch_means(run_dir: Path) -> dict[str, float]:
     return {image_id: sum(v) / len(v) for image_id, v in values.items()}
 
 
+@pytest.mark.slow
 def test_imas_page_has_every_section(imas_page) -> None:
     assert list(imas_page.sections) == SECTIONS
     assert imas_page.absent() == []
     assert imas_page.sections["miou"]["h2"] == "mIoU over training"
     curves = imas_page.notes("miou")
-    assert "teacher (reported" in curves and "student (TensorBoard events)" in curves
+    assert "teacher (reported, metrics.jsonl)" in curves and "student (metrics.jsonl)" in curves
     assert "Not logged" not in imas_page.notes("signals")  # easiness, confident ratio and CutMix rate: all
     # one plot per section with a plot, one image per panel of each gallery card
     cards = imas_page.cards["hardest"] + imas_page.cards["easiest"]
@@ -131,7 +137,7 @@ def test_galleries_hold_the_hardest_and_easiest_images_of_the_history(imas_page,
     for name, expected in (("hardest", hardest), ("easiest", easiest)):
         cards = imas_page.cards[name]
         assert [c["data-image-id"] for c in cards] == expected
-        assert [c["hardness"] for c in cards] == pytest.approx([means[i] for i in expected], abs=1e-6)
+        assert [c["value"] for c in cards] == pytest.approx([means[i] for i in expected], abs=1e-6)
         assert all(c["images"] == ["image", "pseudo-label", "student"] for c in cards)
     assert "latest.pth (epoch 2)" in imas_page.notes("hardest")
     assert "imas.threshold" in imas_page.notes("hardest")
@@ -143,66 +149,116 @@ def test_suponly_page_says_why_sections_are_missing(suponly_run, tmp_path) -> No
     assert page.absent() == ["signals", "hardness", "hardest", "easiest"]
     for name in page.absent():
         assert len(page.sections[name]["notes"]) == 1 and "supervised" in page.notes(name)
-    assert "no per-image hardness" in page.notes("hardness")
+    assert "no per-image history (such as hardness.csv)" in page.notes("hardness")
     assert "evaluates one model, the student" in page.notes("miou")
     assert not page.cards
 
 
-def test_train_log_stands_in_for_event_files(imas_run, tmp_path) -> None:
-    """A run folder copied with its text logs only (no events, no checkpoints): the same curves from
-    train.log, and galleries of images without predictions."""
-    source = imas_run
-    copy = tmp_path / "copy"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("events.out.tfevents.*", "*.pth", "*.html"))
-    ipe = 4
-    from_events, from_log = report.read_tensorboard(source), report.read_train_log(copy, ipe)
-    assert from_events is not None and from_log is not None
-    per_class = {tag for tag in from_events.series if "/iou/" in tag}
-    assert (
-        set(from_log.series)
-        == set(from_events.series) - {"train/lr", "eval/miou", "eval/best_miou"} - per_class
-    )
-    for tag, points in from_log.series.items():
-        steps = [step for step, _ in points]
-        assert steps == [step for step, _ in from_events.series[tag]], tag
-        expected = [v for _, v in from_events.series[tag]]
-        if tag.startswith("train/"):  # train.log prints 4 significant digits
-            assert [v for _, v in points] == pytest.approx(expected, rel=5e-4, abs=1e-9), tag
-        else:  # the mIoU in percent with 2 decimals: within 5e-5 as a fraction
-            assert [v for _, v in points] == pytest.approx(expected, abs=6e-5), tag
+def event_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The train/* scalars of the run's TensorBoard events, read here independently of the tool."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = [tag for tag in accumulator.Tags()["scalars"] if tag.startswith("train/")]
+    return {tag: sorted({e.step: e.value for e in accumulator.Scalars(tag)}.items()) for tag in tags}
+
+
+def test_the_records_of_a_real_run_hold_what_tensorboard_shows(imas_run, tmp_path) -> None:
+    """The training scalars the reader finds are TensorBoard's, in either form of the run's records:
+    train_scalars.jsonl (full precision) where the loop writes it, and train.log (4 significant digits)
+    for a run written before it."""
+    events = event_scalars(imas_run)
+    for copy in (imas_run, legacy_form(text_copy(imas_run, tmp_path / "legacy"))):
+        run = read_run(copy, per_image=False)
+        exact = run.scalars_source == "train_scalars.jsonl"
+        assert run.scalars_source in ("train_scalars.jsonl", "train.log")
+        assert set(run.scalars) <= set(events) and {"train/loss_x", "train/easiness"} <= set(run.scalars)
+        for tag, points in run.scalars.items():
+            assert [step for step, _ in points] == [step for step, _ in events[tag]], tag
+            expected = [value for _, value in events[tag]]
+            tolerance = {"rel": 1e-6} if exact else {"rel": 5e-4, "abs": 1e-9}
+            assert [value for _, value in points] == pytest.approx(expected, **tolerance), tag
+    assert run.scalars_source == "train.log"
+
+
+def test_a_run_written_before_train_scalars_opens(imas_run, tmp_path) -> None:
+    """A run folder of the older form, copied without events and checkpoints: the curves come from
+    train.log, the student's from metrics.jsonl, and the galleries show images without predictions."""
+    copy = legacy_form(text_copy(imas_run, tmp_path / "copy"))
     page = make_page(copy, "--out", str(tmp_path / "page.html"))
-    assert page.absent() == []
-    assert "training scalars: train.log" in page.text
-    assert "student (train.log)" in page.notes("miou")
+    assert list(page.sections) == SECTIONS and page.absent() == []
+    assert "training scalars: train.log; hardness.csv" in page.text
+    assert "from train.log" in page.notes("losses") and "student (metrics.jsonl)" in page.notes("miou")
     assert "No latest.pth" in page.notes("hardest")
     assert all(c["images"] == ["image"] for c in page.cards["hardest"] + page.cards["easiest"])
+
+
+@pytest.mark.slow
+def test_a_committed_log_folder_opens(tmp_path) -> None:
+    """training-imas-logs/ holds runs of the older form (no "others" in metrics.jsonl either): the student's
+    curve comes from train.log too."""
+    page = make_page(
+        REPO / "training-imas-logs/toy/imas/seed0", "--out", str(tmp_path / "p.html"), "--gallery", "0"
+    )
+    assert list(page.sections) == SECTIONS
+    assert page.absent() == ["hardest", "easiest"] and "left out by --gallery 0" in page.notes("hardest")
+    assert "training scalars: train.log" in page.text and "student (train.log)" in page.notes("miou")
+    assert "(4800 values in hardness.csv)" in page.notes("hardness")
+
+
+@pytest.mark.slow
+def test_every_per_image_quantity_gets_its_sections(imas_run, tmp_path) -> None:
+    """A run of the current form with a second per-image quantity (margin.csv): a distribution and two
+    galleries each, the hardness in its own words, the other in neutral ones; the curves are
+    train_scalars.jsonl's values (train.log is gone)."""
+    copy = text_copy(imas_run, tmp_path / "copy", keep_checkpoints=True)
+    written = new_form(copy)
+    rows = [line.split(",") for line in (copy / "hardness.csv").read_text().splitlines()[1:]]
+    margin = "".join(f"{i},{e},{it},{-float(v) * 10:.4f}\n" for i, e, it, v in rows)
+    (copy / "margin.csv").write_text("image_id,epoch,iteration,margin\n" + margin)
+    page = make_page(copy, "--gallery", "3")
+    quantity = ["hardness", "margin", "hardest", "easiest", "margin-highest", "margin-lowest"]
+    assert list(page.sections) == SECTIONS[:5] + quantity and page.absent() == []
+    assert page.sections["margin"]["h2"] == "Margin distribution per epoch"
+    assert page.sections["margin-highest"]["h2"] == "Unlabeled images of highest margin"
+    assert "training scalars: train_scalars.jsonl; hardness.csv; margin.csv" in page.text
+    assert "from train_scalars.jsonl" in page.notes("losses")
+    means = last_epoch_means(copy, "margin")
+    highest = sorted(means, key=lambda i: (-means[i], i))[:3]
+    assert [c["data-image-id"] for c in page.cards["margin-highest"]] == highest
+    assert all(c["images"] == ["image", "pseudo-label", "student"] for c in page.cards["margin-lowest"])
+    r = reading.load_report(copy, [])
+    assert r.scalars["train/loss"] == [(i, pytest.approx(v)) for i, v in written["loss"]]
+    assert (r.record.wall_s, r.record.wall_source) == (10.0 * 8 + 5, "metrics.jsonl")
 
 
 def test_partial_signals_and_a_single_model_are_said(imas_run) -> None:
     """A FixMatch-like run (confident ratio and CutMix rate, no easiness, one evaluated model): the plots it
     has, and a line for what it lacks."""
-    r = report.load_report(imas_run, ["train.method=fixmatch"])
+    r = reading.load_report(imas_run, ["train.method=fixmatch"])
     kept = {"train/confident", "train/cutmix_rate", "train/loss_x"}
-    r.scalars = report.Scalars({t: p for t, p in r.scalars.series.items() if t in kept}, "TensorBoard events")
-    plt = report.pyplot()
-    signals = Page(report.signals_section(plt, r))
+    r.record.scalars = {t: p for t, p in r.scalars.items() if t in kept}
+    r.record.others = {}
+    plt = plots.pyplot()
+    signals = Page(report_page.signals_section(plt, r))
     assert signals.absent() == [] and "Not logged by this fixmatch run: easiness." in signals.notes("signals")
-    assert "evaluates one model, the teacher" in Page(report.miou_section(plt, r)).notes("miou")
+    assert "evaluates one model, the teacher" in Page(report_page.miou_section(plt, r)).notes("miou")
 
 
-def test_a_cut_among_equal_hardness_is_said() -> None:
+def test_a_cut_among_equal_values_is_said() -> None:
     means = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.5}
-    hardest, easiest = report.rank_images(means, 2)
+    hardest, easiest = reading.rank_images(means, 2)
     assert hardest == [("a", 1.0), ("b", 1.0)] and easiest == [("d", 0.5), ("a", 1.0)]
-    assert report.tie_note(hardest, means) == (
+    assert reading.tie_note(hardest, means) == (
         "3 images have hardness 1.000: the 2 shown of them are the first by image id."
     )
-    assert report.tie_note(report.rank_images(means, 3)[0], means) == ""
+    assert reading.tie_note(reading.rank_images(means, 3)[0], means) == ""
+    assert reading.tie_note(hardest, means, "margin").startswith("3 images have margin 1.000")
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str]:
-    code = report.main(list(argv))
+    code = imas.report.main(list(argv))
     return code, capsys.readouterr().err
 
 
@@ -214,6 +270,8 @@ def run_main(capsys, *argv: str) -> tuple[int, str]:
         ("empty", "is not a run directory: it holds no config.yaml"),
         ("no_metrics", "has no evaluation in metrics.jsonl yet"),
         ("bad_opt", "unknown key 'train.nope'"),
+        ("bad_gallery", "--gallery must be >= 0, got -1"),
+        ("bad_config", "cannot be read as a config"),
     ],
 )
 def test_bad_input_is_one_sentence(case, expected, imas_run, tmp_path, capsys) -> None:
@@ -228,6 +286,11 @@ def test_bad_input_is_one_sentence(case, expected, imas_run, tmp_path, capsys) -
         (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "iter')  # a line cut short by a crash
     elif case == "bad_opt":
         run_dir, extra = imas_run, ["--opt", "train.nope=1", "--out", str(tmp_path / "x.html")]
+    elif case == "bad_gallery":
+        run_dir, extra = imas_run, ["--gallery", "-1", "--out", str(tmp_path / "x.html")]
+    elif case == "bad_config":
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text("train: [")
     code, err = run_main(capsys, str(run_dir), *extra)
     assert code == 2
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
@@ -235,7 +298,7 @@ def test_bad_input_is_one_sentence(case, expected, imas_run, tmp_path, capsys) -
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_missing_cuda_is_said_before_the_work(imas_run, tmp_path, capsys) -> None:
-    code = report.main([str(imas_run), "--device", "cuda", "--out", str(tmp_path / "x.html")])
+    code = imas.report.main([str(imas_run), "--device", "cuda", "--out", str(tmp_path / "x.html")])
     captured = capsys.readouterr()
     assert code == 2 and captured.err == "error: device cuda was asked for but no CUDA device is available\n"
     assert captured.out == ""  # nothing read yet

@@ -3,6 +3,7 @@ non-finite or stale kept, a full disk reported in a sentence (docs/reliability.m
 
 import errno
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -19,8 +20,18 @@ from imas import checkpoint as checkpoint_module
 from imas import train as train_cli
 from imas.checkpoint import nonfinite_count, save_checkpoint
 from imas.config import Config, to_dict
-from imas.errors import CheckpointError, ConfigError, RunDirError
-from imas.rundir import LOCK_NAME, RunLock, check_run_dir, result_changes
+from imas.errors import CheckpointError, ConfigError, RunDirError, UserError
+from imas.rundir import (
+    LOCK_NAME,
+    TEMPORARIES,
+    RunLock,
+    check_run_dir,
+    legacy_train_log,
+    read_run,
+    remove_stale_temporaries,
+    result_changes,
+    truncate_train_scalars,
+)
 
 
 def train(config: Path, run_dir: Path, *extra: str) -> int:
@@ -40,6 +51,7 @@ def epochs_of(metrics: Path) -> list[int]:
 # ------------------------------------------------------------------------------ settings on resume
 
 
+@pytest.mark.slow
 def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, capsys):
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir = tmp_path / "run"
@@ -81,6 +93,7 @@ def test_resume_under_other_settings_is_refused_unless_asked(tmp_path, toy, caps
     assert epochs_of(run_dir / "metrics.jsonl") == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_supervised_run_continued_as_imas_starts_its_teacher_from_the_student(tmp_path, toy, capsys):
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir = tmp_path / "run"
@@ -162,6 +175,7 @@ def lock_holder(tmp_path):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_second_run_on_a_directory_is_refused_and_a_dead_owner_taken_over(tmp_path, toy, capsys, lock_holder):
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir, holder = lock_holder
@@ -178,6 +192,7 @@ def test_second_run_on_a_directory_is_refused_and_a_dead_owner_taken_over(tmp_pa
     assert f"took over {LOCK_NAME} from process {holder.pid}" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_real_runs_on_one_directory(tmp_path, toy, capsys):
     """A second start while the first trains is refused and leaves the first run's files alone."""
     import time
@@ -226,6 +241,7 @@ def test_a_full_disk_while_locking_is_one_sentence_and_leaves_no_lock(tmp_path, 
     RunLock.acquire(tmp_path).release()
 
 
+@pytest.mark.slow
 def test_refusal_under_torchrun_stops_every_process(tmp_path, toy, lock_holder):
     """Rank 0 finds the directory locked; rank 1 must not wait for it at a barrier."""
     config = small_config(tmp_path, toy, train={"epochs": 1})
@@ -248,6 +264,7 @@ def test_nonfinite_count_flags_nan_and_inf_but_not_large_values():
     assert nonfinite_count([]).item() == 0
 
 
+@pytest.mark.slow
 def test_nonfinite_state_stops_before_evaluation_and_keeps_checkpoints(tmp_path, toy, capsys, monkeypatch):
     """A finite loss but an infinite BN running variance (what lr 1e6 does): the epoch is not saved."""
     config = small_config(tmp_path, toy, train={"epochs": 2})
@@ -278,6 +295,7 @@ def test_nonfinite_state_stops_before_evaluation_and_keeps_checkpoints(tmp_path,
 # ----------------------------------------------------------------------------- crash leftovers
 
 
+@pytest.mark.slow
 def test_best_is_repaired_after_a_stop_between_the_two_writes(tmp_path, toy, monkeypatch):
     config = small_config(tmp_path, toy, train={"epochs": 1})
     run_dir = tmp_path / "run"
@@ -295,6 +313,7 @@ def test_best_is_repaired_after_a_stop_between_the_two_writes(tmp_path, toy, mon
     assert "rewritten from" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_rerun_epoch_is_recorded_once_and_temporaries_removed(tmp_path, toy, monkeypatch):
     config = small_config(tmp_path, toy, train={"epochs": 2})
     run_dir = tmp_path / "run"
@@ -340,6 +359,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]
 
 
+@pytest.mark.slow
 def test_full_disk_during_training_is_one_sentence(tmp_path, toy, capsys, monkeypatch):
     config = small_config(tmp_path, toy, train={"epochs": 2})
     run_dir = tmp_path / "run"
@@ -374,6 +394,7 @@ def test_run_dir_that_is_a_file_is_one_sentence(tmp_path, toy, capsys):
     assert f"lies under the file {target}" in error_line(capsys)
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, toy):
     """A scheduler's SIGTERM (preemption, scancel) releases the lock and keeps the last checkpoint."""
     import signal
@@ -441,3 +462,194 @@ def test_single_run_prepares_toy_data_only_when_the_config_reads_it(tmp_path):
     assert lines[0] == "-m imas.data.toy --out data/toy --ensure"
     assert lines[1] == "tools/toy_pretrain.py --ensure"
     assert lines[2].startswith("train_semi.py")
+
+
+# ------------------------------------------------------------------------------------ reading a run
+
+
+LEGACY_RUN = REPO / "training-imas-logs/toy/imas/seed0"  # written before train_scalars.jsonl existed
+
+
+def write_lines(path: Path, records: list[dict], tail: str = "") -> None:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records) + tail)
+
+
+def window(iteration: int, loss: float, wall_s: float, epoch: int = 1) -> dict:
+    """One train_scalars.jsonl line (the contract of docs/run-directory.md)."""
+    scalars = {"loss": loss, "loss_x": loss / 2, "easiness": 0.1 * epoch}
+    return {"epoch": epoch, "iteration": iteration, "time": 1.8e9 + wall_s, "wall_s": wall_s, "lr": 0.01,
+            "scalars": scalars}  # fmt: skip
+
+
+def evaluation(epoch: int, iteration: int, miou: float, **extra) -> dict:
+    return {
+        "epoch": epoch,
+        "iteration": iteration,
+        "model": "teacher",
+        "miou": miou,
+        "iou": {"a": miou},
+    } | extra
+
+
+def new_form_run(run_dir: Path) -> Path:
+    """A run directory in the form training writes now, made by hand: a run resumed after a crash that
+    re-ran iterations 6 and 8 (their first lines were cut back, one line was torn), two per-image
+    quantities, and files that only look like per-image histories."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": {"method": "imas", "epochs": 2}}))
+    others = {"student": {"miou": 0.25, "iou": {"a": 0.25}}}
+    write_lines(
+        run_dir / "metrics.jsonl",
+        [
+            evaluation(1, 4, 0.3, others=others, time=1.8e9 + 45, wall_s=45.0),
+            evaluation(2, 8, 0.4, others=others | {"student": {"miou": 0.35}}, time=1.8e9 + 95, wall_s=95.0),
+        ],
+    )
+    lines = [window(2, 1.0, 20.0), window(4, 0.8, 40.0), window(6, 0.9, 60.0, 2), window(6, 0.6, 70.0, 2)]
+    write_lines(run_dir / "train_scalars.jsonl", [*lines, window(8, 0.5, 90.0, 2)], tail='{"epoch": 2, "it')
+    # train.log says otherwise: it is not read where train_scalars.jsonl exists.
+    (run_dir / "train.log").write_text(
+        "2026-01-01 10:00:00 INFO run r on cpu x 1 (fp32)\n"
+        "2026-01-01 10:00:01 INFO epoch 1/2 it 2/8 1.0 it/s eta 0:00:06 lr 0.01 loss 9.0\n"
+    )
+    header = "image_id,epoch,iteration,"
+    rows = [("u1", 0, 0, 0.9), ("u2", 0, 1, 0.2), ("u1", 1, 4, 0.7), ("u1", 1, 5, 0.5), ("u,3", 1, 5, 0.1)]
+    body = "".join(f"{i},{e},{it},{v}\n" for i, e, it, v in rows)
+    (run_dir / "hardness.csv").write_text(header + "hardness\n" + body + "u2,1,7,0.")  # a torn last row
+    (run_dir / "margin.csv").write_text(header + "margin\n" + "u1,0,0,3.5\nu2,1,4,-1.0\n")
+    (run_dir / "other.csv").write_text(header + "margin\nu1,0,0,1.0\n")  # its quantity is not its name
+    (run_dir / "table.csv").write_text("class,iou\na,0.5\n")
+    (run_dir / "empty.csv").write_text(header + "empty\n")  # a quantity never measured
+    return run_dir
+
+
+def test_read_run_of_the_new_form(tmp_path) -> None:
+    run = read_run(new_form_run(tmp_path / "run"))
+    assert run.method == "imas" and run.config["train"]["epochs"] == 2
+    assert [r["epoch"] for r in run.evaluations] == [1, 2] and run.iters_per_epoch == 4
+    assert run.scalars_source == "train_scalars.jsonl"
+    assert set(run.scalars) == {"train/loss", "train/loss_x", "train/easiness", "train/lr"}
+    assert run.scalars["train/loss"] == [(2, 1.0), (4, 0.8), (6, 0.6), (8, 0.5)]  # the re-run line wins
+    assert run.scalars["train/loss_x"][0] == (2, 0.5) and run.scalars["train/lr"][-1] == (8, 0.01)
+    assert run.others == {"student": [(1, 0.25), (2, 0.35)]} and run.others_source == "metrics.jsonl"
+    assert (run.wall_s, run.wall_source) == (95.0, "metrics.jsonl")  # the last evaluation ends the run
+    assert sorted(run.per_image) == ["hardness", "margin"]
+    hardness = run.per_image["hardness"]
+    assert hardness.ids == ["u1", "u2", "u,3"] and hardness.last_epoch == 1
+    assert hardness.iteration.tolist() == [0, 1, 4, 5, 5]
+    assert {e: v.tolist() for e, v in hardness.by_epoch().items()} == {0: [0.9, 0.2], 1: [0.7, 0.5, 0.1]}
+    assert hardness.image_values(1) == {"u1": [0.7, 0.5], "u,3": [0.1]}
+    assert run.per_image["margin"].value.tolist() == [3.5, -1.0]
+    assert read_run(tmp_path / "run", per_image=False).per_image == {}
+
+
+def test_wall_time_falls_back_to_result_json_then_train_log(tmp_path) -> None:
+    run_dir = new_form_run(tmp_path / "run")
+    (run_dir / "metrics.jsonl").write_text(json.dumps(evaluation(1, 4, 0.3)) + "\n")
+    assert (read_run(run_dir).wall_s, read_run(run_dir).wall_source) == (90.0, "train_scalars.jsonl")
+    (run_dir / "train_scalars.jsonl").unlink()
+    (run_dir / "result.json").write_text(json.dumps({"config": "exps/toy/imas.yaml", "wall_s": 321.5}))
+    run = read_run(run_dir)
+    assert (run.wall_s, run.wall_source, run.result["config"]) == (321.5, "result.json", "exps/toy/imas.yaml")
+    assert run.scalars_source == "train.log" and run.scalars["train/loss"] == [(2, 9.0)]
+    (run_dir / "result.json").unlink()
+    assert (read_run(run_dir).wall_s, read_run(run_dir).wall_source) == (1.0, "train.log")
+    (run_dir / "train.log").unlink()
+    run = read_run(run_dir)
+    assert (run.wall_s, run.wall_source, run.scalars, run.scalars_source) == (None, "n/a", {}, "none")
+
+
+def test_read_run_of_a_committed_run_written_before_train_scalars() -> None:
+    """training-imas-logs/ holds train.log, metrics.jsonl (no "others") and hardness.csv: the training
+    scalars, the student's mIoU and the wall time come from train.log."""
+    run = read_run(LEGACY_RUN)
+    assert run.scalars_source == "train.log" and run.method == "imas" and run.iters_per_epoch == 150
+    tags = {
+        "train/lr",
+        "train/loss_x",
+        "train/loss_u",
+        "train/easiness",
+        "train/cutmix_rate",
+        "train/confident",
+    }
+    assert set(run.scalars) == tags
+    loss_x = run.scalars["train/loss_x"]
+    assert [step for step, _ in loss_x] == list(range(25, 1201, 25))
+    assert loss_x[0] == (25, 1.3479) and run.scalars["train/lr"][0] == (25, 0.000982)
+    assert run.others_source == "train.log"
+    assert run.others["student"] == [(4, pytest.approx(0.4248)), (8, pytest.approx(0.476))]
+    assert (run.wall_s, run.wall_source) == (394.9, "result.json")
+    rows = (LEGACY_RUN / "hardness.csv").read_text().splitlines()[1:]
+    hardness = run.per_image["hardness"]
+    assert (
+        len(hardness.value) == len(rows) and hardness.last_epoch == 7 and list(run.per_image) == ["hardness"]
+    )
+    cps = read_run(REPO / "training-imas-logs/toy_methods/cps/seed0", per_image=False)
+    assert [epoch for epoch, _ in cps.others["second network"]] == [8, 16, 24, 32, 40]
+
+
+def test_legacy_train_log_sums_the_attempts_of_a_resumed_run(tmp_path) -> None:
+    (tmp_path / "train.log").write_text(
+        """2026-01-01 10:00:00 INFO run runs/x on cpu x 1 (fp32)
+2026-01-01 10:01:00 INFO epoch 1/2 it 2/4 1.00 it/s eta 0:00:02 lr 0.01 loss_x 1.0000 loss_u 0.5000
+2026-01-01 10:05:00 INFO epoch 1 student mIoU 11.00
+2026-01-01 10:05:00 INFO epoch 1 eval teacher mIoU 10.00 (best 10.00) in 1.0s
+class           IoU %  GT px %
+2026-01-01 10:06:00 WARNING something
+2026-01-01 12:00:00 INFO run runs/x on cpu x 1 (fp32)
+2026-01-01 12:00:01 INFO resumed from runs/x/latest.pth: 0 epochs done, iteration 0
+2026-01-01 12:00:30 INFO epoch 1/2 it 2/4 1.00 it/s eta 0:00:02 lr 0.01 loss_x 0.9000 loss_u nan
+2026-01-01 12:01:30 INFO done: best mIoU 10.00 after 2 epochs; checkpoints in runs/x
+"""
+    )
+    log = legacy_train_log(tmp_path)
+    assert log.wall_s == 6 * 60 + 90
+    assert log.scalars["train/loss_x"] == [(2, 0.9)]  # the re-run iteration's last line
+    assert math.isnan(log.scalars["train/loss_u"][0][1]) and log.scalars["train/lr"] == [(2, 0.01)]
+    assert log.others == {"student": [(1, 0.11)]}
+    (tmp_path / "train.log").write_text("no stamped line\n")
+    assert legacy_train_log(tmp_path).wall_s is None
+    (tmp_path / "train.log").unlink()
+    assert legacy_train_log(tmp_path) is None
+
+
+def test_truncate_train_scalars_keeps_what_the_checkpoint_covers(tmp_path) -> None:
+    path = tmp_path / "train_scalars.jsonl"
+    assert truncate_train_scalars(tmp_path, 4) == 0 and not path.exists()
+    write_lines(path, [window(2, 1.0, 2.0), window(4, 0.9, 4.0), window(6, 0.8, 6.0)], tail='{"epoch": 2, "i')
+    before = os.stat(path).st_ino
+    assert truncate_train_scalars(tmp_path, 4) == 2  # iteration 6 and the torn line
+    assert [json.loads(line)["iteration"] for line in path.read_text().splitlines()] == [2, 4]
+    assert path.read_text().endswith("\n") and os.stat(path).st_ino != before  # replaced, not rewritten
+    assert truncate_train_scalars(tmp_path, 4) == 0
+    # A whole last record whose newline a crash cut: kept, and the newline put back for the next append.
+    path.write_text(path.read_text() + json.dumps(window(4, 0.9, 4.0)))
+    assert truncate_train_scalars(tmp_path, 8) == 0 and path.read_text().endswith("}\n")
+    assert not list(tmp_path.glob("*.tmp"))
+    assert "train_scalars.jsonl.tmp" in TEMPORARIES
+    (tmp_path / "train_scalars.jsonl.tmp").write_text("half")
+    assert remove_stale_temporaries(tmp_path) == ["train_scalars.jsonl.tmp"]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        ("missing", "does not exist"),
+        ("file", "is a file, not a run directory"),
+        ("empty", "holds no config.yaml"),
+        ("bad_yaml", "cannot be read as a config (ParserError)"),
+        ("list", "does not hold a config (a mapping of sections)"),
+    ],
+)
+def test_read_run_of_what_is_not_a_run_is_one_sentence(make, expected, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    if make == "file":
+        run_dir.write_text("x")
+    elif make != "missing":
+        run_dir.mkdir()
+        text = {"empty": None, "bad_yaml": "train: [", "list": "- a\n"}[make]
+        if text is not None:
+            (run_dir / "config.yaml").write_text(text)
+    with pytest.raises(UserError) as info:
+        read_run(run_dir)
+    assert expected in str(info.value)

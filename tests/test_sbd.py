@@ -1,4 +1,4 @@
-"""tools/sbd_to_png.py: SBD .mat + VOC palette labels -> SegmentationClassAug index PNGs; clear errors."""
+"""imas-data sbd: SBD .mat + VOC palette labels -> SegmentationClassAug index PNGs; clear errors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imas.data.commands import main as imas_data
 from imas.data.io import read_label
 from tests.conftest import block_label, make_voc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import sbd_to_png  # noqa: E402
 
 scipy_io = pytest.importorskip("scipy.io", reason="scipy is in the dev extra (.[dev])")
 
@@ -34,7 +32,7 @@ def test_converts_sbd_and_voc_labels(tmp_path: Path, capsys) -> None:
     for name, label in sbd_labels.items():
         write_sbd_mat(sbd / "cls" / f"{name}.mat", label)
 
-    assert sbd_to_png.main(["--sbd", str(sbd), "--voc", str(voc)]) == 0
+    assert imas_data(["sbd", "--sbd", str(sbd), "--voc", str(voc)]) == 0
     assert "wrote 3 label files" in capsys.readouterr().out
     aug = voc / "SegmentationClassAug"
     for name, expected in (
@@ -47,21 +45,23 @@ def test_converts_sbd_and_voc_labels(tmp_path: Path, capsys) -> None:
             np.testing.assert_array_equal(np.asarray(image), expected)
         read_label(aug / f"{name}.png", 21)  # what training reads
 
-    assert sbd_to_png.main(["--sbd", str(sbd), "--voc", str(voc)]) == 0  # rerun: nothing to redo
+    assert imas_data(["sbd", "--sbd", str(sbd), "--voc", str(voc)]) == 0  # rerun: nothing to redo
     assert "wrote 0 label files, skipped 3" in capsys.readouterr().out
 
 
 def test_errors(tmp_path: Path, capsys, monkeypatch) -> None:
     voc, sbd = tmp_path / "VOC2012", tmp_path / "dataset"
     make_voc(voc, ["2007_000032"], label_mode="P")
-    assert sbd_to_png.main(["--sbd", str(sbd), "--voc", str(voc)]) == 1
-    assert "dataset/cls does not exist; pass SBD's dataset folder" in capsys.readouterr().err
+    assert imas_data(["sbd", "--sbd", str(sbd), "--voc", str(voc)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "dataset/cls does not exist; pass SBD's dataset folder" in err
+    assert err.count("\n") == 1
 
     (sbd / "cls").mkdir(parents=True)
     (sbd / "cls" / "2009_000001.mat").write_bytes(b"not a mat file")
-    assert sbd_to_png.main(["--sbd", str(sbd), "--voc", str(voc)]) == 1
+    assert imas_data(["sbd", "--sbd", str(sbd), "--voc", str(voc)]) == 2
     assert "2009_000001.mat is not an SBD class label file" in capsys.readouterr().err
 
     monkeypatch.setitem(sys.modules, "scipy.io", None)  # as if scipy were not installed
-    assert sbd_to_png.main(["--sbd", str(sbd), "--voc", str(voc)]) == 1
+    assert imas_data(["sbd", "--sbd", str(sbd), "--voc", str(voc)]) == 2
     assert "needs scipy, which is not installed; run `pip install scipy`" in capsys.readouterr().err

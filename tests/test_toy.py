@@ -29,6 +29,7 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_toy_dataset(tmp_path_factory.mktemp("toy"), seed=0)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_files(toy_root: Path, tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path / "again"), "--seed", "0"]) == 0
     assert dataset_digest(tmp_path / "again") == dataset_digest(toy_root)

@@ -1,15 +1,15 @@
-"""tools/toy_benchmark.py: finished runs are reused, and the table is the mean ± std over seeds."""
+"""tools/toy_benchmark.py: finished runs are reused, the table is the mean ± std over seeds, runs are read
+through imas.rundir.read_run, and bad input is one sentence with exit status 2."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import toy_benchmark  # noqa: E402
+from tools import toy_benchmark
 
 
 def fake_result(out: Path, row: str, seed: int, final: float, best: float) -> None:
@@ -20,6 +20,7 @@ def fake_result(out: Path, row: str, seed: int, final: float, best: float) -> No
     (run_dir / "result.json").write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_table_from_finished_runs(tmp_path, capsys):
     fake_result(tmp_path, "SupOnly", 0, 40.0, 41.0)
     fake_result(tmp_path, "SupOnly", 1, 42.0, 43.0)
@@ -42,6 +43,7 @@ def test_unknown_row_is_one_sentence(capsys):
     assert capsys.readouterr().err.startswith("error: unknown row 'FixMatsch'")
 
 
+@pytest.mark.slow
 def test_finished_run_with_other_settings_is_not_reused(tmp_path, capsys):
     """A result made with another config (here another precision) stops the benchmark with one sentence."""
     fake_result(tmp_path, "SupOnly", 0, 40.0, 41.0)
@@ -49,7 +51,7 @@ def test_finished_run_with_other_settings_is_not_reused(tmp_path, capsys):
     saved = {"train": {"precision": "bf16", "seed": 0, "epochs": 8}, "data": {"root": "data/toy"}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     args = ["--out", str(tmp_path), "--seeds", "0", "--rows", "SupOnly"]
-    assert toy_benchmark.main(args) == 1
+    assert toy_benchmark.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "train.precision is 'bf16' there, 'fp32' now" in err and "delete that folder" in err
@@ -66,3 +68,34 @@ def test_failed_training_is_one_sentence(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("error: exps/toy/suponly.yaml seed 0 failed with exit code 3; see ")
     assert "Traceback" not in err
+
+
+def test_jobs_below_one_is_one_sentence(capsys):
+    assert toy_benchmark.main(["--jobs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --jobs must be at least 1, got 0\n"
+
+
+@pytest.mark.slow
+def test_a_finished_training_is_read_through_the_run_reader(tmp_path, capsys, monkeypatch):
+    """What a training wrote is read with imas.rundir.read_run: the last record of an epoch, a line cut
+    short by a crash skipped, the best evaluation the first of the highest mIoU."""
+
+    def fake_training(command, **kwargs):
+        run_dir = Path(command[command.index("--run-dir") + 1])
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": {"method": "supervised"}}))
+        lines = [
+            {"epoch": 1, "iteration": 4, "model": "student", "miou": 0.30, "iou": {"a": 0.3}},
+            {"epoch": 2, "iteration": 8, "model": "student", "miou": 0.50, "iou": {"a": 0.5}},
+            {"epoch": 3, "iteration": 12, "model": "student", "miou": 0.40, "iou": {"a": 0.4}},
+        ]
+        text = "".join(json.dumps(line) + "\n" for line in lines) + '{"epoch": 4, "itera'
+        (run_dir / "metrics.jsonl").write_text(text)
+        return 0
+
+    monkeypatch.setattr(toy_benchmark.subprocess, "check_call", lambda *a, **k: 0)  # data already there
+    monkeypatch.setattr(toy_benchmark.subprocess, "call", fake_training)
+    args = ["--out", str(tmp_path), "--seeds", "0", "--rows", "SupOnly", "--jobs", "1"]
+    assert toy_benchmark.main(args) == 0
+    result = json.loads((tmp_path / "suponly" / "seed0" / "result.json").read_text())
+    assert result["final_miou"] == 40.0 and result["best_miou"] == 50.0 and result["epochs"] == 3

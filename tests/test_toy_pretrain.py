@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from imas.data.toy import PRETRAIN_CLASSES, TOY_CLASSES, make_pretrain_sample
 from imas.models import build_deeplabv3plus
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import toy_pretrain  # noqa: E402
+from tools import toy_pretrain
 
 
 def test_pretraining_shapes_are_not_segmentation_classes_and_are_deterministic():
@@ -24,6 +21,7 @@ def test_pretraining_shapes_are_not_segmentation_classes_and_are_deterministic()
     assert not np.array_equal(image, make_pretrain_sample(1, 7, size=40)[0])
 
 
+@pytest.mark.slow
 def test_tiny_pretraining_writes_a_backbone_that_loads_strictly(tmp_path, capsys):
     out = tmp_path / "r18.pth"
     args = ["--out", str(out), "--images", "24", "--val-images", "12", "--size", "32", "--steps", "2"]
@@ -38,3 +36,20 @@ def test_tiny_pretraining_writes_a_backbone_that_loads_strictly(tmp_path, capsys
     mtime = out.stat().st_mtime_ns
     assert toy_pretrain.main(args + ["--batch", "8", "--ensure"]) == 0  # same settings: kept
     assert out.stat().st_mtime_ns == mtime and capsys.readouterr().out == ""
+
+
+def test_bad_settings_are_one_sentence_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cases = {
+        ("--steps", "0"): "--steps must be at least 1, got 0",
+        ("--val-images", "-3"): "--val-images must be at least 1, got -3",
+        ("--lr", "0"): "--lr must be positive, got 0.0",
+        ("--out", str(blocker / "r18.pth")): f"--out {blocker / 'r18.pth'} cannot be written",
+    }
+    for extra, message in cases.items():
+        assert toy_pretrain.main(["--out", str(tmp_path / "r18.pth"), *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1, extra
+        assert captured.out == ""
+    assert not (tmp_path / "r18.pth").exists()

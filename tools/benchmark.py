@@ -44,23 +44,19 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from imas.checkpoint import nonfinite_state, saved_state_tensors
-from imas.config import Precision, load_config
+from imas.cli import run_command
+from imas.config import Precision, to_dict
 from imas.dist import DistInfo
-from imas.ema import EMATeacher
-from imas.errors import UserError, user_message
+from imas.experiment import experiment_from_dict, load_experiment
 from imas.hardness import instance_hardness
-from imas.inference import normalize, predict
-from imas.losses import build_supervised_loss
-from imas.methods import METHODS, Method
+from imas.inference import predict
 from imas.models import build_model
+from imas.normalization import normalize
 from imas.precision import (
     AUTOCAST_DTYPES,
-    autocast_context,
     cpu_description,
-    make_grad_scaler,
-    optimizer_step,
 )
-from imas.schedule import make_optimizer
+from imas.train import Trainer, build_trainer, train_step
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,37 +162,25 @@ def random_batches(
 
 def method_step(
     cfg,
-    model: torch.nn.Module,
     labeled: dict[str, torch.Tensor],
     unlabeled: dict[str, torch.Tensor],
     device: torch.device,
-    method: str | None = None,
-) -> tuple[Callable[[], None], Method]:
-    """One training iteration of `method` (default cfg.train.method) as imas.train runs it, on fixed batches:
-    the method's step, the optimiser step under the gradient scaler, and after_step (for iMAS the EMA
-    update, in its past-epoch-0 branch). Returns the step and the method (whose models include an EMA
-    teacher, if it keeps one). Single-network methods only (CPS trains two)."""
-    method_class = METHODS[method or cfg.train.method]
-    if len(method_class.trained) != 1:
-        raise ValueError(
-            f"method {method_class.__name__} trains {len(method_class.trained)} networks, not one"
-        )
-    optimizer = make_optimizer(cfg, [model])
-    scaler = make_grad_scaler(cfg, device)
-    criterion = build_supervised_loss(
-        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
+) -> tuple[Callable[[], None], Trainer]:
+    """One training iteration of cfg.train.method as imas.train runs it, on fixed batches: the trainer
+    imas.train builds (networks without pretrained weights, optimiser, scaler, method) and its train_step
+    (the method's step, the optimiser step under the gradient scaler, after_step: for iMAS the EMA update in
+    its past-epoch-0 branch). Returns the step and the trainer."""
+    trainer = build_trainer(
+        cfg, DistInfo(rank=0, world_size=1, local_rank=0, device=device), pretrained=False
     )
-    runner = method_class(cfg, {"model": model}, criterion, device)
-    nets = {"model": model}
-    batch_u = unlabeled if method_class.uses_unlabeled else None
+    batch_u = unlabeled if trainer.method.uses_unlabeled else None
     iteration = [0]
 
     def step() -> None:
-        optimizer_step(runner.step(nets, labeled, batch_u).loss, optimizer, scaler)
-        runner.after_step(iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        train_step(trainer, labeled, batch_u, iteration[0], epoch=1)  # past epoch 0: the EMA branch
         iteration[0] += 1
 
-    return step, runner
+    return step, trainer
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -215,7 +199,7 @@ def run(args: argparse.Namespace) -> dict:
         overrides.append("data.class_names=[]")  # the config's names belong to its own class count
     if args.channels_last:
         overrides.append("train.channels_last=true")
-    cfg = load_config(args.config, overrides + args.opt)
+    cfg = load_experiment(args.config, overrides + args.opt)
     if args.threads:
         torch.set_num_threads(args.threads)
     use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
@@ -229,7 +213,6 @@ def run(args: argparse.Namespace) -> dict:
         return benchmark_preflight(args) | {"device": device_name(torch.device("cpu"))}
     if args.mode == "data":
         return benchmark_data(args) | {"device": device_name(torch.device("cpu"))}
-    model = build_model(cfg, info, pretrained=False)
     images = torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, device=device)
     labels = torch.randint(0, k, (b, s, s), device=device)
     if cfg.train.channels_last:
@@ -255,18 +238,8 @@ def run(args: argparse.Namespace) -> dict:
     }
 
     if args.mode in ("train", "both"):
-        optimizer = make_optimizer(cfg, [model])
-        scaler = make_grad_scaler(cfg, device)
-        criterion = build_supervised_loss(
-            cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
-        )
-        model.train()
-
-        def train_step() -> None:
-            with autocast_context(cfg, device):
-                outputs = model(normalize(images))
-            optimizer_step(criterion(outputs, labels), optimizer, scaler)
-
+        labeled = {"image": images, "mask": labels}
+        train_step, _ = method_step(as_method(cfg, "supervised"), labeled, labeled, device)
         if use_cuda:
             torch.cuda.reset_peak_memory_stats(device)
         seconds = timed(train_step, args.steps, args.warmup, device)
@@ -275,15 +248,15 @@ def run(args: argparse.Namespace) -> dict:
         if use_cuda:
             result["train_peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         result["train_peak_rss_mib"] = round(rss_mib(), 1)
-        del optimizer, scaler
+        del train_step
 
     if args.mode == "imas":
-        result |= benchmark_imas_step(cfg, model, images, labels, device, args)
+        result |= benchmark_imas_step(cfg, images, labels, device, args)
     if args.mode == "state":
-        result |= benchmark_state_check(cfg, model, info, args)
+        result |= benchmark_state_check(cfg, device, args)
 
     if args.mode in ("eval", "both"):
-        model.eval()
+        model = build_model(cfg, info, pretrained=False).eval()
         one = images[:1]
         dtype = AUTOCAST_DTYPES[cfg.train.precision]
 
@@ -309,10 +282,14 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or 'x86'}, {cpu_description()}, {os.cpu_count()} cores)"
 
 
-def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
+def as_method(cfg, method: str, *overrides: str):
+    """The same config trained by another method: that method's section is the config's own where it has
+    it, else the defaults, then `overrides`."""
+    return experiment_from_dict(to_dict(cfg), [f"train.method={method}", *overrides])
+
+
+def benchmark_imas_step(cfg, images, labels, device, args) -> dict:
     """Seconds per iMAS step and per supervised step on the same labeled batch, and their ratio."""
-    cfg.train.method = "imas"
-    cfg.imas.group_size = min(cfg.imas.group_size, images.shape[0])
     b = images.shape[0]
     labeled = {"image": images, "mask": labels}
     unlabeled = {
@@ -320,9 +297,10 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
         "valid": torch.ones_like(labels, dtype=torch.bool),
         "index": torch.arange(b, device=device),
     }
-    semi_step, _ = method_step(cfg, model, labeled, unlabeled, device)
-    sup_step, _ = method_step(cfg, model, labeled, unlabeled, device, method="supervised")
-    model.train()
+    # CutMix groups no larger than the batch (cfg.imas: the config's own section, or the defaults)
+    imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(cfg.imas.group_size, b)}")
+    semi_step, imas = method_step(imas_cfg, labeled, unlabeled, device)
+    sup_step, _ = method_step(as_method(cfg, "supervised"), labeled, unlabeled, device)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -340,21 +318,27 @@ def benchmark_imas_step(cfg, model, images, labels, device, args) -> dict:
         logits = torch.randn(b, cfg.data.num_classes, *images.shape[-2:], device=device)
         other = logits + torch.randn_like(logits)
         t = timed(
-            lambda: instance_hardness(logits, other, cfg.imas.threshold), args.steps, args.warmup, device
+            lambda: instance_hardness(logits, other, imas.method.settings.threshold),
+            args.steps,
+            args.warmup,
+            device,
         )
         out |= {"hardness_s": round(t, 5), "hardness_share_of_imas_step": round(t / semi, 4)}
     return out
 
 
-def benchmark_state_check(cfg, model, info: DistInfo, args) -> dict:
-    """Seconds for the pre-checkpoint finiteness check of student, teacher and optimiser state."""
-    optimizer = make_optimizer(cfg, [model])
-    for param in model.parameters():
-        param.grad = torch.zeros_like(param)
-    optimizer.step()  # creates the momentum buffers that a checkpoint saves
-    models = {"model": model, "teacher": EMATeacher(model, cfg.imas.ema_decay).module}
+def benchmark_state_check(cfg, device: torch.device, args) -> dict:
+    """Seconds for the pre-checkpoint finiteness check of the iMAS student, teacher and optimiser state
+    (after one step, which creates the momentum buffers a checkpoint saves)."""
+    b, s = cfg.train.batch_size, cfg.data.crop_size
+    labeled, unlabeled = random_batches(b, s, cfg.data.num_classes, device, cfg.train.channels_last)
+    imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(cfg.imas.group_size, b)}")
+    step, trainer = method_step(imas_cfg, labeled, unlabeled, device)
+    step()
+    models, optimizer = trainer.method.models, trainer.optimizer
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     tensors = list(saved_state_tensors(models, optimizer).values())
-    seconds = timed(lambda: nonfinite_state(models, optimizer, info), args.steps, args.warmup, info.device)
+    seconds = timed(lambda: nonfinite_state(models, optimizer, info), args.steps, args.warmup, device)
     return {
         "mode": "state",
         "threads": torch.get_num_threads(),
@@ -528,7 +512,7 @@ def data_config(kind: str, root: Path, ids: list[str], scale: float):
     unlabeled and val split), with every size and resize range times `scale`."""
     for name in ("labeled", "unlabeled", "val"):
         (root / f"{name}.txt").write_text("\n".join(ids) + "\n")
-    cfg = load_config(
+    cfg = load_experiment(
         VOC_CONFIG if kind == "voc" else CITYSCAPES_CONFIG,
         [f"data.root={root}", "model.pretrained="]
         + [f"data.{name}_split={root / f'{name}.txt'}" for name in ("labeled", "unlabeled", "val")],
@@ -707,17 +691,15 @@ def benchmark_hardness(cfg, device: torch.device, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = run(args)
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
+    return run_command(lambda: write_result(run(args), args.output))
+
+
+def write_result(result: dict, output: str | None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
-    return 0
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
 
 
 if __name__ == "__main__":

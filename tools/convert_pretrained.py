@@ -10,7 +10,7 @@ training checkpoint of a segmentation model (a "state_dict" / "model" entry, "mo
 backbone, how many of its tensors the file fills, which are missing or have another shape, and which keys of
 the file it does not use (the ImageNet classifier fc.* is dropped). With --out, a file that fills every
 backbone tensor is written (backbone keys only, atomically); otherwise the exit status is 2 and nothing is
-written.
+written. Bad input (a missing or unreadable file, a depth that cannot be told) is one sentence and exit 2.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-from imas.errors import UserError, user_message
+from imas.cli import on_exit, run_command
+from imas.data.io import check_writable_file
+from imas.errors import UserError
 from imas.models import BACKBONES, STEMS
 from imas.models.pretrained import mismatch_hint, read_state_dict
 
@@ -63,12 +65,10 @@ def run(args: argparse.Namespace) -> int:
     guessed, guessed_stem = guess(tensors)
     backbone, stem = args.backbone or guessed, args.stem or guessed_stem
     if backbone is None:
-        print(
-            f"error: cannot tell the ResNet depth of {args.checkpoint} from its keys (no layer3 blocks of "
-            f"ResNet-18/50/101); pass --backbone",
-            file=sys.stderr,
+        raise UserError(
+            f"cannot tell the ResNet depth of {args.checkpoint} from its keys (no layer3 blocks of "
+            "ResNet-18/50/101); pass --backbone"
         )
-        return 2
     result = compare(tensors, backbone, stem)
     total = len(result["filled"]) + len(result["missing"]) + len(result["wrong_shape"])
     print(f"{args.checkpoint}: {len(tensors)} tensors; as {backbone} with the {stem} stem:")
@@ -84,14 +84,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         return 0 if complete else 2
     if not complete:
-        print(
-            f"error: nothing written to {args.out}: the file does not fill {backbone} ({stem})",
-            file=sys.stderr,
-        )
-        return 2
+        raise UserError(f"nothing written to {args.out}: the file does not fill {backbone} ({stem})")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_file(out, "--out")
     temp = out.with_name(f".{out.name}.tmp")
+    on_exit(temp)  # a stop while writing leaves no half file
     torch.save({k: tensors[k] for k in result["filled"]}, temp)
     os.replace(temp, out)
     print(f"wrote {out}: use model.backbone: {backbone}, model.stem: {stem}, model.pretrained: {out}")
@@ -99,11 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(parse_args(argv))
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
+    return run_command(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

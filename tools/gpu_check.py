@@ -1,7 +1,7 @@
 """Everything a GPU must show about this code, as one command that ends within minutes and writes as it goes.
 
-    python tools/gpu_check.py --out benchmarks/gpu_h100.json       # one CUDA GPU, at most about 7 minutes
-    python tools/gpu_check.py --dry-run --out /tmp/gpu_check.json  # the same on the CPU with tiny shapes
+    python -m tools.gpu_check --out benchmarks/gpu_h100.json       # one CUDA GPU, at most about 7 minutes
+    python -m tools.gpu_check --dry-run --out /tmp/gpu_check.json  # the same on the CPU with tiny shapes
 
 GPUs are lent rarely and briefly, so the checks are prepared here and run there in one go. The rows run in
 order of importance under a global deadline (--deadline) and each under its own time budget; the JSON is
@@ -56,18 +56,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import benchmark
 import numpy as np
 import torch
 
-from imas.config import load_config
+from imas.cli import run_command
 from imas.dist import DistInfo
-from imas.ema import EMATeacher
-from imas.errors import UserError, user_message
+from imas.errors import UserError
+from imas.experiment import load_experiment
 from imas.hardness import instance_hardness
-from imas.inference import inference_options, normalize, predict
+from imas.inference import inference_options, predict
 from imas.models import build_model
+from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES, cpu_description
+from imas.train import build_trainer
+from tools import benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 VOC_IMAS = REPO / "exps/pascal/blended/r101_1323/imas.yaml"
@@ -350,7 +352,7 @@ def step_row(
         crop = getattr(scale, crop_key)
         overrides = scale.overrides(method, batch, crop)
         overrides += [f"train.precision={precision}", f"train.channels_last={str(channels_last).lower()}"]
-        cfg = load_config(config, overrides)
+        cfg = load_experiment(config, overrides)
         out: dict[str, Any] = {
             "config": config.relative_to(REPO).as_posix(),
             "method": method,
@@ -360,20 +362,18 @@ def step_row(
             "channels_last": channels_last,
             "compiled": compiled,
         }
-        torch.manual_seed(0)
-        model = build_model(cfg, DistInfo(0, 1, 0, device), pretrained=False)
         labeled, unlabeled = benchmark.random_batches(
             batch, crop, cfg.data.num_classes, device, channels_last
         )
-        step, runner = benchmark.method_step(cfg, model, labeled, unlabeled, device)
-        model.train()
+        step, trainer = benchmark.method_step(cfg, labeled, unlabeled, device)
         warmup = scale.compile_warmup if compiled else scale.warmup
         if compiled:
             from torch import _dynamo
 
             _dynamo.reset()
             before = dynamo_counts()
-            modules = list(runner.models.values())  # the student, and the EMA teacher where there is one
+            # the student, and the EMA teacher where there is one
+            modules = list(trainer.method.models.values())
             for module in modules:
                 module.compile(backend=scale.compile_backend)
         ctx.partial |= {"call_s": []}
@@ -390,7 +390,7 @@ def step_row(
         free_memory(device)
         times, warm = benchmark.step_times(logged, scale.steps, warmup, device)
         out |= timing(times, warm) | peak(device)
-        out["images_per_s"] = round(batch * (2 if runner.uses_unlabeled else 1) / out["step_s"], 1)
+        out["images_per_s"] = round(batch * (2 if trainer.method.uses_unlabeled else 1) / out["step_s"], 1)
         if compiled:
             after = dynamo_counts()
             compiles = after[0] - before[0]
@@ -438,10 +438,10 @@ def shares_row(ctx: Context) -> dict[str, Any]:
     """Hardness and EMA update alone at the 16 + 16 shapes, and their shares of the fastest iMAS step."""
     scale, device = ctx.scale, ctx.scale.device
     batch, crop = scale.batches[1], scale.voc_crop
-    cfg = load_config(VOC_IMAS, scale.overrides("imas", batch, crop))
+    cfg = load_experiment(VOC_IMAS, scale.overrides("imas", batch, crop))
     hard = hardness_times(batch, cfg.data.num_classes, crop, cfg.imas.threshold, scale)
-    model = build_model(cfg, DistInfo(0, 1, 0, device), pretrained=False)
-    ema = EMATeacher(model, cfg.imas.ema_decay)
+    trainer = build_trainer(cfg, DistInfo(0, 1, 0, device), pretrained=False)
+    model, ema = trainer.trained["model"], trainer.method.teacher
     ema_times, _ = benchmark.step_times(lambda: ema.update(model, 1000, epoch=1), scale.steps, 2, device)
     out: dict[str, Any] = {
         "batch": batch,
@@ -477,7 +477,7 @@ def eval_row(
         scale, device = ctx.scale, ctx.scale.device
         overrides = scale.overrides("imas", scale.batches[0], scale.voc_crop)  # both are iMAS configs
         overrides += [f"train.precision={precision}", f"eval.window={scale.window}"]
-        cfg = load_config(config, overrides)
+        cfg = load_experiment(config, overrides)
         h, w = getattr(scale, image_key)
         model = build_model(cfg, DistInfo(0, 1, 0, device), pretrained=False).eval()
         options = inference_options(cfg)
@@ -785,23 +785,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
-    try:
-        scale = make_scale(args.dry_run, args.deadline, args.torchrun_procs)
-        rows = [r for r in plan(scale) if not args.only or any(text in r.name for text in args.only)]
-        if not rows:
-            names = ", ".join(repr(text) for text in args.only)
-            raise UserError(
-                f"--only {names} matches no row (names are like 'voc iMAS 16 + 16 bf16', 'torchrun')"
-            )
-        if args.torchrun_procs < 1:
-            raise UserError(f"--torchrun-procs must be at least 1, got {args.torchrun_procs}")
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
+    return run_command(lambda: check(args, started, argv))
+
+
+def check(args: argparse.Namespace, started: float, argv: list[str] | None) -> int:
+    """Every planned row (or those --only names); 1 if a row failed."""
+    scale = make_scale(args.dry_run, args.deadline, args.torchrun_procs)
+    rows = [r for r in plan(scale) if not args.only or any(text in r.name for text in args.only)]
+    if not rows:
+        names = ", ".join(repr(text) for text in args.only)
+        raise UserError(f"--only {names} matches no row (names are like 'voc iMAS 16 + 16 bf16', 'torchrun')")
+    if args.torchrun_procs < 1:
+        raise UserError(f"--torchrun-procs must be at least 1, got {args.torchrun_procs}")
     torch.backends.cudnn.benchmark = True  # as imas.train runs (train.deterministic false)
     if scale.dry_run:
         torch.set_num_threads(1)
-    command = " ".join(["python", "tools/gpu_check.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m tools.gpu_check", *(sys.argv[1:] if argv is None else argv)])
     report = run_rows(rows, scale, Path(args.out), started, command)
     print()
     print(table(report))

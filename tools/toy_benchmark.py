@@ -9,7 +9,11 @@ are deleted once the run is done unless --keep-checkpoints). `--jobs` runs that 
 CPU threads split between them. A finished run (its result.json exists) is not trained again, so an
 interrupted benchmark resumes where it stopped. The table (OUT/results.md) and the raw numbers
 (OUT/results.json) give, per config, the mean ± std over seeds of the final and the best teacher mIoU
-(student mIoU for SupOnly) and of the wall time.
+(student mIoU for SupOnly) and of the wall time (of the whole training process). Runs are read through
+imas.rundir.read_run, like imas-report and imas-compare read them.
+
+Exit status 0; 1 when a training fails; 2 with one sentence on stderr for bad input (an unknown row, a bad
+--opt, a finished run made under other settings).
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
-
-from imas.config import load_config, to_dict  # neither imports torch
-from imas.errors import UserError
+from imas.cli import run_command
+from imas.config import load_config, to_dict  # none of these imports torch
+from imas.errors import RunDirError, UserError
+from imas.rundir import best_record, miou_of, read_run
 
 REPO = Path(__file__).resolve().parents[1]  # the configs' paths are relative to the checkout
 
@@ -70,7 +74,7 @@ def run_name(config: str) -> str:
 
 
 class BenchmarkError(Exception):
-    """A training failed, or a finished run was made with other settings: one sentence for the user."""
+    """A training (or the preparation of its data) failed: one sentence for the user, exit status 1."""
 
 
 def run_options(args: argparse.Namespace) -> list[str]:
@@ -82,10 +86,9 @@ def config_difference(run_dir: Path, config: str, seed: int, opts: list[str]) ->
     """How the resolved config a finished run saved differs from what this invocation would train, e.g.
     "train.precision is bf16 there, fp32 now"; None if they agree (keys only one side has are skipped:
     they were added to, or removed from, the config schema in between)."""
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
+    if not (run_dir / "config.yaml").is_file():
         return None
-    saved = yaml.safe_load(saved_file.read_text()) or {}
+    saved = read_run(run_dir, per_image=False).config
     wanted = to_dict(load_config(REPO / config, opts))
     wanted["train"]["seed"] = seed
     for section, values in wanted.items():
@@ -104,7 +107,7 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     if result_file.is_file():
         difference = config_difference(run_dir, config, seed, run_options(args))
         if difference:
-            raise BenchmarkError(
+            raise RunDirError(
                 f"{run_dir} was trained with other settings ({difference}): delete that folder to train it "
                 "again, or choose another --out"
             )
@@ -132,12 +135,14 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     wall = time.perf_counter() - start
     if code != 0:
         raise BenchmarkError(f"{config} seed {seed} failed with exit code {code}; see {run_dir}/stdout.txt")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_run(run_dir, per_image=False).evaluations
+    if not records:
+        raise BenchmarkError(f"{config} seed {seed} recorded no evaluation; see {run_dir}/stdout.txt")
     result = {
         "config": config,
         "seed": seed,
-        "final_miou": 100 * records[-1]["miou"],
-        "best_miou": 100 * max(r["miou"] for r in records),
+        "final_miou": 100 * miou_of(records[-1]),
+        "best_miou": 100 * miou_of(best_record(records)),
         "epochs": records[-1]["epoch"],
         "model": records[-1]["model"],
         "wall_s": round(wall, 1),
@@ -185,31 +190,33 @@ def table(rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace) -> None:
+    """The toy data and its pretrained backbone, made once (kept when already current)."""
+    steps = [
+        [sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"],
+        [sys.executable, "tools/toy_pretrain.py", "--ensure"],
+    ]
+    for command in steps:
+        try:
+            subprocess.check_call(command, cwd=REPO)
+        except subprocess.CalledProcessError as exc:
+            raise BenchmarkError(f"{' '.join(command[1:])} failed with exit code {exc.returncode}") from None
+
+
+def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
     unknown = [row for row in args.rows if row not in CONFIGS]
     if unknown:
-        print(f"error: unknown row {unknown[0]!r}; the rows are: {', '.join(CONFIGS)}", file=sys.stderr)
-        return 2
+        raise UserError(f"unknown row {unknown[0]!r}; the rows are: {', '.join(CONFIGS)}")
     if args.jobs < 1:
-        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     work = [(CONFIGS[row], seed) for row in args.rows for seed in args.seeds]
     if any(not (out / run_name(c) / f"seed{s}" / "result.json").is_file() for c, s in work):
-        # The toy data and its pretrained backbone, made once (kept when already current).
-        subprocess.check_call(
-            [sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"], cwd=REPO
-        )
-        subprocess.check_call([sys.executable, "tools/toy_pretrain.py", "--ensure"], cwd=REPO)
+        prepare(args)
     start = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda job: train_one(*job, out, threads, args), work))
-    except (BenchmarkError, UserError) as exc:  # UserError: a bad --opt, found when resolving a config
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda job: train_one(*job, out, threads, args), work))
     total = time.perf_counter() - start
     rows = {row: [r for r in results if r["config"] == CONFIGS[row]] for row in args.rows}
     header = (
@@ -226,6 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body() -> int:
+        args = parse_args(argv)
+        try:
+            return benchmark(args, argv)
+        except BenchmarkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ without native bf16: see imas.precision.precision_warning); the images are gener
 (deterministic, ``imas.data.toy.make_pretrain_sample``). The backbone's state_dict (the standard-stem key
 layout of ``model.pretrained``; the head is dropped) is written atomically, and the accuracy on held-out
 images is printed and stored in a JSON file beside it. Its run time is in docs/performance.md.
+Exit status 0, or 2 with one sentence on stderr for bad input.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imas.cli import on_exit, run_command
+from imas.data.io import check_writable_file
 from imas.data.toy import PRETRAIN_CLASSES, make_pretrain_sample
-from imas.inference import normalize
+from imas.errors import UserError
 from imas.models.resnet import resnet18
+from imas.normalization import normalize
 from imas.schedule import poly_lr
 
 VERSION = "2"  # bump when the recipe below changes, so --ensure retrains
@@ -119,27 +123,53 @@ def pretrain(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(out.name + ".tmp")
+    on_exit(temp)  # a stop while writing leaves no half file
     torch.save(model.backbone.state_dict(), temp)
     os.replace(temp, out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """Sizes that cannot train are one sentence, and so is an --out that cannot be written, before the
+    work."""
+    for name in ("images", "val_images", "size", "steps", "batch", "width"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise UserError(f"--lr must be positive, got {args.lr}")
+    check_writable_file(Path(args.out), "--out")
+
+
+def up_to_date(args: argparse.Namespace) -> bool:
+    """Whether --out was made with these settings (its JSON record beside it says so)."""
     record = Path(args.out).with_suffix(".json")
-    if args.ensure and Path(args.out).is_file() and record.is_file():
+    if not (Path(args.out).is_file() and record.is_file()):
+        return False
+    try:
         done = json.loads(record.read_text())
-        done.setdefault("width", 64)  # records from before --width existed were all made at width 64
-        if {k: done.get(k) for k in settings(args)} == settings(args):
-            return 0
+    except (OSError, ValueError):
+        return False
+    if not isinstance(done, dict):
+        return False
+    done.setdefault("width", 64)  # records from before --width existed were all made at width 64
+    return {k: done.get(k) for k in settings(args)} == settings(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    check_args(args)
+    if args.ensure and up_to_date(args):
+        return
     result = pretrain(args)
     print(
         f"wrote {args.out}: held-out accuracy {100 * result['val_accuracy']:.1f}% on "
         f"{len(PRETRAIN_CLASSES)} shapes ({100 / len(PRETRAIN_CLASSES):.1f}% is chance) "
         f"in {result['seconds']} s"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 ``check_data`` is what training calls: it raises one DataError sentence for the first problem (with a count
 of the others), and returns warnings for findings that a run survives. ``scan_data`` does the work and keeps
-every finding; tools/check_dataset.py prints all of them.
+every finding; `imas-data check` prints all of them.
 
 What is read, per split (the cost per entry is measured by `tools/benchmark.py --mode preflight`, see
 docs/reliability.md):
@@ -42,7 +42,7 @@ from imas.errors import DataError, user_message
 
 log = logging.getLogger(__name__)
 
-# Kinds of finding (also the headings of tools/check_dataset.py's report).
+# Kinds of finding (also the headings of `imas-data check`'s report).
 MISSING = "missing file"
 CORRUPT = "corrupt file"
 NOT_INDEX = "label not an index image"
@@ -133,7 +133,7 @@ def check_data(
         first = fatal[0]
         where = f"{first.split} split: " if first.split else ""
         more = (
-            f"; {len(fatal) - 1} more problem{'s' if len(fatal) > 2 else ''}: run tools/check_dataset.py "
+            f"; {len(fatal) - 1} more problem{'s' if len(fatal) > 2 else ''}: run imas-data check "
             "on this config for the full list"
             if len(fatal) > 1
             else ""

@@ -14,9 +14,7 @@ from PIL import Image
 
 from imas.config import DataConfig, ResizeRule
 from imas.data.classes import IGNORE_INDEX
-
-# ImageNet mean x 255, rounded: padded pixels become exactly 0 after normalisation (to within rounding).
-MEAN_RGB_UINT8 = (124, 116, 104)
+from imas.normalization import MEAN_RGB_UINT8
 
 
 def _randint(low: int, high: int) -> int:

@@ -1,13 +1,15 @@
 """The training methods, by the name `train.method` takes: one module each, one entry here.
 
 To add a method: a module with a `Method` subclass (imas/methods/base.py states the contract), its settings
-section in imas/config.py (a dataclass, a field of Config, its name in METHOD_SECTIONS) and an entry below;
-docs/extending.md walks through it.
+section in imas/config/schema.py (a dataclass, a field of Config, its name in METHOD_SECTIONS) and an entry
+below; docs/extending.md walks through it.
 """
 
 from __future__ import annotations
 
-from imas.methods.base import LABELS, Method, StepOutput
+from imas.config import Config, short_repr
+from imas.errors import ConfigError
+from imas.methods.base import Method, StepOutput
 from imas.methods.cps import CPS
 from imas.methods.fixmatch import FixMatch
 from imas.methods.imas import IMAS
@@ -24,4 +26,22 @@ METHODS: dict[str, type[Method]] = {
     "cps": CPS,
 }
 
-__all__ = ["LABELS", "METHODS", "Method", "StepOutput"]
+__all__ = ["METHODS", "Method", "StepOutput", "check_method"]
+
+
+def check_method(cfg: Config) -> None:
+    """Refuse a train.method that is not in METHODS, or a config it cannot train: a batch smaller than its
+    forwards work with, no unlabeled split for a method that reads one. One ConfigError sentence."""
+    t = cfg.train
+    if t.method not in METHODS:
+        raise ConfigError(
+            f"train.method {short_repr(t.method)} is unknown; valid methods: {', '.join(METHODS)}"
+        )
+    method, smallest = METHODS[t.method], METHODS[t.method].min_batch_size
+    if t.batch_size < smallest:
+        raise ConfigError(
+            f"train.method {t.method} needs train.batch_size >= {smallest} (a training forward of one image "
+            f"cannot normalise the ASPP's pooled features), got {t.batch_size}"
+        )
+    if method.uses_unlabeled and not cfg.data.unlabeled_split:
+        raise ConfigError(f"train.method {t.method} needs an unlabeled split: set data.unlabeled_split")

@@ -7,10 +7,12 @@ A method declares, as class attributes, what the loop must provide and keep:
 - `trained`: the checkpoint keys of the models the optimiser trains; the loop builds them, in this order,
   from one seed each (the first from train.seed itself), wraps them in DDP and hands both forms to `step`;
 - `evaluated`: the models evaluated at each evaluation, the reported one first (its mIoU is eval/miou, picks
-  best.pth and is what metrics.jsonl records);
+  best.pth and is what metrics.jsonl records): the teacher where the method keeps one, else "model", the
+  rule by which imas.networks.reported_key reads a checkpoint;
 - `per_image`: names of the per-unlabeled-image values its steps return ("hardness" feeds the per-image
   history and the hardness histogram);
-- `min_batch_size`: the smallest train.batch_size its forwards work with (the config checks it).
+- `min_batch_size`: the smallest train.batch_size its forwards work with (imas.methods.check_method checks
+  it when a command loads a config).
 
 and implements `step` (one iteration's loss and what to log) and, when it keeps models outside the optimiser
 (an EMA teacher), `after_step`. Everything else (checkpoints, resume, DDP, SyncBN, AMP, logging, panels, the
@@ -27,10 +29,6 @@ from torch import nn
 
 from imas.config import Config
 from imas.losses import SupervisedLoss
-
-# What logs and metrics call each model key: the checkpoint keys stay the same across methods, so that
-# imas-eval and imas-predict read any run's checkpoint.
-LABELS = {"model": "student", "teacher": "teacher", "model2": "second network"}
 
 
 @dataclass

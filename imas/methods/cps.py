@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from imas import cutmix
-from imas.inference import normalize
 from imas.methods.base import Method, StepOutput, labeled_part, main_logits
+from imas.normalization import normalize
 from imas.precision import autocast_context
 
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from imas import augment, cutmix
-from imas.inference import normalize
 from imas.losses import confident_pixel_loss
 from imas.methods.base import Method, StepOutput, labeled_part, main_logits
+from imas.normalization import normalize
 from imas.precision import autocast_context
 
 

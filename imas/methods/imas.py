@@ -22,9 +22,9 @@ from imas import augment, cutmix
 from imas.config import Adaptation, Config, CutMixTrigger, TeacherStudentConfig, Weighting
 from imas.ema import EMATeacher
 from imas.hardness import instance_hardness
-from imas.inference import normalize
 from imas.losses import SupervisedLoss, unsupervised_loss
 from imas.methods.base import Method, StepOutput
+from imas.normalization import normalize
 from imas.precision import autocast_context
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imas.inference import normalize
 from imas.methods.base import Method, StepOutput
+from imas.normalization import normalize
 from imas.precision import autocast_context
 
 

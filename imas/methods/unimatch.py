@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from imas import cutmix
-from imas.inference import normalize
 from imas.losses import confident_pixel_loss
 from imas.methods.base import Method, StepOutput, labeled_part, main_logits
 from imas.methods.fixmatch import cutmix_strong_view, pseudo_labels
+from imas.normalization import normalize
 from imas.precision import autocast_context
 
 

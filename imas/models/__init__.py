@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imas.config import Config
+from imas.config import Config, ModelConfig, short_repr
 from imas.dist import DistInfo
+from imas.errors import ConfigError
 from imas.models.deeplabv3plus import DeepLabV3Plus
 from imas.models.pretrained import LoadReport, load_backbone_weights
 from imas.models.resnet import ResNet, resnet18, resnet50, resnet101
@@ -23,8 +24,17 @@ __all__ = [
     "ResNet",
     "build_deeplabv3plus",
     "build_model",
+    "check_backbone",
     "load_backbone_weights",
 ]
+
+
+def check_backbone(m: ModelConfig) -> None:
+    """Refuse a model.backbone that is not in BACKBONES: one ConfigError sentence naming the valid ones."""
+    if m.backbone not in BACKBONES:
+        raise ConfigError(
+            f"model.backbone {short_repr(m.backbone)} is unknown; valid backbones: {', '.join(BACKBONES)}"
+        )
 
 
 def build_deeplabv3plus(

@@ -1,8 +1,9 @@
 """One table comparing training runs: method, config, best and final mIoU, per-class IoU and wall time.
 
-    python tools/compare.py RUN_DIR [RUN_DIR ...] [--csv out.csv]
+    imas-compare RUN_DIR [RUN_DIR ...] [--csv out.csv]
 
-Prints a markdown table, one row per run in the order given:
+Prints a markdown table, one row per run in the order given, every number read through
+imas.rundir.read_run:
 
 - run: the run directory; method: train.method of its config.yaml;
 - config: the experiment config the run was trained from where the run records it (result.json, which
@@ -12,10 +13,10 @@ Prints a markdown table, one row per run in the order given:
 - best mIoU and its epoch, final mIoU (the last evaluation), in percent, from metrics.jsonl;
 - one column per class, named by the class names metrics.jsonl records: the reported model's IoU at its best
   evaluation (the models best.pth holds), in percent;
-- wall time and its source. Training records no duration of its own, so: result.json's wall_s where present
-  (tools/toy_benchmark.py times the whole training process); else train.log's timestamps, from each start
-  of the run (its "run ... on ..." line) to the last line before the next start, summed over the attempts of
-  a resumed run so that the time it spent stopped does not count (to the second); else n/a.
+- wall time and its source: the training time the run records (wall_s of metrics.jsonl and
+  train_scalars.jsonl, resumed attempts summed, the time between them not counted); for a run written
+  before those records, result.json's wall_s (tools/toy_benchmark.py times the whole training process), else
+  the span of train.log's timestamps over its attempts (to the second); else n/a.
 
 --csv writes the same table as CSV: the numbers at full precision (still percent), the wall time in seconds.
 Runs evaluated on different class lists (other datasets) have no common per-class columns: that, a missing
@@ -27,27 +28,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import re
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import yaml
-
-from imas.errors import UserError, user_message
+from imas.cli import run_command
+from imas.errors import UserError
 from imas.logging import format_duration
-from imas.rundir import best_record, check_existing_run, miou_of, read_evaluations
-
-# "2026-12-02 03:23:18 INFO run training-imas-logs/toy/imas/seed0 on cpu x 1 (fp32)"
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) [A-Z]+ (.*)$")
-RUN_START = re.compile(r"^run .+ on \S+ x \d+")
+from imas.rundir import RunRecord, best_record, miou_of, read_run
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="imas-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories")
     p.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV here")
     return p.parse_args(argv)
@@ -70,84 +65,21 @@ class Row:
     wall_source: str
 
 
-def read_method(run_dir: Path) -> str:
-    """train.method of the run's config.yaml. Read as plain YAML, not validated: a run made by another
-    version of the code (other keys) still compares."""
-    path = run_dir / "config.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path} cannot be read as a config ({type(exc).__name__})") from None
-    train = raw.get("train") if isinstance(raw, dict) else None
-    if not isinstance(train, dict):
-        raise UserError(f"{path} has no train section")
-    return str(train.get("method", "supervised"))  # the default of imas.config.TrainConfig
-
-
-def train_log_seconds(text: str) -> float | None:
-    """Seconds of training that train.log's timestamps span: each attempt from its "run ... on ..." line to
-    its last stamped line, summed (a resumed run's stop does not count). None when nothing is stamped."""
-    total, start, last = 0.0, None, None
-    for line in text.splitlines():
-        match = LOG_LINE.match(line)
-        if not match:
-            continue  # an evaluation table's rows, say
-        try:
-            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
-        except ValueError:
-            continue
-        if RUN_START.match(match.group(2)) and start is not None and last is not None:
-            total += (last - start).total_seconds()
-            start = None
-        if start is None:
-            start = stamp
-        last = stamp
-    if start is None or last is None:
-        return None
-    return total + (last - start).total_seconds()
-
-
-def wall_time(run_dir: Path) -> tuple[float | None, str]:
-    """(seconds, source): result.json's wall_s, else train.log's timestamps, else (None, "n/a")."""
-    result = run_dir / "result.json"
-    if result.is_file():
-        try:
-            return float(json.loads(result.read_text(encoding="utf-8"))["wall_s"]), "result.json"
-        except (ValueError, KeyError, TypeError):
-            pass
-    log = run_dir / "train.log"
-    if log.is_file():
-        seconds = train_log_seconds(log.read_text(encoding="utf-8", errors="replace"))
-        if seconds is not None:
-            return seconds, "train.log"
-    return None, "n/a"
-
-
-def experiment_config(run_dir: Path) -> str:
+def experiment_config(run: RunRecord) -> str:
     """The experiment YAML named in result.json (tools/toy_benchmark.py), else RUN_DIR/config.yaml."""
-    result = run_dir / "result.json"
-    if result.is_file():
-        try:
-            config = json.loads(result.read_text(encoding="utf-8"))["config"]
-            if isinstance(config, str) and config:
-                return config
-        except (ValueError, KeyError, TypeError):
-            pass
-    return str(run_dir / "config.yaml")
+    config = (run.result or {}).get("config")
+    return config if isinstance(config, str) and config else str(run.run_dir / "config.yaml")
 
 
 def read_row(run_dir: Path) -> Row:
-    check_existing_run(run_dir)
-    method = read_method(run_dir)
-    records = read_evaluations(run_dir)
-    if not records:
+    run = read_run(run_dir, per_image=False)
+    if not run.evaluations:
         raise UserError(f"{run_dir} has no evaluation in metrics.jsonl yet")
-    best, last = best_record(records), records[-1]
-    seconds, source = wall_time(run_dir)
+    best, last = best_record(run.evaluations), run.evaluations[-1]
     return Row(
         run=str(run_dir),
-        method=method,
-        config=experiment_config(run_dir),
+        method=run.method,
+        config=experiment_config(run),
         model=str(best.get("model", "student")),
         best_miou=100 * miou_of(best),
         best_epoch=int(best["epoch"]),
@@ -156,8 +88,8 @@ def read_row(run_dir: Path) -> Row:
         iou={
             name: 100 * (math.nan if value is None else float(value)) for name, value in best["iou"].items()
         },
-        wall_s=seconds,
-        wall_source=source,
+        wall_s=run.wall_s,
+        wall_source=run.wall_source,
     )
 
 
@@ -232,16 +164,12 @@ def run(args: argparse.Namespace) -> str:
     return markdown(rows, names)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        table = run(args)
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
-    print(table)
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    def body() -> None:
+        print(run(parse_args(argv)))
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

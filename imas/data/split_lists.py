@@ -1,8 +1,8 @@
-"""Write labeled / unlabeled / val split lists for the published protocols, with a manifest.
+"""Labeled / unlabeled / val split lists for the published protocols, with a manifest (`imas-data splits`).
 
-    python tools/make_splits.py pascal --voc data/VOCdevkit/VOC2012 [--sbd data/benchmark_RELEASE/dataset]
-    python tools/make_splits.py cityscapes --root data/cityscapes
-    (options: --out splits/<dataset>  --seed 0  --sizes N N ...)
+    imas-data splits pascal --voc data/VOCdevkit/VOC2012 [--sbd data/benchmark_RELEASE/dataset]
+    imas-data splits cityscapes --root data/cityscapes
+    (options: --out splits/<dataset>  --seed 0  --classic N ...  --blended N ...  --sizes N N ...)
 
 Pascal VOC 2012 (method.md §6):
   val      the 1449 ids of ImageSets/Segmentation/val.txt
@@ -24,11 +24,9 @@ the CPS family's lists for VOC and U2PL's for Cityscapes, which can be dropped i
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
-import sys
 from pathlib import Path
 
 from imas.data.layouts import CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX
@@ -55,7 +53,7 @@ def pascal_pools(voc: Path, sbd: Path | None) -> dict[str, list[str]]:
         if not aug.is_dir():
             raise DataError(
                 f"{aug} does not exist; give --sbd (the SBD dataset folder holding train.txt and val.txt) "
-                "or put the SegmentationClassAug labels there first (tools/sbd_to_png.py)"
+                "or put the SegmentationClassAug labels there first (imas-data sbd)"
             )
         extra = [path.stem for path in aug.glob("*.png")]
     train_aug = sorted((set(fine) | set(extra)) - set(val))
@@ -143,41 +141,6 @@ def make_cityscapes(root: Path, out: Path, seed: int, sizes: list[int]) -> dict:
     return manifest
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=["pascal", "cityscapes"])
-    p.add_argument("--voc", type=Path, help="pascal: the VOC2012 folder (JPEGImages/, ImageSets/, ...)")
-    p.add_argument("--sbd", type=Path, help="pascal: SBD's dataset folder (train.txt, val.txt, cls/)")
-    p.add_argument("--root", type=Path, help="cityscapes: the folder holding leftImg8bit/ and gtFine/")
-    p.add_argument("--out", type=Path, help="output folder (default: splits/<dataset>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--classic", type=int, nargs="+", default=PASCAL_SIZES["classic"], metavar="N")
-    p.add_argument("--blended", type=int, nargs="+", default=PASCAL_SIZES["blended"], metavar="N")
-    p.add_argument("--sizes", type=int, nargs="+", default=CITYSCAPES_SIZES, metavar="N", help="cityscapes")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = args.out or Path("splits") / args.dataset
-    try:
-        if args.dataset == "pascal":
-            if args.voc is None:
-                raise DataError("pascal splits need --voc, the VOC2012 folder")
-            sizes = {"classic": args.classic, "blended": args.blended}
-            manifest = make_pascal(args.voc, args.sbd, out, args.seed, sizes)
-        else:
-            if args.root is None:
-                raise DataError("cityscapes splits need --root, the folder holding leftImg8bit/")
-            manifest = make_cityscapes(args.root, out, args.seed, args.sizes)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def write_manifest(out: Path, manifest: dict) -> None:
+    """<out>/manifest.json: the seed, the pool sizes, and the count and sha256 of every list."""
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    pools = ", ".join(f"{k} {v}" for k, v in manifest["pools"].items())
-    print(f"wrote {len(manifest['lists'])} lists to {out} (seed {args.seed}; pools: {pools})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

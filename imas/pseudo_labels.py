@@ -1,6 +1,6 @@
 """How good would a checkpoint's pseudo-labels be? Coverage and precision of its confident pixels, per class.
 
-    python tools/pseudo_label_quality.py --config exps/toy/imas.yaml --checkpoint runs/toy/imas/latest.pth \
+    imas-pseudo-labels --config exps/toy/imas.yaml --checkpoint runs/toy/imas/latest.pth \
         [--model teacher|student] [--split val|unlabeled|labeled] [--threshold 0.95] [--limit N] [--output F]
 
 iMAS trains the student on the teacher's pseudo-labels wherever the teacher's confidence is at least tau
@@ -10,31 +10,38 @@ as the toy's are) this counts, per ground-truth class, the share of its pixels w
 ones, the coverage and the precision of the confident pixels; and the share of non-background pixels
 confidently called background (class 0), the usual direction of confirmation bias. Prediction follows
 the config's eval section (whole or sliding, scales, flip). Unlabeled entries without a mask are skipped.
+Exit status 0, or 2 with one sentence on stderr for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from imas.checkpoint import load_checkpoint
-from imas.config import EvalModel, load_config
+from imas.cli import run_command
+from imas.config import EvalModel
 from imas.data import class_names
-from imas.data.io import read_image, read_label
+from imas.data.io import check_writable_file, read_image, read_label
 from imas.data.layouts import resolve_entries
 from imas.data.splits import read_split
 from imas.dist import init_distributed
-from imas.errors import UserError, user_message
-from imas.inference import inference_options, load_trained_model, normalize, predict
+from imas.errors import UserError
+from imas.experiment import load_experiment
+from imas.inference import inference_options, predict
+from imas.networks import load_trained_model
+from imas.normalization import normalize
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="imas-pseudo-labels", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--model", choices=[m.value for m in EvalModel], default="teacher")
@@ -88,10 +95,14 @@ def summarize(confusion: np.ndarray, gt_count: np.ndarray, names: list[str]) -> 
 
 
 def run(args: argparse.Namespace) -> dict:
-    cfg = load_config(args.config, args.opt)
+    cfg = load_experiment(args.config, args.opt)
     threshold = cfg.imas.threshold if args.threshold is None else args.threshold
     if not 0 < threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {threshold}")
+    if args.limit < 0:
+        raise UserError(f"--limit must be >= 0 (0: every image), got {args.limit}")
+    if args.output:
+        check_writable_file(Path(args.output), "--output")  # before the work, not after it
     split_file = {
         "val": cfg.data.val_split,
         "unlabeled": cfg.data.unlabeled_split,
@@ -151,18 +162,24 @@ def print_report(result: dict) -> None:
     print(f"object pixels confidently called background: {pct(result['object_called_background']).strip()} %")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def write_output(path: str, result: dict) -> None:
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def body() -> None:
+        args = parse_args(argv)
         result = run(args)
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
-    print_report(result)
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+        print_report(result)
+        if args.output:
+            write_output(args.output, result)
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

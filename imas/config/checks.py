@@ -1,0 +1,168 @@
+"""Cross-field checks of a built config that a type alone cannot express.
+
+Names the code defines (train.method, model.backbone) and what a method needs of the batch and the data are
+checked above this package, where those names live (imas.experiment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from imas.config.schema import (
+    MAX_BOXES,
+    METHOD_SECTIONS,
+    Config,
+    CutMixTrigger,
+    FixMatchConfig,
+    OptimConfig,
+    TeacherStudentConfig,
+    UniMatchConfig,
+)
+from imas.config.strict_yaml import short_repr
+from imas.errors import ConfigError
+
+
+def validate(config: Config, given_sections: Sequence[str] = ()) -> None:
+    """Cross-field checks that a type alone cannot express. `given_sections`: the method sections the user
+    wrote (in the file or an override); only train.method's own may be among them. train.method and
+    model.backbone are checked against the code's names by imas.experiment.check_experiment."""
+    # First, so that nan (which fails every comparison) and inf get the message that says what they are.
+    bad_number = _first_non_finite(config, prefix="")
+    if bad_number is not None:
+        key, value = bad_number
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    d, m, t = config.data, config.model, config.train
+    positive = {
+        "data.num_classes": d.num_classes,
+        "data.crop_size": d.crop_size,
+        "model.decoder_channels": m.decoder_channels,
+        "model.backbone_width": m.backbone_width,
+        "train.epochs": t.epochs,
+        "train.batch_size": t.batch_size,
+        "train.eval_every": t.eval_every,
+        "train.log_every": t.log_every,
+        "eval.window": config.eval.window,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if not 1 <= d.num_classes <= 255:
+        raise ConfigError(
+            f"data.num_classes must be in [1, 255] (255 is the ignore label), got {d.num_classes}"
+        )
+    if t.image_every < 0:
+        raise ConfigError(f"train.image_every must be >= 0 (0 = no image panels), got {t.image_every}")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if d.class_names and len(d.class_names) != d.num_classes:
+        raise ConfigError(
+            f"data.class_names has {len(d.class_names)} names but data.num_classes is {d.num_classes}"
+        )
+    if d.palette and (len(d.palette) < d.num_classes or any(len(c) != 3 for c in d.palette)):
+        raise ConfigError(f"data.palette must give one [r, g, b] per class ({d.num_classes} classes)")
+    if len(d.long_side) != 2 or not 1 <= d.long_side[0] <= d.long_side[1]:
+        raise ConfigError(
+            f"data.long_side must be [low, high] with 1 <= low <= high, got {short_repr(d.long_side)}"
+        )
+    if len(d.base_size) != 2 or min(d.base_size) < 1:
+        raise ConfigError(
+            f"data.base_size must be two positive integers [height, width], got {short_repr(d.base_size)}"
+        )
+    if len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]:
+        raise ConfigError(
+            f"data.scale_range must be [low, high] with 0 < low <= high, got {short_repr(d.scale_range)}"
+        )
+    if not d.labeled_split:
+        raise ConfigError("data.labeled_split must name a split file")
+    if m.output_stride not in (8, 16):
+        raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
+    _validate_optim(config.optim)
+    _validate_method_section(config, given_sections)
+    if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
+        raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
+
+
+def _validate_method_section(config: Config, given_sections: Sequence[str]) -> None:
+    """The method sections: only train.method's may be given, and its values must be in range."""
+    t = config.train
+    for section in given_sections:
+        if section != t.method:
+            raise ConfigError(
+                f"section {section!r} holds the settings of train.method {section}, but this config trains "
+                f"{t.method}; remove the section or set train.method {section}"
+            )
+    if t.method not in METHOD_SECTIONS:
+        return
+    section = getattr(config, t.method)
+    prefix = f"{t.method}."
+    # A teacher-student threshold must leave some pixels confident and some not; FixMatch and UniMatch also
+    # accept 0 (every pixel, as UniMatch's Cityscapes configs).
+    zero_ok = isinstance(section, (FixMatchConfig, UniMatchConfig))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.name == "threshold" and not (0 <= value < 1 if zero_ok else 0 < value < 1):
+            bounds = "[0, 1)" if zero_ok else "(0, 1)"
+            raise ConfigError(f"{prefix}threshold must be in {bounds}, got {value}")
+        elif f.name == "fp_dropout" and not 0 < value < 1:
+            # 0 would be no perturbed stream at all; 1 drops every channel
+            raise ConfigError(f"{prefix}fp_dropout must be in (0, 1), got {value}")
+        elif f.name in ("cutmix_p", "magnitude", "ema_decay") and not 0 <= value <= 1:
+            raise ConfigError(f"{prefix}{f.name} must be in [0, 1], got {value}")
+        elif f.name in ("lambda_u", "weight", "num_ops") and value < 0:
+            raise ConfigError(f"{prefix}{f.name} must be >= 0, got {value}")
+        elif f.name in ("group_size", "n_boxes") and value < 1:
+            raise ConfigError(f"{prefix}{f.name} must be at least 1, got {value}")
+        elif f.name == "n_boxes" and value > MAX_BOXES:
+            raise ConfigError(f"{prefix}n_boxes must be at most {MAX_BOXES}, got {value}")
+        elif f.name == "box_area" and (len(value) != 2 or not 0 < value[0] <= value[1] <= 1):
+            raise ConfigError(
+                f"{prefix}box_area must be [low, high] with 0 < low <= high <= 1, got {short_repr(value)}"
+            )
+    if (
+        isinstance(section, TeacherStudentConfig)
+        and section.cutmix is not CutMixTrigger.off
+        and t.batch_size % section.group_size
+    ):
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} must be a multiple of {prefix}group_size {section.group_size}"
+        )
+
+
+def _validate_optim(o: OptimConfig) -> None:
+    if o.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    # Both optimizers need momentum in [0, 1): SGD diverges at >= 1 and it is AdamW's beta1.
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    # 0 is allowed: it freezes the decoder (an ablation); a negative lr would ascend the loss.
+    if o.decoder_lr_mult < 0:
+        raise ConfigError(
+            f"optim.decoder_lr_mult must be >= 0 (0 freezes the decoder), got {o.decoder_lr_mult}"
+        )
+    # A negative power makes the lr rise over training; 0 would silently turn the poly schedule into a
+    # constant lr (and break its "0 at the end" contract, 0 ** 0 = 1).
+    if o.poly_power <= 0:
+        raise ConfigError(f"optim.poly_power must be > 0, got {o.poly_power}")
+
+
+def _first_non_finite(node: Any, prefix: str) -> tuple[str, float] | None:
+    """The dotted key and value of the first nan/inf float in a config (lists included), else None."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found = _first_non_finite(value, key + ".")
+            if found is not None:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return key, value
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    return f"{key}[{index}]", item
+    return None

@@ -1,0 +1,5 @@
+import sys
+
+from imas.report.command import main
+
+sys.exit(main())

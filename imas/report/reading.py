@@ -1,0 +1,129 @@
+"""What the report is made of: the run's records (imas.rundir.read_run), its config, and the ranking of the
+images of each per-image quantity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imas.config import Config
+from imas.errors import UserError
+from imas.rundir import PerImageHistory, RunRecord, read_run
+
+HARDNESS = "hardness"  # iMAS's per-image quantity: its galleries are the hardest and the easiest images
+
+
+def say(message: str) -> None:
+    """A progress line: reading a long run's records and predicting the galleries take a while."""
+    print(message, flush=True)
+
+
+@dataclass
+class Report:
+    """Everything the page is made of, read from one run directory."""
+
+    record: RunRecord
+    cfg: Config
+
+    @property
+    def run_dir(self) -> Path:
+        return self.record.run_dir
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.record.evaluations
+
+    @property
+    def iters_per_epoch(self) -> int:
+        return self.record.iters_per_epoch
+
+    @property
+    def scalars(self) -> dict[str, list[tuple[int, float]]]:
+        return self.record.scalars
+
+    @property
+    def per_image(self) -> dict[str, PerImageHistory]:
+        return self.record.per_image
+
+    @property
+    def method(self) -> str:
+        return self.cfg.train.method
+
+    @property
+    def reported(self) -> str:
+        return str(self.records[-1].get("model", "student"))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.records[-1]["iou"])
+
+
+def load_report(run_dir: Path, overrides: list[str]) -> Report:
+    """The run's records and its config with `overrides`; one sentence where it is not a run directory,
+    its config does not load or it has no evaluation yet."""
+    say(f"{run_dir}: reading the run's records")
+    record = read_run(run_dir)
+    cfg = record.resolved_config(overrides)
+    if not record.evaluations:
+        raise UserError(
+            f"{run_dir} has no evaluation in metrics.jsonl yet; report again after the first one "
+            "(every train.eval_every epochs)"
+        )
+    say(
+        f"{run_dir}: {len(record.evaluations)} evaluation(s); training scalars from {record.scalars_source}"
+        + "".join(f"; {h.path.name}" for h in record.per_image.values())
+    )
+    return Report(record, cfg)
+
+
+def image_means(values: dict[str, list[float]]) -> dict[str, float]:
+    """Each image's mean over its values (an image drawn more than once in an epoch has several)."""
+    return {image_id: sum(v) / len(v) for image_id, v in values.items()}
+
+
+def rank_images(means: dict[str, float], count: int) -> tuple[list[tuple[str, float]], ...]:
+    """(highest, lowest): the `count` images of highest and of lowest mean value, ties by image id."""
+    highest = sorted(means.items(), key=lambda item: (-item[1], item[0]))[:count]
+    lowest = sorted(means.items(), key=lambda item: (item[1], item[0]))[:count]
+    return highest, lowest
+
+
+def tie_note(chosen: list[tuple[str, float]], means: dict[str, float], name: str = HARDNESS) -> str:
+    """Where the cut falls among equal values (early in training many images have hardness 1): say so."""
+    if not chosen:
+        return ""
+    edge = chosen[-1][1]
+    tied = sum(1 for value in means.values() if value == edge)
+    shown = sum(1 for _, value in chosen if value == edge)
+    if tied <= shown:
+        return ""
+    return f"{tied} images have {name} {edge:.3f}: the {shown} shown of them are the first by image id."
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How the page names one per-image quantity: its sections' anchors and titles, and its galleries'."""
+
+    name: str
+
+    @property
+    def is_hardness(self) -> bool:
+        return self.name == HARDNESS
+
+    @property
+    def anchors(self) -> tuple[str, str, str]:
+        """(distribution, highest gallery, lowest gallery)."""
+        if self.is_hardness:
+            return "hardness", "hardest", "easiest"
+        return self.name, f"{self.name}-highest", f"{self.name}-lowest"
+
+    @property
+    def titles(self) -> tuple[str, str, str]:
+        if self.is_hardness:
+            return "Hardness distribution per epoch", "Hardest unlabeled images", "Easiest unlabeled images"
+        return (
+            f"{self.name[:1].upper()}{self.name[1:]} distribution per epoch",
+            f"Unlabeled images of highest {self.name}",
+            f"Unlabeled images of lowest {self.name}",
+        )
