@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imas.checkpoint import load_checkpoint
+from imas.cli import on_exit, run_command
 from imas.config import EvalMode, EvalModel
 from imas.data import build_datasets, build_val_loader, class_names
 from imas.data.io import check_writable_file
 from imas.dist import cleanup, init_distributed
-from imas.errors import UserError, user_message
+from imas.errors import UserError
 from imas.experiment import load_experiment
 from imas.inference import evaluate_model
 from imas.logging import setup_logging
@@ -132,14 +133,12 @@ def check_not_overwriting(output: Path, inputs: list[Path]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def body() -> None:
+        on_exit(cleanup)  # the process group, however the evaluation ends
         run(args)
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup()
-    return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

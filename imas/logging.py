@@ -20,6 +20,10 @@ from typing import Any
 import torch
 
 LOGGER_NAME = "imas"
+# The run directory's machine files (docs/run-directory.md), written here and read by imas.rundir.
+METRICS_NAME = "metrics.jsonl"  # one line per evaluation
+SCALARS_NAME = "train_scalars.jsonl"  # one line per logging window of training
+PER_IMAGE_COLUMNS = ("image_id", "epoch", "iteration")  # a per-image history's header, then its quantity
 
 
 def setup_logging(run_dir: Path | None, is_main: bool) -> logging.Logger:
@@ -170,7 +174,8 @@ def summary(
     checkpoints = f"{run_dir / 'best.pth'} (epoch {best['best_epoch']}), {run_dir / 'latest.pth'}"
     rows = [
         ("checkpoints", checkpoints + f" (epoch {epochs})"),
-        ("metrics", f"{run_dir / 'metrics.jsonl'} (one JSON line per evaluation)"),
+        ("metrics", f"{run_dir / METRICS_NAME} (one JSON line per evaluation)"),
+        ("scalars", f"{run_dir / SCALARS_NAME} (one JSON line per logging window)"),
     ]
     for path in histories:
         rows.append(("per image", f"{path} (the {path.stem} of each unlabeled image at each iteration)"))
@@ -238,8 +243,8 @@ class RunWriter:
         """purge_step: the iteration the run starts from; TensorBoard hides the events an earlier, crashed
         attempt logged from that step on, so a re-run stretch is shown once."""
         self.enabled = enabled
-        self.metrics_path = Path(run_dir) / "metrics.jsonl"
-        self.train_scalars_path = Path(run_dir) / "train_scalars.jsonl"
+        self.metrics_path = Path(run_dir) / METRICS_NAME
+        self.train_scalars_path = Path(run_dir) / SCALARS_NAME
         self._tb: Any = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only where it is used
@@ -321,29 +326,22 @@ class RunWriter:
             self._tb.close()
 
 
-class PerImageHistory:
-    """Each per-image value a method declares over training, one CSV per name: run_dir/<name>.csv with one
-    row per (image, iteration) and the columns image_id,epoch,iteration,<name> (iMAS: hardness.csv).
+class PerImageWriter:
+    """Appends each per-image value a method declares to run_dir/<name>.csv: one row per (image, iteration),
+    columns image_id,epoch,iteration,<name> (iMAS: hardness.csv). On resume imas.rundir.truncate_per_image
+    first cuts each file back to the rows the checkpoint covers (and writes the header of a new one).
 
     Rows are buffered on the device and written at logging time, so training never waits on the host.
-    On resume, rows of iterations the checkpoint does not cover (a crash mid-epoch) are dropped first, so a
-    file continues exactly where the checkpoint stands: a checkpoint taken after `resume_iteration` steps
-    covers the rows of iterations 0 .. resume_iteration - 1 (a row carries the iteration's index).
     """
 
-    def __init__(self, run_dir: Path, names: Sequence[str], enabled: bool, resume_iteration: int = 0) -> None:
-        self.enabled = enabled
+    def __init__(self, run_dir: Path, names: Sequence[str], enabled: bool) -> None:
         self.paths = [Path(run_dir) / f"{name}.csv" for name in names] if enabled else []
         self._pending: list[tuple[int, int, Any, dict[str, Any]]] = []
-        for name, path in zip(names, self.paths):
-            rows = path.read_text().splitlines()[1:] if path.is_file() and resume_iteration else []
-            kept = [row for row in rows if int(row.rsplit(",", 2)[1]) < resume_iteration]
-            path.write_text(f"image_id,epoch,iteration,{name}\n" + "".join(f"{row}\n" for row in kept))
 
     def add(self, epoch: int, iteration: int, indices: Any, values: Mapping[str, Any]) -> None:
         """Queue one iteration: indices LongTensor [N] into the dataset, values {name: Tensor [N]} (all
         ranks)."""
-        if self.enabled:
+        if self.paths:
             detached = {name: value.detach().float() for name, value in values.items()}
             self._pending.append((epoch, iteration, indices.detach(), detached))
 
@@ -353,8 +351,7 @@ class PerImageHistory:
         if not pending:
             return
         for path in self.paths:
-            name = path.stem
             with path.open("a") as f:
                 for epoch, iteration, indices, values in pending:
-                    for index, value in zip(indices.tolist(), values[name].tolist()):
+                    for index, value in zip(indices.tolist(), values[path.stem].tolist()):
                         f.write(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")

@@ -67,6 +67,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from imas.checkpoint import load_checkpoint
+from imas.cli import run_command
 from imas.config import Config, EvalMode, EvalModel
 from imas.data import class_names, palette
 from imas.data.io import check_writable_dir, read_image
@@ -460,26 +461,25 @@ def run(args: argparse.Namespace) -> Summary:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    start = time.perf_counter()
-    try:
+
+    def body() -> int:
+        start = time.perf_counter()
         written, skipped, upright, legend = run(args)
-    except UserError as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - start
-    turned = f"; {upright} images turned upright by their EXIF orientation" if upright else ""
-    print(
-        f"wrote {written} predictions to {args.output} in {seconds:.1f} s; skipped {len(skipped)} images"
-        + turned
-    )
-    if legend is not None:
-        print(f"  classes and colours: {legend}")
-    for message in skipped:
-        print(f"  skipped: {message}")
-    if written == 0:
-        print("error: no image could be read, nothing was written", file=sys.stderr)
-        return 2
-    return 0
+        seconds = time.perf_counter() - start
+        turned = f"; {upright} images turned upright by their EXIF orientation" if upright else ""
+        print(
+            f"wrote {written} predictions to {args.output} in {seconds:.1f} s; skipped {len(skipped)} images"
+            + turned
+        )
+        if legend is not None:
+            print(f"  classes and colours: {legend}")
+        for message in skipped:
+            print(f"  skipped: {message}")
+        if written == 0:
+            raise UserError("no image could be read, nothing was written")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

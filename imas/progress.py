@@ -1,4 +1,5 @@
-"""Progress of a command that works through many images (imas-eval, imas-predict), shown on stderr."""
+"""Progress of a command that works through many images (imas-eval, imas-predict, imas-pseudo-labels,
+imas-data sbd / cityscapes), shown on stderr."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class ImageProgress:
     PROGRESS_TTY_SECONDS; elsewhere (a job log) a plain line every PROGRESS_PLAIN_SECONDS; the last count is
     always shown. `scale`: the processes sharing the work equally (torchrun eval), of which only the one
     with enabled=True (rank 0) reports: its count times `scale`, at most `total`, estimates everyone's.
+    `units`: what is counted and its rate, ("images", "img/s") unless told (imas-data: label files).
     """
 
     def __init__(
@@ -34,8 +36,10 @@ class ImageProgress:
         scale: int = 1,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        units: tuple[str, str] = ("images", "img/s"),
     ) -> None:
         self.label, self.total, self.enabled, self.scale = label, total, enabled, scale
+        self.units = units
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = PROGRESS_TTY_SECONDS if self.tty else PROGRESS_PLAIN_SECONDS
@@ -51,7 +55,7 @@ class ImageProgress:
         percent = f" ({100 * done // self.total}%)" if self.total else ""
         speed = _rate(rate)
         return (
-            f"{self.label} {done}/{self.total} images{percent}, {speed} img/s, "
+            f"{self.label} {done}/{self.total} {self.units[0]}{percent}, {speed} {self.units[1]}, "
             f"elapsed {format_duration(elapsed)}, eta {format_duration(eta)}"
         )
 

@@ -10,7 +10,9 @@ as the toy's are) this counts, per ground-truth class, the share of its pixels w
 ones, the coverage and the precision of the confident pixels; and the share of non-background pixels
 confidently called background (class 0), the usual direction of confirmation bias. Prediction follows
 the config's eval section (whole or sliding, scales, flip). Unlabeled entries without a mask are skipped.
-Exit status 0, or 2 with one sentence on stderr for bad input.
+The report goes to stdout; stderr shows progress (images done / total, img/s, ETA: one line redrawn in place
+on a terminal, a plain line every 10 s otherwise). Exit status 0, or 2 with one sentence on stderr for bad
+input.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from imas.experiment import load_experiment
 from imas.inference import inference_options, predict
 from imas.networks import load_trained_model
 from imas.normalization import normalize
+from imas.progress import ImageProgress
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -124,20 +127,19 @@ def run(args: argparse.Namespace) -> dict:
     k = cfg.data.num_classes
     confusion = torch.zeros(k, k, dtype=torch.long)
     gt_count = torch.zeros(k, dtype=torch.long)
+    progress = ImageProgress("pseudo-labels", len(entries))
     with torch.inference_mode():
-        for number, (_, image_path, label_path) in enumerate(entries, start=1):
-            image = torch.from_numpy(np.array(read_image(image_path))).permute(2, 0, 1)[None]
-            label = torch.from_numpy(np.array(read_label(label_path, k))).long()
-            probs = predict(model, normalize(image.to(info.device)), **inference_options(cfg))[0].cpu()
-            c, g = confident_confusion(probs, label, threshold, k)
-            confusion += c
-            gt_count += g
-            if number % 50 == 0 or number == len(entries):
-                print(
-                    f"\r{number}/{len(entries)} images",
-                    end="\n" if number == len(entries) else "",
-                    flush=True,
-                )
+        try:
+            for number, (_, image_path, label_path) in enumerate(entries, start=1):
+                image = torch.from_numpy(np.array(read_image(image_path))).permute(2, 0, 1)[None]
+                label = torch.from_numpy(np.array(read_label(label_path, k))).long()
+                probs = predict(model, normalize(image.to(info.device)), **inference_options(cfg))[0].cpu()
+                c, g = confident_confusion(probs, label, threshold, k)
+                confusion += c
+                gt_count += g
+                progress.update(number)
+        finally:
+            progress.close()
     run_info = {"checkpoint": args.checkpoint, "model": which, "split": args.split, "images": len(entries)}
     return (
         run_info

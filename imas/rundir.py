@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +31,9 @@ import yaml
 from imas.config import Config, to_dict, upgrade_stored
 from imas.errors import ConfigError, RunDirError
 from imas.experiment import experiment_from_dict
+from imas.logging import METRICS_NAME, PER_IMAGE_COLUMNS, SCALARS_NAME
 
 LOCK_NAME = "run.lock"
-METRICS_NAME = "metrics.jsonl"  # one line per evaluation
-SCALARS_NAME = "train_scalars.jsonl"  # one line per logging window of training
-PER_IMAGE_COLUMNS = ("image_id", "epoch", "iteration")  # a per-image history's header, then its quantity
 
 # Settings that do not change the trained weights: they may differ between a checkpoint and the run that
 # resumes it. Everything else (data, model, loss, optimiser, schedule, method, seed, precision) does, and a
@@ -200,11 +199,11 @@ TEMPORARIES = (
 )
 
 
-def remove_stale_temporaries(run_dir: Path) -> list[str]:
-    """Delete the temporary files an interrupted write left (TEMPORARIES, no other file); return their
-    names."""
+def remove_stale_temporaries(run_dir: Path, per_image: Sequence[str] = ()) -> list[str]:
+    """Delete the temporary files an interrupted write left (TEMPORARIES, and <name>.csv.tmp of the method's
+    per-image histories; no other file); return their names."""
     removed = []
-    for name in TEMPORARIES:
+    for name in (*TEMPORARIES, *(f"{quantity}.csv.tmp" for quantity in per_image)):
         if (run_dir / name).is_file():
             (run_dir / name).unlink()
             removed.append(name)
@@ -245,6 +244,40 @@ def truncate_train_scalars(run_dir: Path, iterations_done: int) -> int:
     iterations_done), so the windows re-run after a crash are recorded once; a line cut short by a crash is
     dropped too. Atomic (train_scalars.jsonl.tmp, then a rename). Returns the number of lines dropped."""
     return _keep_records(run_dir / SCALARS_NAME, lambda record: int(record["iteration"]) <= iterations_done)
+
+
+def truncate_per_image(run_dir: Path, name: str, iterations_done: int) -> int:
+    """Keep the rows of run_dir/<name>.csv of iterations the checkpoint covers (iteration <
+    iterations_done: a row carries the index of the iteration that measured it), so the rows re-run after a
+    crash are written once; a row cut short or not in the file's form is dropped too. Atomic
+    (<name>.csv.tmp, then a rename); a missing file becomes one with the header alone, which training then
+    appends to. Returns the number of rows dropped."""
+    path = run_dir / f"{name}.csv"
+    lines = (
+        path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True) if path.is_file() else []
+    )
+    kept = [
+        line
+        for line in lines[1:]
+        if _row_iteration(line) is not None and _row_iteration(line) < iterations_done
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(",".join([*PER_IMAGE_COLUMNS, name]) + "\n" + "".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return max(0, len(lines) - 1 - len(kept))
+
+
+def _row_iteration(line: str) -> int | None:
+    """The iteration of one whole per-image row (image_id,epoch,iteration,value ending in a newline), or None
+    where the line is not one (cut short by a crash, foreign)."""
+    if not line.endswith("\n"):
+        return None
+    fields = line.rstrip("\r\n").rsplit(",", 3)
+    try:
+        int(fields[1]), float(fields[3])
+        return int(fields[2])
+    except (IndexError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------------------------ reading a finished run
@@ -332,6 +365,16 @@ class PerImageHistory:
         for index, value in zip(self.image[rows].tolist(), self.value[rows].tolist()):
             values.setdefault(self.ids[index], []).append(value)
         return values
+
+
+def read_per_image_histories(run_dir: Path) -> dict[str, PerImageHistory]:
+    """Every per-image history of a run (each <name>.csv that read_per_image reads as one), by name."""
+    histories = {}
+    for path in sorted(run_dir.glob("*.csv")):
+        history = read_per_image(path)
+        if history is not None:
+            histories[history.name] = history
+    return histories
 
 
 def read_per_image(path: Path) -> PerImageHistory | None:
@@ -556,11 +599,7 @@ def read_run(run_dir: str | Path, per_image: bool = True) -> RunRecord:
             wall_s, wall_source = legacy.wall_s, "train.log"
         if not others and legacy is not None and legacy.others:
             others, others_source = legacy.others, "train.log"
-    histories = {}
-    for path in sorted(run_dir.glob("*.csv")) if per_image else []:
-        history = read_per_image(path)
-        if history is not None:
-            histories[history.name] = history
+    histories = read_per_image_histories(run_dir) if per_image else {}
     return RunRecord(
         run_dir,
         config,

@@ -61,7 +61,7 @@ from imas.errors import RunDirError
 from imas.experiment import load_experiment
 from imas.inference import evaluate_model
 from imas.logging import (
-    PerImageHistory,
+    PerImageWriter,
     Progress,
     RunWriter,
     WindowMeans,
@@ -90,6 +90,7 @@ from imas.rundir import (
     remove_stale_temporaries,
     result_changes,
     truncate_metrics,
+    truncate_per_image,
     truncate_train_scalars,
 )
 from imas.schedule import make_optimizer, poly_lr, set_lr
@@ -182,7 +183,7 @@ def claim(run_dir: Path, cfg: Config, resume_anyway: bool) -> tuple[list[tuple[s
     changes = check_resume_settings(run_dir / "latest.pth", cfg, resume_anyway)
     if not changes:  # under accepted changes, config.yaml follows the first checkpoint made under them
         save_config(cfg, run_dir / "config.yaml")
-    removed = remove_stale_temporaries(run_dir)
+    removed = remove_stale_temporaries(run_dir, METHODS[cfg.train.method].per_image)
     if removed:
         notes.append(f"removed temporary files of an interrupted write: {', '.join(removed)}")
     return changes, notes
@@ -221,8 +222,9 @@ class Trainer:
 
 
 def build_trainer(cfg: Config, info: DistInfo, pretrained: bool = True) -> Trainer:
-    """The method's networks (one seed each: train.seed + index), optimiser, scaler and the method itself;
-    the global RNG then moves to this rank's step stream."""
+    """The method's networks, optimiser, scaler and the method itself. The first network draws from the
+    global RNG as the caller seeded it (the loop: train.seed), each next one from train.seed + its index; the
+    global RNG then moves to this rank's step stream."""
     method_class = METHODS[cfg.train.method]
     trained: dict[str, nn.Module] = {}
     for index, name in enumerate(method_class.trained):
@@ -268,6 +270,11 @@ def train_step(
 # -------------------------------------------------------------------------------------- setup -> Run
 
 
+def labels_of(method_class: type[Method]) -> list[str]:
+    """The labels of the models a method evaluates, the reported one first."""
+    return [LABELS[name] for name in method_class.evaluated]
+
+
 @dataclass
 class Run:
     """Everything one training attempt in a claimed run directory holds."""
@@ -285,8 +292,9 @@ class Run:
     state: TrainState
     guard: DivergenceGuard
     writer: RunWriter
-    history: PerImageHistory
+    history: PerImageWriter
     progress: Progress
+    total_iters: int
     changes: list[tuple[str, Any, Any]]  # accepted with --resume-anyway, until a checkpoint holds them
     resumed_epoch: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -296,13 +304,9 @@ class Run:
     def method(self) -> Method:
         return self.trainer.method
 
-    @property
-    def total_iters(self) -> int:
-        return self.cfg.train.epochs * self.loaders.iters_per_epoch
-
     def labels(self) -> list[str]:
         """The evaluated models' labels, the reported one first."""
-        return [LABELS[name] for name in self.method.evaluated]
+        return labels_of(type(self.method))
 
     def wall_s(self) -> float:
         """Seconds of training up to now, over every attempt."""
@@ -327,7 +331,7 @@ def setup(
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     method_class = METHODS[cfg.train.method]
-    labels = [LABELS[name] for name in method_class.evaluated]
+    labels = labels_of(method_class)
     device, precision = str(info.device), cfg.train.precision.value
     seed, world = cfg.train.seed, info.world_size
     log.info(
@@ -379,8 +383,9 @@ def setup(
         state=state,
         guard=DivergenceGuard(cfg, info, run_dir / "latest.pth", saved_epoch),
         writer=writer,
-        history=PerImageHistory(run_dir, trainer.method.per_image, info.is_main, state.iteration),
+        history=PerImageWriter(run_dir, trainer.method.per_image, info.is_main),
         progress=Progress(state.iteration, cfg.train.epochs * loaders.iters_per_epoch),
+        total_iters=cfg.train.epochs * loaders.iters_per_epoch,
         changes=changes,
         resumed_epoch=state.epoch,
         started=started,
@@ -414,6 +419,8 @@ def resume(
         if dropped:
             log.info("dropped %d metrics.jsonl lines of epochs after the checkpoint", dropped)
         truncate_train_scalars(run_dir, state.iteration)
+        for name in trainer.method.per_image:
+            truncate_per_image(run_dir, name, state.iteration)
     return state, saved_epoch
 
 
@@ -460,6 +467,11 @@ def train_one_epoch(run: Run, epoch: int) -> None:
             trainer, batch, u_batch, state.iteration, epoch, keep_views=semi and info.is_main and due
         )
         run.guard.watch(out.loss)
+        if out.per_image.keys() != set(trainer.method.per_image):  # the same on every rank: none waits
+            declared = trainer.method.per_image
+            raise ValueError(
+                f"the step returned per-image {sorted(out.per_image)}, not the declared {declared}"
+            )
         if out.per_image:
             gathered = {key: all_gather_cat(value) for key, value in out.per_image.items()}
             run.history.add(epoch, state.iteration, all_gather_cat(u_batch["index"]), gathered)

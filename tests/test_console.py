@@ -114,7 +114,7 @@ def test_summary_lines(tmp_path):
     assert lines[2].split() == ["teacher", "47.23", "4", "46.80", "(reported)"]
     assert lines[3].split() == ["student", "45.10", "6", "n/a"]
     assert f"{tmp_path / 'best.pth'} (epoch 4), {tmp_path / 'latest.pth'} (epoch 8)" in text
-    for path in ("metrics.jsonl", "hardness.csv", "train.log"):
+    for path in ("metrics.jsonl", "train_scalars.jsonl", "hardness.csv", "train.log"):
         assert str(tmp_path / path) in text
     assert f"tensorboard --logdir {tmp_path}" in text
     resumed = summary(RECORDS[:1], ["student"], 1, 5, tmp_path, resumed_epoch=1).splitlines()

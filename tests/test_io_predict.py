@@ -145,7 +145,7 @@ def test_exif_orientation_raw_for_training_applied_on_request(tmp_path):
         check_same_size(raw, read_label(label_path, 2), label_path)
 
 
-def test_check_dataset_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypatch, capsys):
+def test_data_check_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypatch, capsys):
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 3, "unlabeled": 2, "val": 2})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": toy_data(root)}))
     images = root / "JPEGImages"

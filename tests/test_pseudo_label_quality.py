@@ -61,7 +61,11 @@ def test_end_to_end_matches_the_evaluation_metric(tmp_path: Path, capsys) -> Non
     accuracy = evaluate_model(cfg, net, loader, info.device).pixel_accuracy()
     assert result["images"] == 4 and result["coverage"] == 1.0
     assert result["precision"] == pytest.approx(accuracy, abs=1e-4)
-    assert "object pixels confidently called background" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "object pixels confidently called background" in captured.out and "4/4" not in captured.out
+    assert captured.err.startswith(
+        "pseudo-labels 4/4 images (100%), "
+    )  # progress on stderr, not in the report
 
     assert plq.main([*args, "--split", "unlabeled", "--threshold", "0.5"]) == 0  # the toy's held-back masks
     assert json.loads(out.read_text())["images"] == 3

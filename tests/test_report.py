@@ -296,6 +296,20 @@ def test_bad_input_is_one_sentence(case, expected, imas_run, tmp_path, capsys) -
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
 
 
+def test_bad_input_is_said_before_the_per_image_histories_are_read(imas_run, tmp_path, capsys, monkeypatch):
+    """A bad --opt and a run without evaluations are answered before the per-image CSVs (the large files)
+    are read."""
+    monkeypatch.setattr(reading, "read_per_image_histories", lambda run_dir: pytest.fail(f"{run_dir} read"))
+    code, err = run_main(capsys, str(imas_run), "--opt", "train.nope=1", "--out", str(tmp_path / "x.html"))
+    assert code == 2 and "unknown key 'train.nope'" in err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(imas_run / "config.yaml", run_dir)
+    shutil.copy(imas_run / "hardness.csv", run_dir)
+    code, err = run_main(capsys, str(run_dir))
+    assert code == 2 and "has no evaluation in metrics.jsonl yet" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_missing_cuda_is_said_before_the_work(imas_run, tmp_path, capsys) -> None:
     code = imas.report.main([str(imas_run), "--device", "cuda", "--out", str(tmp_path / "x.html")])

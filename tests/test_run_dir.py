@@ -653,3 +653,25 @@ def test_read_run_of_what_is_not_a_run_is_one_sentence(make, expected, tmp_path)
     with pytest.raises(UserError) as info:
         read_run(run_dir)
     assert expected in str(info.value)
+
+
+def test_per_image_history_is_cut_back_to_the_checkpoint(tmp_path):
+    """On resume a per-image CSV keeps the rows of iterations the checkpoint covers; a row cut short by a
+    kill, a foreign line and the rows of iterations after it go, atomically; a missing file gets its
+    header."""
+    from imas.rundir import remove_stale_temporaries, truncate_per_image
+
+    path = tmp_path / "hardness.csv"
+    path.write_text(
+        "image_id,epoch,iteration,hardness\n"
+        "a,0,0,0.50000\nb,0,1,0.25000\nnot a row\nc,1,2,0.12500\nd,1,3,0.1"  # the last row cut short
+    )
+    assert truncate_per_image(tmp_path, "hardness", 2) == 3
+    assert path.read_text() == "image_id,epoch,iteration,hardness\na,0,0,0.50000\nb,0,1,0.25000\n"
+    assert not (tmp_path / "hardness.csv.tmp").exists()
+    assert truncate_per_image(tmp_path, "easiness", 0) == 0
+    assert (tmp_path / "easiness.csv").read_text() == "image_id,epoch,iteration,easiness\n"
+    (tmp_path / "hardness.csv.tmp").write_text("left by a kill")
+    (tmp_path / "mine.csv.tmp").write_text("not ours")
+    assert remove_stale_temporaries(tmp_path, ["hardness"]) == ["hardness.csv.tmp"]
+    assert (tmp_path / "mine.csv.tmp").is_file()

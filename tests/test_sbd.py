@@ -33,7 +33,11 @@ def test_converts_sbd_and_voc_labels(tmp_path: Path, capsys) -> None:
         write_sbd_mat(sbd / "cls" / f"{name}.mat", label)
 
     assert imas_data(["sbd", "--sbd", str(sbd), "--voc", str(voc)]) == 0
-    assert "wrote 3 label files" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "wrote 3 label files" in captured.out
+    # ImageProgress on stderr: not a terminal here, so the last count alone, on a line of its own
+    assert captured.err.startswith("sbd 3/3 label files (100%), ") and "files/s" in captured.err
+    assert captured.err.count("\n") == 1
     aug = voc / "SegmentationClassAug"
     for name, expected in (
         ("2008_000002", sbd_labels["2008_000002"]),  # from SBD

@@ -16,6 +16,9 @@ def fake_result(out: Path, row: str, seed: int, final: float, best: float) -> No
     config = toy_benchmark.CONFIGS[row]
     run_dir = out / toy_benchmark.run_name(config) / f"seed{seed}"
     run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump({"train": {"seed": seed}})
+    )  # training writes it first
     record = {"config": config, "seed": seed, "final_miou": final, "best_miou": best, "wall_s": 120.0}
     (run_dir / "result.json").write_text(json.dumps(record))
 
@@ -99,3 +102,24 @@ def test_a_finished_training_is_read_through_the_run_reader(tmp_path, capsys, mo
     assert toy_benchmark.main(args) == 0
     result = json.loads((tmp_path / "suponly" / "seed0" / "result.json").read_text())
     assert result["final_miou"] == 40.0 and result["best_miou"] == 50.0 and result["epochs"] == 3
+
+
+def test_a_result_json_that_is_no_result_is_one_sentence(tmp_path, capsys, monkeypatch):
+    """result.json is read through RunRecord.result: one that cannot be read, or one outside a run
+    directory, stops the benchmark with one sentence instead of being trusted or a traceback."""
+    monkeypatch.setattr(toy_benchmark.subprocess, "check_call", lambda *a, **k: 0)  # data already there
+    monkeypatch.setattr(toy_benchmark.subprocess, "call", lambda *a, **k: pytest.fail("nothing may train"))
+    fake_result(tmp_path, "SupOnly", 0, 40.0, 41.0)
+    result_file = tmp_path / "suponly" / "seed0" / "result.json"
+    result_file.write_text('{"config": "exps/toy/supo')  # cut short
+    args = ["--out", str(tmp_path), "--seeds", "0", "--rows", "SupOnly", "--jobs", "1"]
+    assert toy_benchmark.main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: {result_file} is not a result this script wrote: delete that folder to train it again\n"
+    )
+    (result_file.parent / "config.yaml").unlink()
+    assert toy_benchmark.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds no config.yaml" in err and err.count("\n") == 1

@@ -170,6 +170,7 @@ def method_step(
     imas.train builds (networks without pretrained weights, optimiser, scaler, method) and its train_step
     (the method's step, the optimiser step under the gradient scaler, after_step: for iMAS the EMA update in
     its past-epoch-0 branch). Returns the step and the trainer."""
+    torch.manual_seed(cfg.train.seed)  # the first network's weights, as the loop seeds them
     trainer = build_trainer(
         cfg, DistInfo(rank=0, world_size=1, local_rank=0, device=device), pretrained=False
     )
@@ -299,9 +300,7 @@ def benchmark_imas_step(cfg, images, labels, device, args) -> dict:
     }
     # CutMix groups no larger than the batch (cfg.imas: the config's own section, or the defaults)
     imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(cfg.imas.group_size, b)}")
-    semi_step, imas = method_step(imas_cfg, labeled, unlabeled, device)
-    sup_step, _ = method_step(as_method(cfg, "supervised"), labeled, unlabeled, device)
-
+    semi_step, _ = method_step(imas_cfg, labeled, unlabeled, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     semi = timed(semi_step, args.steps, args.warmup, device)
@@ -311,6 +310,8 @@ def benchmark_imas_step(cfg, images, labels, device, args) -> dict:
     }
     if device.type == "cuda":
         out["imas_peak_cuda_mib"] = cuda_peak_mib(device)
+    del semi_step  # the supervised trainer is built once the iMAS one is gone: one resident model at a time
+    sup_step, _ = method_step(as_method(cfg, "supervised"), labeled, unlabeled, device)
     sup = timed(sup_step, args.steps, args.warmup, device)
     out |= {"supervised_step_s": round(sup, 4), "imas_over_supervised": round(semi / sup, 2)}
     if device.type == "cuda":
@@ -318,7 +319,7 @@ def benchmark_imas_step(cfg, images, labels, device, args) -> dict:
         logits = torch.randn(b, cfg.data.num_classes, *images.shape[-2:], device=device)
         other = logits + torch.randn_like(logits)
         t = timed(
-            lambda: instance_hardness(logits, other, imas.method.settings.threshold),
+            lambda: instance_hardness(logits, other, imas_cfg.imas.threshold),
             args.steps,
             args.warmup,
             device,

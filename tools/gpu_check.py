@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from imas.checkpoint import load_checkpoint
 from imas.cli import run_command
 from imas.dist import DistInfo
 from imas.errors import UserError
@@ -68,6 +69,7 @@ from imas.inference import inference_options, predict
 from imas.models import build_model
 from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES, cpu_description
+from imas.rundir import read_evaluations
 from imas.train import build_trainer
 from tools import benchmark
 
@@ -560,15 +562,15 @@ def torchrun_row(ctx: Context) -> dict[str, Any]:
                 out |= {"status": "failed", "phases": phases, "output": output[-3000:]}
                 out["notes"] = f"the {'first' if epochs == 1 else 'resumed'} run exited {rc}"
                 return out
-        log = (run_dir / "train.log").read_text(encoding="utf-8")
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    resumed = re.search(r"resumed from \S+: 1 epochs done, iteration (\d+)", log)
-    iterations = [m.get("iteration") for m in metrics]
-    ok = bool(resumed) and int(resumed.group(1)) == iters and iterations == [iters, 2 * iters]
+        # The run's machine files: latest.pth records the resume it accepted, metrics.jsonl the evaluations.
+        resumes = load_checkpoint(run_dir / "latest.pth", mmap=True).get("resumed_with_changes", [])
+        iterations = [record["iteration"] for record in read_evaluations(run_dir)]
+    resumed_at = resumes[0]["iteration"] if resumes else None
+    ok = resumed_at == iters and iterations == [iters, 2 * iters]
     out |= {
         "phases": phases,
-        "resumed": bool(resumed),
-        "resumed_at_iteration": int(resumed.group(1)) if resumed else None,
+        "resumed": resumed_at is not None,
+        "resumed_at_iteration": resumed_at,
         "metrics_iterations": iterations,
         "status": "ok" if ok else "failed",
     }

@@ -4,12 +4,12 @@ data, several seeds each; a markdown table of the results.
     python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
 
 Every (config, seed) trains with `python -m imas.train` (imas-train) in its own run directory
-OUT/<config>/seed<N> (config.yaml, train.log, metrics.jsonl, hardness.csv, TensorBoard events; the checkpoints
-are deleted once the run is done unless --keep-checkpoints). `--jobs` runs that many trainings at once, the
-CPU threads split between them. A finished run (its result.json exists) is not trained again, so an
-interrupted benchmark resumes where it stopped. The table (OUT/results.md) and the raw numbers
-(OUT/results.json) give, per config, the mean ± std over seeds of the final and the best teacher mIoU
-(student mIoU for SupOnly) and of the wall time (of the whole training process). Runs are read through
+OUT/<config>/seed<N> (config.yaml, train.log, metrics.jsonl, train_scalars.jsonl, hardness.csv, TensorBoard
+events; the checkpoints are deleted once the run is done unless --keep-checkpoints). `--jobs` runs that many
+trainings at once, the CPU threads split between them. A finished run (its result.json exists) is not trained
+again, so an interrupted benchmark resumes where it stopped. The table (OUT/results.md) and the raw numbers
+(OUT/results.json) give, per config, the mean ± std over seeds of the final and the best teacher mIoU (student
+mIoU for SupOnly) and of the wall time (of the whole training process). Runs are read through
 imas.rundir.read_run, like imas-report and imas-compare read them.
 
 Exit status 0; 1 when a training fails; 2 with one sentence on stderr for bad input (an unknown row, a bad
@@ -82,13 +82,10 @@ def run_options(args: argparse.Namespace) -> list[str]:
     return [f"data.root={args.data}", *args.opt]
 
 
-def config_difference(run_dir: Path, config: str, seed: int, opts: list[str]) -> str | None:
-    """How the resolved config a finished run saved differs from what this invocation would train, e.g.
-    "train.precision is bf16 there, fp32 now"; None if they agree (keys only one side has are skipped:
-    they were added to, or removed from, the config schema in between)."""
-    if not (run_dir / "config.yaml").is_file():
-        return None
-    saved = read_run(run_dir, per_image=False).config
+def config_difference(saved: dict, config: str, seed: int, opts: list[str]) -> str | None:
+    """How the resolved config a finished run saved (`saved`, its config.yaml) differs from what this
+    invocation would train, e.g. "train.precision is bf16 there, fp32 now"; None if they agree (keys only one
+    side has are skipped: they were added to, or removed from, the config schema in between)."""
     wanted = to_dict(load_config(REPO / config, opts))
     wanted["train"]["seed"] = seed
     for section, values in wanted.items():
@@ -105,13 +102,18 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     run_dir = out / run_name(config) / f"seed{seed}"
     result_file = run_dir / "result.json"
     if result_file.is_file():
-        difference = config_difference(run_dir, config, seed, run_options(args))
+        finished = read_run(run_dir, per_image=False)  # one sentence where it is no run directory
+        if finished.result is None:
+            raise RunDirError(
+                f"{result_file} is not a result this script wrote: delete that folder to train it again"
+            )
+        difference = config_difference(finished.config, config, seed, run_options(args))
         if difference:
             raise RunDirError(
                 f"{run_dir} was trained with other settings ({difference}): delete that folder to train it "
                 "again, or choose another --out"
             )
-        return json.loads(result_file.read_text())
+        return finished.result
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
         sys.executable,

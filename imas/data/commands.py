@@ -12,7 +12,9 @@ sbd: builds VOC2012/SegmentationClassAug (the 10582-image augmented labels):
   both exist). Needs scipy for the .mat files.
 cityscapes: writes <name>_gtFine_labelTrainIds.png (19 classes 0..18, 255 = ignore) next to every
   ROOT/gtFine/<split>/<city>/<name>_gtFine_labelIds.png.
-  Both keep existing files unless --overwrite is given, so an interrupted run can simply be started again.
+  Both keep existing files unless --overwrite is given, so an interrupted run can simply be started again,
+  and show progress on stderr (files done / total, files/s, ETA: one line redrawn in place on a terminal, a
+  plain line every 10 s otherwise).
 splits: labeled / unlabeled / val lists of the published protocols and a manifest (imas.data.split_lists).
 check: every file a config will read, all problems at once (training stops at the first): the split files
   read; every image exists and decodes; every label (labeled and val) exists, decodes, is a class-index image
@@ -32,13 +34,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from imas.cli import run_command
+from imas.cli import on_exit, run_command
 from imas.data import split_lists
 from imas.data.cityscapes import convert_cityscapes
 from imas.data.preflight import ABSENT_CLASSES, scan_data
 from imas.data.sbd import convert_sbd
 from imas.errors import DataError
 from imas.experiment import load_experiment
+from imas.progress import ImageProgress
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -78,19 +81,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def progress_printer(every: int) -> Callable[[int, int, Path], None]:
-    """A progress callback for convert_sbd / convert_cityscapes: a line updated every `every` files."""
+def progress_printer(label: str) -> Callable[[int, int, Path], None]:
+    """A progress callback for convert_sbd / convert_cityscapes: files done / total, files/s and time left on
+    stderr (imas.progress.ImageProgress), its terminal line ended however the command ends."""
+    shown = ImageProgress(label, 0, units=("label files", "files/s"))
+    on_exit(shown.close)
 
     def progress(done: int, total: int, path: Path) -> None:
-        if done == total or done % every == 0:
-            print(f"\r{done}/{total} label files", end="\n" if done == total else "", flush=True)
+        shown.total = total  # known once the sources are listed
+        shown.update(done)
 
     return progress
 
 
 def sbd(args: argparse.Namespace) -> int:
     written, skipped = convert_sbd(
-        args.sbd, args.voc, overwrite=args.overwrite, progress=progress_printer(200)
+        args.sbd, args.voc, overwrite=args.overwrite, progress=progress_printer("sbd")
     )
     print(
         f"wrote {written} label files, skipped {skipped} that already existed (use --overwrite to redo them)"
@@ -100,7 +106,7 @@ def sbd(args: argparse.Namespace) -> int:
 
 def cityscapes(args: argparse.Namespace) -> int:
     converted, skipped = convert_cityscapes(
-        args.root, overwrite=args.overwrite, progress=progress_printer(100)
+        args.root, overwrite=args.overwrite, progress=progress_printer("cityscapes")
     )
     print(
         f"converted {converted} files, skipped {skipped} that already existed (use --overwrite to redo them)"

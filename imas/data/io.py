@@ -107,7 +107,7 @@ def read_image(path: Path, exif_transpose: bool = False) -> Image.Image:
     """An 8-bit RGB PIL image, fully decoded here so that a truncated or corrupt file fails now, naming it.
 
     16-bit images are scaled to 8 bits (see `_to_rgb`); float images and decompression bombs are a
-    DataError. exif_transpose=False (training, evaluation, check_dataset) keeps the stored pixel grid, the
+    DataError. exif_transpose=False (training, evaluation, imas-data check) keeps the stored pixel grid, the
     one VOC / Cityscapes labels are drawn on; True (imas-predict) turns the image as a viewer shows it. The
     result's info["exif_orientation"] is the file's EXIF orientation (1 = upright) and
     info["exif_applied"] whether it was applied.

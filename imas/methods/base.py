@@ -9,8 +9,8 @@ A method declares, as class attributes, what the loop must provide and keep:
 - `evaluated`: the models evaluated at each evaluation, the reported one first (its mIoU is eval/miou, picks
   best.pth and is what metrics.jsonl records): the teacher where the method keeps one, else "model", the
   rule by which imas.networks.reported_key reads a checkpoint;
-- `per_image`: names of the per-unlabeled-image values its steps return ("hardness" feeds the per-image
-  history and the hardness histogram);
+- `per_image`: names of the per-unlabeled-image values its steps return; every name gets its history
+  `<name>.csv` in the run directory, a `train/<name>` TensorBoard histogram and its sections of imas-report;
 - `min_batch_size`: the smallest train.batch_size its forwards work with (imas.methods.check_method checks
   it when a command loads a config).
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from imas.config import Config
 from imas.errors import UserError
-from imas.rundir import PerImageHistory, RunRecord, read_run
+from imas.rundir import PerImageHistory, RunRecord, read_per_image_histories, read_run
 
 HARDNESS = "hardness"  # iMAS's per-image quantity: its galleries are the hardest and the easiest images
 
@@ -63,13 +63,16 @@ def load_report(run_dir: Path, overrides: list[str]) -> Report:
     """The run's records and its config with `overrides`; one sentence where it is not a run directory,
     its config does not load or it has no evaluation yet."""
     say(f"{run_dir}: reading the run's records")
-    record = read_run(run_dir)
+    # The per-image histories (the large files) are read last, once the config and the evaluations are
+    # known to be good: bad input is said before the expensive read.
+    record = read_run(run_dir, per_image=False)
     cfg = record.resolved_config(overrides)
     if not record.evaluations:
         raise UserError(
             f"{run_dir} has no evaluation in metrics.jsonl yet; report again after the first one "
             "(every train.eval_every epochs)"
         )
+    record.per_image = read_per_image_histories(run_dir)
     say(
         f"{run_dir}: {len(record.evaluations)} evaluation(s); training scalars from {record.scalars_source}"
         + "".join(f"; {h.path.name}" for h in record.per_image.values())
