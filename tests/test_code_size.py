@@ -127,3 +127,20 @@ def test_nothing_edits_sys_path() -> None:
         str(p.relative_to(REPO)) for p in paths if any(n in p.read_text(encoding="utf-8") for n in needles)
     ]
     assert not found, found
+
+
+def test_no_code_changes_a_loaded_config() -> None:
+    """A config is what the file and its overrides say: no module outside imas/config assigns its fields
+    (`--seed` is an override, a report reads a run as another method through from_dict's overrides)."""
+    import re
+
+    assignment = re.compile(r"\b(cfg|config|self\.cfg|run\.cfg)\.\w+\.\w+\s*(=|\+=|-=)(?!=)")
+    found = [
+        f"{path.relative_to(REPO)}:{number}"
+        for folder in ("imas", "tools")
+        for path in (REPO / folder).rglob("*.py")
+        if "config" not in path.relative_to(REPO).parts[1:2]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if assignment.search(line)
+    ]
+    assert not found, found

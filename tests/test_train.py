@@ -22,7 +22,7 @@ from imas import evaluate as eval_cli
 from imas import precision as mixed_precision
 from imas import predict as predict_cli
 from imas import train as train_cli
-from imas.config import Precision
+from imas.config import Config, Precision
 from imas.methods import METHODS
 from imas.methods.supervised import SupOnly
 
@@ -451,6 +451,17 @@ def test_repeated_opt_flags_accumulate():
         "a.b=1",
         "c.d=2",
     ]
+
+
+def test_seed_is_an_override_and_the_loaded_config_is_not_changed(monkeypatch):
+    """--seed N is --opt train.seed=N, given last; the loop trains the config exactly as loaded."""
+    args = train_cli.parse_args(["--config", "x.yaml", "--opt", "train.seed=1", "--seed", "7"])
+    assert args.opt == ["train.seed=1", "train.seed=7"]
+    loaded = []
+    monkeypatch.setattr(train_cli, "load_experiment", lambda path, opts: loaded.append(opts) or Config())
+    monkeypatch.setattr(train_cli, "check_run_dir", lambda run_dir: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert train_cli.main(["--config", "x.yaml", "--seed", "3", "--device", "cpu"]) == 130
+    assert loaded == [["train.seed=3"]]
 
 
 # The commands a checkout also has as scripts: its module, the script that runs it.
