@@ -330,19 +330,8 @@ def setup(
     torch.backends.cudnn.benchmark = not cfg.train.deterministic
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    method_class = METHODS[cfg.train.method]
-    labels = labels_of(method_class)
-    device, precision = str(info.device), cfg.train.precision.value
-    seed, world = cfg.train.seed, info.world_size
-    log.info(
-        banner(run_dir, config_path, overrides, cfg.train.method, labels, seed, world, device, precision)
-    )
-    slow = precision_warning(cfg.train.precision, info.device)
-    if slow and info.is_main:
-        log.warning(slow)
-    for note in notes:
-        log.warning(note)
-    semi = method_class.uses_unlabeled
+    announce(cfg, info, run_dir, notes, config_path, overrides)
+    semi = METHODS[cfg.train.method].uses_unlabeled
     # Every file of every split is checked before the first iteration (rank 0; a bad file stops all ranks).
     for warning in run_on_main(lambda: check_data(cfg.data, with_unlabeled=semi), info):
         log.warning(warning)
@@ -391,6 +380,23 @@ def setup(
         started=started,
         wall_before=state.wall_s,
     )
+
+
+def announce(
+    cfg: Config, info: DistInfo, run_dir: Path, notes: list[str], config_path: str, overrides: Sequence[str]
+) -> None:
+    """The banner, then the warnings this attempt starts with (slow precision, the claim's notes)."""
+    labels = labels_of(METHODS[cfg.train.method])
+    device, precision = str(info.device), cfg.train.precision.value
+    seed, world = cfg.train.seed, info.world_size
+    log.info(
+        banner(run_dir, config_path, overrides, cfg.train.method, labels, seed, world, device, precision)
+    )
+    slow = precision_warning(cfg.train.precision, info.device)
+    if slow and info.is_main:
+        log.warning(slow)
+    for note in notes:
+        log.warning(note)
 
 
 def resume(
