@@ -61,6 +61,7 @@ from imas.errors import RunDirError
 from imas.experiment import load_experiment
 from imas.inference import evaluate_model
 from imas.logging import (
+    METRICS_NAME,
     PerImageWriter,
     Progress,
     RunWriter,
@@ -402,8 +403,9 @@ def announce(
 def resume(
     cfg: Config, info: DistInfo, run_dir: Path, trainer: Trainer, changes: list[tuple[str, Any, Any]]
 ) -> tuple[TrainState, int | None]:
-    """Load latest.pth, where there is one, into the trainer; repair best.pth and drop the metrics of
-    epochs after the checkpoint (rank 0). Returns the state and the epoch latest.pth holds (or None)."""
+    """Load latest.pth, where there is one, into the trainer; repair best.pth and cut metrics.jsonl,
+    train_scalars.jsonl and the per-image histories back to what the checkpoint covers (rank 0). Returns the
+    state and the epoch latest.pth holds (or None)."""
     latest, state, saved_epoch = run_dir / "latest.pth", TrainState(), None
     if latest.is_file():
         ckpt = load_checkpoint(latest)
@@ -421,7 +423,7 @@ def resume(
             repair_best(run_dir / "best.pth", latest, ckpt, state)
         del ckpt
     if info.is_main:
-        dropped = truncate_metrics(run_dir / "metrics.jsonl", state.epoch)
+        dropped = truncate_metrics(run_dir / METRICS_NAME, state.epoch)
         if dropped:
             log.info("dropped %d metrics.jsonl lines of epochs after the checkpoint", dropped)
         truncate_train_scalars(run_dir, state.iteration)
