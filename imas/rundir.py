@@ -256,26 +256,22 @@ def truncate_per_image(run_dir: Path, name: str, iterations_done: int) -> int:
     lines = (
         path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True) if path.is_file() else []
     )
-    kept = [
-        line
-        for line in lines[1:]
-        if _row_iteration(line) is not None and _row_iteration(line) < iterations_done
-    ]
+    rows = [(line, per_image_row(line)) for line in lines[1:]]
+    kept = [line for line, row in rows if row is not None and row[2] < iterations_done]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(",".join([*PER_IMAGE_COLUMNS, name]) + "\n" + "".join(kept), encoding="utf-8")
     os.replace(tmp, path)
     return max(0, len(lines) - 1 - len(kept))
 
 
-def _row_iteration(line: str) -> int | None:
-    """The iteration of one whole per-image row (image_id,epoch,iteration,value ending in a newline), or None
-    where the line is not one (cut short by a crash, foreign)."""
+def per_image_row(line: str) -> tuple[str, int, int, float] | None:
+    """(image_id, epoch, iteration, value) of one whole per-image row, or None where the line is not one: cut
+    short by a crash (training writes whole rows, newline included) or foreign. An id may hold a comma."""
     if not line.endswith("\n"):
         return None
     fields = line.rstrip("\r\n").rsplit(",", 3)
     try:
-        int(fields[1]), float(fields[3])
-        return int(fields[2])
+        return fields[0], int(fields[1]), int(fields[2]), float(fields[3])
     except (IndexError, ValueError):
         return None
 
@@ -388,18 +384,13 @@ def read_per_image(path: Path) -> PerImageHistory | None:
         if f.readline().rstrip("\r\n").split(",") != [*PER_IMAGE_COLUMNS, name]:
             return None
         for line in f:
-            if not line.endswith("\n"):
-                break
-            image_id, sep, rest = line.rstrip("\r\n").rpartition(",")  # an id may hold a comma
-            try:
-                image_id, epoch_text, iteration_text = image_id.rsplit(",", 2)
-                row = (int(epoch_text), int(iteration_text), float(rest))
-            except ValueError:
+            row = per_image_row(line)
+            if row is None:
                 continue
-            image.append(index.setdefault(image_id, len(index)))
-            epoch.append(row[0])
-            iteration.append(row[1])
-            value.append(row[2])
+            image.append(index.setdefault(row[0], len(index)))
+            epoch.append(row[1])
+            iteration.append(row[2])
+            value.append(row[3])
     if not value:
         return None
     as_int = {"dtype": np.int64}

@@ -245,7 +245,7 @@ def cpu_identity() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()} {model}".strip()
 
 
-# Session fixtures that train a run (tests/run_fixtures.py): a test that uses one is an end-to-end test.
+# Fixtures of scope "session" that train a run (tests/run_fixtures.py): a test using one is end-to-end.
 TRAINING_FIXTURES = {"imas_run", "suponly_run"}
 
 
