@@ -1,6 +1,9 @@
 #!/bin/sh
-# Train one experiment: sh single_run.sh [CONFIG] [NGPU] [key.path=value ...] [--resume-anyway]
-#   CONFIG  experiment YAML (default: exps/toy/imas.yaml, iMAS on the toy data)
+# The quick start: sh single_run.sh (no arguments) makes the toy data and its backbone, trains SupOnly and
+# iMAS side by side on the CPU and ends with the gain it measured (python -m tools.quick_start).
+#
+# Train one experiment: sh single_run.sh CONFIG [NGPU] [key.path=value ...] [--resume-anyway]
+#   CONFIG  experiment YAML, e.g. exps/toy/imas.yaml (iMAS on the toy data)
 #   NGPU    processes to launch (default: every visible GPU; plain python on one GPU or the CPU)
 #   key.path=value ...  config overrides, e.g. train.epochs=2 optim.lr=0.002
 #   --resume-anyway     continue an existing run directory under changed settings (see docs/reliability.md)
@@ -9,9 +12,10 @@
 # The toy dataset and its pretrained backbone are made under data/toy on first use, when the config's
 # data.root is data/toy. Set PYTHON to choose the interpreter.
 set -eu
-CONFIG=${1:-exps/toy/imas.yaml}
-[ $# -gt 0 ] && shift
 PYTHON=${PYTHON:-python}
+[ $# -eq 0 ] && exec "$PYTHON" -m tools.quick_start
+CONFIG=$1
+shift
 if [ $# -gt 0 ]; then
     NGPU=$1
     shift
@@ -32,19 +36,25 @@ for arg in "$@"; do
 done
 # The toy data is prepared when the resolved config (overrides included) reads it; a config that cannot
 # be read prints nothing here, and train_semi.py then names the problem.
+# Printed for the toy data: "toy", then the backbone file and width the config starts from, if any.
 TOY=$("$PYTHON" -c "
 import sys
 from pathlib import Path
 from imas.config import load_config
 try:
-    root = load_config(sys.argv[1], sys.argv[2:]).data.root
+    cfg = load_config(sys.argv[1], sys.argv[2:])
 except Exception:
     sys.exit(0)
-print('yes' if Path(root).resolve() == Path('data/toy').resolve() else 'no')
+if Path(cfg.data.root).resolve() == Path('data/toy').resolve():
+    print('toy', *([cfg.model.pretrained, cfg.model.backbone_width] if cfg.model.pretrained else []))
 " "$CONFIG" "$@" 2>/dev/null || true)
-if [ "$TOY" = yes ]; then
+if [ -n "$TOY" ]; then
     "$PYTHON" -m imas.data.toy --out data/toy --ensure  # (re)writes it when missing or outdated
-    "$PYTHON" tools/toy_pretrain.py --ensure            # the toy's pretrained backbone, likewise
+    BACKBONE=${TOY#toy}
+    if [ -n "$BACKBONE" ]; then  # the toy's pretrained backbone, likewise
+        BACKBONE=${BACKBONE# }
+        "$PYTHON" -m tools.toy_pretrain --out "${BACKBONE% *}" --width "${BACKBONE##* }" --ensure
+    fi
 fi
 set -- --config "$CONFIG" $FLAGS --opt "$@"
 if [ "$NGPU" -gt 1 ]; then

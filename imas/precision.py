@@ -4,6 +4,8 @@ this CPU has native kernels for a precision (without them autocast emulates it, 
 from __future__ import annotations
 
 import contextlib
+import platform
+from pathlib import Path
 
 import torch
 
@@ -27,6 +29,18 @@ def cpu_has_native(precision: Precision) -> bool:
     if precision is Precision.fp16:
         return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     return True
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (/proc/cpuinfo on Linux), e.g. "Intel(R) Xeon(R) Processor";
+    platform.processor() elsewhere, "unknown CPU" when neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def cpu_description() -> str:

@@ -429,6 +429,25 @@ def read_train_scalars(path: Path) -> tuple[dict[str, Series], float | None] | N
     return {tag: sorted(points.items()) for tag, points in by_tag.items()}, wall
 
 
+def epoch_means(path: Path) -> dict[int, dict[str, float]]:
+    """train_scalars.jsonl's training scalars averaged over each epoch's logging windows: {epoch: {name:
+    mean}} in epoch order; {} where the file does not exist. Lines that are not a record are skipped, as in
+    read_train_scalars."""
+    if not path.is_file():
+        return {}
+    sums: dict[int, dict[str, list[float]]] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            epoch, values = int(record["epoch"]), dict(record["scalars"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        for name, value in values.items():
+            if isinstance(value, (int, float)):
+                sums.setdefault(epoch, {}).setdefault(name, []).append(float(value))
+    return {e: {n: sum(v) / len(v) for n, v in sums[e].items()} for e in sorted(sums)}
+
+
 @dataclass
 class LegacyLog:
     """What a train.log of a run written before train_scalars.jsonl holds for the tools: the console's

@@ -458,10 +458,14 @@ def test_single_run_prepares_toy_data_only_when_the_config_reads_it(tmp_path):
 
     lines = run(str(config), "1", "train.epochs=3", "--resume-anyway")
     assert lines == [f"train_semi.py --config {config} --resume-anyway --opt train.epochs=3"]
-    lines = run(str(config), "1", "data.root=data/toy")
+    lines = run(str(config), "1", "data.root=data/toy")  # no backbone file named: nothing to pretrain
+    assert lines[0] == "-m imas.data.toy --out data/toy --ensure" and lines[1].startswith("train_semi.py")
+    toy = ["data.root=data/toy", "model.pretrained=pre/my r18.pth", "model.backbone_width=16"]
+    lines = run(str(config), "1", *toy)
     assert lines[0] == "-m imas.data.toy --out data/toy --ensure"
-    assert lines[1] == "tools/toy_pretrain.py --ensure"
+    assert lines[1] == "-m tools.toy_pretrain --out pre/my r18.pth --width 16 --ensure"
     assert lines[2].startswith("train_semi.py")
+    assert run() == ["-m tools.quick_start"]  # no arguments: the quick start
 
 
 # ------------------------------------------------------------------------------------ reading a run

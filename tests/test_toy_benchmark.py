@@ -29,16 +29,23 @@ def test_table_from_finished_runs(tmp_path, capsys):
     fake_result(tmp_path, "SupOnly", 1, 42.0, 43.0)
     fake_result(tmp_path, "iMAS", 0, 46.0, 47.0)
     fake_result(tmp_path, "iMAS", 1, 48.0, 49.0)
-    args = ["--out", str(tmp_path), "--seeds", "0", "1", "--rows", "SupOnly", "iMAS"]
+    fake_result(tmp_path, "mean teacher", 0, 42.0, 43.0)
+    fake_result(tmp_path, "mean teacher", 1, 44.0, 45.0)
+    args = ["--out", str(tmp_path), "--seeds", "0", "1", "--rows", "SupOnly", "iMAS", "mean teacher"]
     assert toy_benchmark.main(args) == 0  # nothing to train: every run has its result.json
     table = (tmp_path / "results.md").read_text()
     assert "native bf16)" in table.splitlines()[0]  # the header names the CPU's ISA and native bf16
     assert (
-        "| SupOnly | `exps/toy/suponly.yaml` | 0, 1 | 41.00 ± 1.41 | 42.00 ± 1.41 | +0.00 | 2.00 ± 0.00 |"
+        "| SupOnly | `exps/toy/suponly.yaml` | 0, 1 | 41.00 ± 1.41 | 42.00 ± 1.41 | +0.00 | — | 2.00 ± 0.00 |"
         in table
     )
-    assert "| iMAS | `exps/toy/imas.yaml` | 0, 1 | 47.00 ± 1.41 | 48.00 ± 1.41 | +6.00 |" in table
-    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 4
+    # +6.00 is beyond the seed spread (1.41 + 1.41); +2.00 (mean teacher) is not
+    assert "| iMAS | `exps/toy/imas.yaml` | 0, 1 | 47.00 ± 1.41 | 48.00 ± 1.41 | +6.00 | yes |" in table
+    assert (
+        "| mean teacher | `exps/toy/mean_teacher.yaml` | 0, 1 | 43.00 ± 1.41 | 44.00 ± 1.41 | +2.00 | no |"
+        in table
+    )
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 6
 
 
 def test_unknown_row_is_one_sentence(capsys):
@@ -51,7 +58,7 @@ def test_finished_run_with_other_settings_is_not_reused(tmp_path, capsys):
     """A result made with another config (here another precision) stops the benchmark with one sentence."""
     fake_result(tmp_path, "SupOnly", 0, 40.0, 41.0)
     run_dir = tmp_path / "suponly" / "seed0"
-    saved = {"train": {"precision": "bf16", "seed": 0, "epochs": 8}, "data": {"root": "data/toy"}}
+    saved = {"train": {"precision": "bf16", "seed": 0, "epochs": 24}, "data": {"root": "data/toy"}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     args = ["--out", str(tmp_path), "--seeds", "0", "--rows", "SupOnly"]
     assert toy_benchmark.main(args) == 2

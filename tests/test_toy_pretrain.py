@@ -28,7 +28,12 @@ def test_tiny_pretraining_writes_a_backbone_that_loads_strictly(tmp_path, capsys
     assert toy_pretrain.main(args + ["--batch", "8"]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["steps"] == 2 and 0.0 <= record["val_accuracy"] <= 1.0
-    assert "held-out accuracy" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert (
+        "toy backbone: pretraining ResNet-18 width 64 on 24 generated images (2 steps of 8)" in captured.out
+    )
+    assert "held-out accuracy" in captured.out
+    assert "pretraining 2/2 steps (100%)" in captured.err and "eta 0:00:00" in captured.err  # the progress
     # The standard-stem layout of model.pretrained: every backbone tensor of the toy model is filled.
     model = build_deeplabv3plus("resnet18", 6, stem="standard", pretrained=str(out), decoder_channels=32)
     saved = torch.load(out, weights_only=True)
@@ -53,3 +58,21 @@ def test_bad_settings_are_one_sentence_before_any_work(tmp_path, capsys):
         assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1, extra
         assert captured.out == ""
     assert not (tmp_path / "r18.pth").exists()
+
+
+def test_the_backbone_file_and_width_come_from_the_config_unless_named(capsys):
+    args = toy_pretrain.parse_args([])  # the quick start's config
+    assert (args.out, args.width) == ("data/toy/pretrained/resnet18_w32.pth", 32)
+    args = toy_pretrain.parse_args(["--config", "exps/toy_w64/imas.yaml"])  # the toy before the quick start
+    assert (args.out, args.width) == ("data/toy/pretrained/resnet18_standard.pth", 64)
+    assert (
+        toy_pretrain.parse_args(["--out", "x.pth"]).width,
+        toy_pretrain.parse_args(["--out", "x.pth", "--width", "16"]).width,
+    ) == (64, 16)
+    cases = {
+        ("--config", "exps/toy/imas.yaml", "--out", "x.pth"): "give --config, or --out and --width, not both",
+        ("--width", "16"): "--width needs --out (without them both come from --config)",
+    }
+    for argv, message in cases.items():
+        assert toy_pretrain.main(list(argv)) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"

@@ -162,42 +162,62 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
 
 
 def cpu_description() -> str:
-    """imas.precision.cpu_description(), e.g. "AVX2, no native bf16", asked in a subprocess like the
-    trainings: this script never imports torch."""
-    code = "from imas.precision import cpu_description; print(cpu_description())"
+    """The CPU's model, ISA and native bf16, e.g. "AMD EPYC 7B13: AVX2, no native bf16" (imas.precision),
+    asked in a subprocess like the trainings: this script never imports torch."""
+    code = (
+        "from imas.precision import cpu_description, cpu_model; print(f'{cpu_model()}: {cpu_description()}')"
+    )
     return subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True).strip()
 
 
 def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+    return f"{statistics.mean(values):.2f} ± {std(values):.2f}"
+
+
+def std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def table(rows: dict[str, list[dict]]) -> str:
-    """Markdown: one row per config, mean ± std over its seeds."""
+    """Markdown: one row per config, mean ± std over its seeds. A difference from the first row counts as
+    beyond the seed spread when it is larger than the two rows' standard deviations added up."""
     lines = [
-        "| method | config | seeds | final mIoU | best mIoU | Δ best vs first row | wall time (min) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | config | seeds | final mIoU | best mIoU | Δ final vs first row | beyond the seed spread "
+        "| wall time (min) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    baseline = None
+    baseline: list[float] | None = None
     for name, results in rows.items():
-        best = statistics.mean(r["best_miou"] for r in results)
-        baseline = best if baseline is None else baseline
+        finals = [r["final_miou"] for r in results]
+        if baseline is None:
+            baseline, beyond = finals, "—"
+        else:
+            beyond = (
+                "yes"
+                if abs(statistics.mean(finals) - statistics.mean(baseline)) > std(finals) + std(baseline)
+                else "no"
+            )
         lines.append(
             f"| {name} | `{results[0]['config']}` | {', '.join(str(r['seed']) for r in results)} | "
-            f"{mean_std([r['final_miou'] for r in results])} | "
-            f"{mean_std([r['best_miou'] for r in results])} | "
-            f"{best - baseline:+.2f} | {mean_std([r['wall_s'] / 60 for r in results])} |"
+            f"{mean_std(finals)} | {mean_std([r['best_miou'] for r in results])} | "
+            f"{statistics.mean(finals) - statistics.mean(baseline):+.2f} | {beyond} | "
+            f"{mean_std([r['wall_s'] / 60 for r in results])} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def prepare(args: argparse.Namespace) -> None:
-    """The toy data and its pretrained backbone, made once (kept when already current)."""
-    steps = [
-        [sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"],
-        [sys.executable, "tools/toy_pretrain.py", "--ensure"],
-    ]
+    """The toy data and the pretrained backbones the rows start from, made once (kept when current)."""
+    steps = [[sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"]]
+    backbones = {}
+    for row in args.rows:
+        model = load_config(REPO / CONFIGS[row], run_options(args)).model
+        if model.pretrained:
+            backbones[model.pretrained] = model.backbone_width
+    for path, width in backbones.items():
+        steps.append(
+            [sys.executable, "-m", "tools.toy_pretrain", "--out", path, "--width", str(width), "--ensure"]
+        )
     for command in steps:
         try:
             subprocess.check_call(command, cwd=REPO)

@@ -1,6 +1,10 @@
 """Pretrain the toy's ResNet-18 backbone on a classification task of its own: the toy stand-in for ImageNet.
 
-    python tools/toy_pretrain.py [--out data/toy/pretrained/resnet18_standard.pth] [--ensure]
+    python tools/toy_pretrain.py [--config exps/toy/imas.yaml] [--ensure]
+    python tools/toy_pretrain.py --out data/toy/pretrained/resnet18_standard.pth --width 64 [--ensure]
+
+`--config` (the default: exps/toy/imas.yaml) makes the backbone that config starts from: its
+`model.pretrained` file at its `model.backbone_width`; `--out` and `--width` name them instead.
 
 Real semi-supervised segmentation always starts from ImageNet weights; the toy configs do the same with a
 backbone pretrained here to classify six *other* shapes (star, hexagon, ellipse, L, chevron, crescent) drawn
@@ -29,11 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from imas.cli import on_exit, run_command
+from imas.config import load_config
 from imas.data.io import check_writable_file
 from imas.data.toy import PRETRAIN_CLASSES, make_pretrain_sample
 from imas.errors import UserError
 from imas.models.resnet import resnet18
 from imas.normalization import normalize
+from imas.progress import ImageProgress
 from imas.schedule import poly_lr
 
 VERSION = "2"  # bump when the recipe below changes, so --ensure retrains
@@ -41,17 +47,43 @@ VERSION = "2"  # bump when the recipe below changes, so --ensure retrains
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="data/toy/pretrained/resnet18_standard.pth")
+    p.add_argument(
+        "--config", help="make the backbone this experiment starts from (default exps/toy/imas.yaml)"
+    )
+    p.add_argument("--out", help="where to write the backbone (instead of --config's model.pretrained)")
     p.add_argument("--images", type=int, default=6000, help="training images (default 6000)")
     p.add_argument("--val-images", type=int, default=600)
     p.add_argument("--size", type=int, default=48, help="image side in pixels (default 48)")
     p.add_argument("--steps", type=int, default=400, help="iterations of batch --batch (default 400)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=64, help="ResNet-18 layer1 channels (model.backbone_width)")
+    p.add_argument(
+        "--width", type=int, help="ResNet-18 layer1 channels (instead of --config's model.backbone_width)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensure", action="store_true", help="do nothing if --out was made with these settings")
-    return p.parse_args(argv)
+    return resolve_target(p.parse_args(argv))
+
+
+DEFAULT_CONFIG = "exps/toy/imas.yaml"
+
+
+def resolve_target(args: argparse.Namespace) -> argparse.Namespace:
+    """--out and --width from the config's model section unless both are given; one sentence when the config
+    cannot be read or names no backbone file."""
+    if args.config is not None and (args.out is not None or args.width is not None):
+        raise UserError("give --config, or --out and --width, not both")
+    if args.width is not None and args.out is None:
+        raise UserError("--width needs --out (without them both come from --config)")
+    if args.out is not None:
+        args.width = 64 if args.width is None else args.width  # the width of the toy before it was narrowed
+        return args
+    config = args.config or DEFAULT_CONFIG
+    model = load_config(config).model
+    if not model.pretrained:
+        raise UserError(f"{config} sets no model.pretrained file for the backbone to be written to")
+    args.out, args.width = model.pretrained, model.backbone_width
+    return args
 
 
 class Classifier(nn.Module):
@@ -92,6 +124,11 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 def pretrain(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
+    print(
+        f"toy backbone: pretraining ResNet-18 width {args.width} on {args.images} generated images "
+        f"({args.steps} steps of {args.batch}) for {args.out}",
+        flush=True,
+    )
     train_x, train_y = make_images(args.seed, 0, args.images, args.size)
     val_x, val_y = make_images(args.seed, args.images, args.val_images, args.size)
     print(
@@ -102,6 +139,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()
+    progress = ImageProgress("pretraining", args.steps, units=("steps", "steps/s"))
     for step in range(args.steps):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(args.lr, step, args.steps)
@@ -113,8 +151,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if (step + 1) % 50 == 0 or step + 1 == args.steps:
-            print(f"step {step + 1}/{args.steps} loss {loss.item():.3f}", flush=True)
+        progress.update(step + 1)
     result = settings(args) | {
         "train_accuracy": accuracy(model, train_x[:1000], train_y[:1000]),
         "val_accuracy": accuracy(model, val_x, val_y),
