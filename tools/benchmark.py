@@ -1,6 +1,6 @@
 """Measure training-step and evaluation throughput and peak memory for a config's model; write JSON.
 
-    python tools/benchmark.py --config exps/toy/suponly.yaml --backbone resnet50 --output-stride 16 \
+    python tools/benchmark.py --config exps/toy_w64/suponly.yaml --backbone resnet50 --output-stride 16 \
         --crop 321 --batch 2 --precision bf16 --output bench.json
 
 Inputs are random images and labels of the given crop (the data pipeline is not part of the measurement).
@@ -61,7 +61,8 @@ from imas.train import Trainer, build_trainer, train_step
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="exps/toy/suponly.yaml")
+    # full width: --backbone resnet50 then measures a real ResNet-50 (exps/toy narrows layer1 to 32)
+    p.add_argument("--config", default="exps/toy_w64/suponly.yaml")
     p.add_argument("--backbone", default=None, help="overrides model.backbone")
     p.add_argument("--output-stride", type=int, default=None, help="overrides model.output_stride")
     p.add_argument("--crop", type=int, default=None, help="overrides data.crop_size")
