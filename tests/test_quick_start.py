@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,9 @@ def test_a_tiny_quick_start_runs_every_phase_and_reports_the_gain_it_measured(tm
 
 
 @pytest.mark.slow
-def test_a_failing_training_stops_the_quick_start_with_its_last_lines(tmp_path, capsys, monkeypatch):
+def test_bad_input_in_a_training_is_its_one_sentence(tmp_path, capsys, monkeypatch):
+    """A training that refuses its input (here a missing split file) ends the quick start with that sentence,
+    exit status 2, as the training alone would."""
     monkeypatch.setattr(quick_start, "PRETRAIN_SETTINGS", TINY_PRETRAIN)
     config = tmp_path / "suponly.yaml"
     config.write_text(
@@ -124,9 +127,29 @@ def test_a_failing_training_stops_the_quick_start_with_its_last_lines(tmp_path, 
     monkeypatch.setitem(quick_start.CONFIGS, "SupOnly", str(config))
     code = quick_start.main(["--runs", str(tmp_path / "runs"), "--opt", *tiny_options(tmp_path)])
     err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "no/such.txt" in err
+
+
+@pytest.mark.slow
+def test_a_crashing_training_stops_the_other_and_shows_its_last_lines(tmp_path, capsys, monkeypatch):
+    """A training that crashes (exit status 3 here, from a stand-in interpreter) stops the quick start with
+    exit status 1 and its last lines, and the other training is stopped, not left running."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        f"#!/bin/sh\n"
+        f'case "$*" in *imas.train*suponly*) echo "Traceback: it broke"; exit 3 ;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setattr(quick_start, "PRETRAIN_SETTINGS", TINY_PRETRAIN)
+    runs = tmp_path / "runs"
+    code = quick_start.main(["--runs", str(runs), "--opt", *tiny_options(tmp_path), "train.epochs=3"])
+    err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith(f"error: SupOnly ({config}) failed with exit code 2; its last lines:\n")
-    assert "no/such.txt" in err
+    assert err.startswith("error: SupOnly (exps/toy/suponly.yaml) failed with exit code 3; its last lines:\n")
+    assert "  Traceback: it broke" in err
+    assert read_evaluations(runs / "imas") == []  # stopped long before its first evaluation
 
 
 def test_a_config_pair_that_disagrees_is_one_sentence(tmp_path, capsys, monkeypatch):

@@ -32,6 +32,7 @@ from imas.rundir import SCALARS_NAME, epoch_means, miou_of, read_evaluations
 CONFIGS = {"SupOnly": "exps/toy/suponly.yaml", "iMAS": "exps/toy/imas.yaml"}  # baseline first
 PROGRESS_TTY_SECONDS, PROGRESS_PLAIN_SECONDS = 1.0, 15.0  # as imas.progress: a job log gets few lines
 SUMMARY_SCALARS = {"easiness": "mean easiness", "cutmix_rate": "CutMix rate", "confident": "confident ratio"}
+USER_ERROR = 2  # the exit status of a command that refused its input (imas.cli)
 PRETRAIN_SETTINGS: list[str] = []  # extra tools.toy_pretrain options (the tests' tiny pretraining)
 TRAIN_LINE = re.compile(r"it (\d+)/(\d+) ([\d.]+|nan) it/s eta (\S+)")  # imas.logging's progress fields
 
@@ -79,9 +80,16 @@ def phase(number: int, title: str) -> float:
     return time.perf_counter()
 
 
-def call(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    """Run a phase's command with its output on the console; a failure is a PhaseError."""
-    code = subprocess.call(command, env=env)
+class Reported(UserError):
+    """A phase's command refused its input and printed its own sentence: exit status 2, nothing added."""
+
+
+def call(command: list[str], what: str) -> None:
+    """Run a phase's command with its output on the console. Its refusal (exit status 2: it said why in one
+    sentence) ends the quick start in the same way; any other failure is a PhaseError."""
+    code = subprocess.call(command)
+    if code == USER_ERROR:
+        raise Reported(what)
     if code != 0:
         raise PhaseError(f"{what} failed with exit code {code}")
 
@@ -131,7 +139,11 @@ def watch(trainings: list[Training]) -> None:
         code = training.process.poll()
         if code not in (None, 0):
             stop(trainings)
-            tail = training.console.read_text(errors="replace").splitlines()[-6:]
+            lines = training.console.read_text(errors="replace").splitlines()
+            refusal = [line for line in lines if line.startswith("error: ")]
+            if code == USER_ERROR and refusal:  # bad input (e.g. a broken toy file): its one sentence
+                raise UserError(refusal[-1].removeprefix("error: "))
+            tail = lines[-6:]
             raise PhaseError(
                 f"{training.name} ({training.config}) failed with exit code {code}; its last lines:\n"
                 + "\n".join("  " + line for line in tail)
@@ -234,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
-    return run_command(body, terminate=True, interrupted="run the same command again to resume")
+    return run_command(
+        body,
+        terminate=True,
+        interrupted="run the same command again to resume",
+        quiet_error=lambda exc: isinstance(exc, Reported),
+    )
 
 
 if __name__ == "__main__":
