@@ -19,7 +19,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -405,6 +405,18 @@ def read_per_image(path: Path) -> PerImageHistory | None:
     )
 
 
+def _scalar_records(path: Path, key: str) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(record[key] as an int, its scalars, the record) of each train_scalars.jsonl line that is a record
+    with that key; a line that is not (one cut short by a crash, a foreign one) is skipped."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            number, scalars = int(record[key]), dict(record["scalars"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        yield number, scalars, record
+
+
 def read_train_scalars(path: Path) -> tuple[dict[str, Series], float | None] | None:
     """train_scalars.jsonl as series by TensorBoard tag (train/<name> for each scalar, train/lr), and the
     largest wall_s it records; None where the file does not exist. A line that is not a record (one cut
@@ -413,14 +425,8 @@ def read_train_scalars(path: Path) -> tuple[dict[str, Series], float | None] | N
         return None
     by_tag: dict[str, dict[int, float]] = {}
     wall: float | None = None
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            step = int(record["iteration"])
-            values = dict(record["scalars"]) | {"lr": record.get("lr")}
-        except (ValueError, KeyError, TypeError):
-            continue
-        for name, value in values.items():
+    for step, scalars, record in _scalar_records(path, "iteration"):
+        for name, value in (scalars | {"lr": record.get("lr")}).items():
             if isinstance(value, (int, float)):
                 by_tag.setdefault(f"train/{name}", {})[step] = float(value)
         seconds = record.get("wall_s")
@@ -431,18 +437,12 @@ def read_train_scalars(path: Path) -> tuple[dict[str, Series], float | None] | N
 
 def epoch_means(path: Path) -> dict[int, dict[str, float]]:
     """train_scalars.jsonl's training scalars averaged over each epoch's logging windows: {epoch: {name:
-    mean}} in epoch order; {} where the file does not exist. Lines that are not a record are skipped, as in
-    read_train_scalars."""
+    mean}} in epoch order; {} where the file does not exist. Lines that are not a record are skipped."""
     if not path.is_file():
         return {}
     sums: dict[int, dict[str, list[float]]] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            epoch, values = int(record["epoch"]), dict(record["scalars"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        for name, value in values.items():
+    for epoch, scalars, _ in _scalar_records(path, "epoch"):
+        for name, value in scalars.items():
             if isinstance(value, (int, float)):
                 sums.setdefault(epoch, {}).setdefault(name, []).append(float(value))
     return {e: {n: sum(v) / len(v) for n, v in sums[e].items()} for e in sorted(sums)}
