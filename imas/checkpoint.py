@@ -10,6 +10,8 @@ import random
 import shutil
 import subprocess
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def rng_untouched() -> Iterator[None]:
+    """Whatever runs inside draws from the RNG streams without moving them: evaluation (its loader's base
+    seed, a panel) leaves training's random stream, and so the trained weights, as they were."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -129,6 +142,12 @@ def load_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> dict[st
 
     mmap: map the tensors instead of reading them, for a cheap look at the entries that are not weights."""
     path = Path(path)
+    if path.is_dir():  # e.g. the run directory: "does not exist" would send the user looking for it
+        inside = sorted(path.glob("*.pth"))
+        example = f" such as {inside[0]}" if inside else ""
+        raise CheckpointError(
+            f"checkpoint {path} is a folder, not a file; give the path of a .pth file{example}"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -179,6 +198,8 @@ class TrainState:
     # Result-changing settings accepted on a resume (--resume-anyway): [{"epoch", "iteration", "changes"}]
     resumed_with_changes: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0  # seconds of training up to this state, over every attempt that led to it
+    # SHA-256 of the split files this state trained on, by key (imas.data.datasets.split_digests)
+    split_digests: dict[str, str] = field(default_factory=dict)
 
 
 def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
@@ -209,6 +230,7 @@ def save_training_state(
         "resumed_with_changes": state.resumed_with_changes,
         "wall_s": state.wall_s,
         "config": to_dict(cfg),
+        "split_digests": state.split_digests,
         "version": code_version(),
     }
     for name, model in models.items():

@@ -104,6 +104,8 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
 
     Method and backbone names are not checked here: imas.experiment.load_experiment adds those checks."""
     path = Path(path)
+    if path.is_dir():  # "does not exist" would send the user looking for a path that is there
+        raise ConfigError(f"config {path} is a folder, not a file; give the path of a .yaml file in it")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

@@ -16,9 +16,14 @@ from imas.config.schema import (
     METHOD_SECTIONS,
     Config,
     CutMixTrigger,
+    DataConfig,
+    EvalConfig,
+    EvalMode,
     FixMatchConfig,
+    LossConfig,
     OptimConfig,
     TeacherStudentConfig,
+    TrainConfig,
     UniMatchConfig,
 )
 from imas.config.strict_yaml import short_repr
@@ -64,6 +69,7 @@ def validate(config: Config, given_sections: Sequence[str] = ()) -> None:
         )
     if d.palette and (len(d.palette) < d.num_classes or any(len(c) != 3 for c in d.palette)):
         raise ConfigError(f"data.palette must give one [r, g, b] per class ({d.num_classes} classes)")
+    _validate_names_and_colours(d)
     if len(d.long_side) != 2 or not 1 <= d.long_side[0] <= d.long_side[1]:
         raise ConfigError(
             f"data.long_side must be [low, high] with 1 <= low <= high, got {short_repr(d.long_side)}"
@@ -80,10 +86,78 @@ def validate(config: Config, given_sections: Sequence[str] = ()) -> None:
         raise ConfigError("data.labeled_split must name a split file")
     if m.output_stride not in (8, 16):
         raise ConfigError(f"model.output_stride must be 8 or 16, got {m.output_stride}")
+    _validate_seed(t)
+    _validate_loss(config.loss)
     _validate_optim(config.optim)
     _validate_method_section(config, given_sections)
     if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
         raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
+    _validate_sliding(config.eval)
+
+
+# torch.manual_seed takes -2**63 .. 2**64 - 1; train.py also seeds from train.seed plus a network index and
+# plus 1_000_003 * (rank + 1). Capping at 2**63 - 1 leaves room for those sums (for any number of processes),
+# so no seed fails after the run has started. numpy and `random` are seeded from torch.initial_seed() and the
+# loaders' seeds are derived modulo 2**64, so they take any seed torch does.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _validate_seed(t: TrainConfig) -> None:
+    low, high = SEED_RANGE
+    if not low <= t.seed <= high:
+        raise ConfigError(f"train.seed must be in [-2**63, 2**63 - 1], got {short_repr(t.seed)}")
+
+
+def _validate_names_and_colours(d: DataConfig) -> None:
+    """data.class_names unique (the IoU table and the metrics are keyed by name); data.palette in 0..255."""
+    first: dict[str, int] = {}
+    for index, name in enumerate(d.class_names):
+        if name in first:
+            raise ConfigError(
+                f"data.class_names has {short_repr(name)} twice (at positions {first[name]} and {index}); "
+                "class names must be unique"
+            )
+        first[name] = index
+    for index, colour in enumerate(d.palette):
+        for channel, value in enumerate(colour):
+            if not 0 <= value <= 255:
+                raise ConfigError(
+                    f"data.palette[{index}][{channel}] must be in 0..255 (an 8-bit colour), got {value}"
+                )
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    """The supervised loss's numbers, whichever loss.kind is set (a later override may switch to ohem)."""
+    if loss.aux_weight < 0:
+        raise ConfigError(f"loss.aux_weight must be >= 0, got {loss.aux_weight}")
+    # A pixel is hard when its probability of the true class is <= the threshold, a probability. Threshold 0
+    # with ohem_min_kept > 0 keeps exactly the ohem_min_kept hardest pixels; with 0 it would keep none.
+    if not 0 <= loss.ohem_thresh <= 1:
+        raise ConfigError(f"loss.ohem_thresh must be in [0, 1], got {loss.ohem_thresh}")
+    if loss.ohem_min_kept < 0:
+        raise ConfigError(
+            f"loss.ohem_min_kept must be >= 0 (0: the threshold alone), got {loss.ohem_min_kept}"
+        )
+    if loss.ohem_thresh == 0 and loss.ohem_min_kept == 0:
+        raise ConfigError(
+            "loss.ohem_thresh 0 with loss.ohem_min_kept 0 would train on no pixel; raise either of them"
+        )
+
+
+def _validate_sliding(e: EvalConfig) -> None:
+    """Sliding windows must overlap or touch: a stride past the window would leave pixels unpredicted."""
+    if e.mode is not EvalMode.sliding:
+        return
+    if e.stride > e.window:
+        raise ConfigError(
+            f"eval.stride {e.stride} is larger than eval.window {e.window}, so sliding windows would skip "
+            "pixels; use a stride <= the window (0: two thirds of it)"
+        )
+    if e.stride == 0 and 2 * e.window // 3 == 0:
+        raise ConfigError(
+            f"eval.window {e.window} is too small for the default eval.stride (two thirds of it is 0); "
+            "use a window of at least 2 or set eval.stride"
+        )
 
 
 def _validate_method_section(config: Config, given_sections: Sequence[str]) -> None:

@@ -11,6 +11,10 @@ from typing import Any
 from imas.config.strict_yaml import load_yaml, short_repr
 from imas.errors import ConfigError
 
+# YAML 1.1's other boolean words: the config reader leaves them strings (imas.config.strict_yaml, so that an
+# enum value such as "off" can be written plainly); a boolean key still reads them as YAML 1.1 did.
+_BOOL_WORDS = {"yes": True, "on": True, "no": False, "off": False}
+
 
 def field_types(cls: type) -> dict[str, Any]:
     """Each field's type of a schema dataclass (the annotations are strings under postponed evaluation)."""
@@ -74,6 +78,8 @@ def convert(value: Any, hint: Any, key: str) -> Any:
         except ValueError:
             raise bad() from None
     if hint is bool:
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
         if not isinstance(value, bool):
             raise bad()
         return value

@@ -2,12 +2,14 @@
 
 A SafeLoader that also refuses a key given twice in one mapping (plain PyYAML keeps the last one silently),
 names any tag it cannot build (``!!python/...``) and refuses aliases that expand past ``MAX_YAML_VALUES``
-values or contain themselves. Messages echo user values through ``short_repr``, so no value, however
-large, makes a message longer than a line.
+values or contain themselves. Booleans are YAML 1.2's: only true and false (see ``_BOOL_TAG`` below).
+Messages echo user values through ``short_repr``, so no value, however large, makes a message longer than a
+line.
 """
 
 from __future__ import annotations
 
+import re
 import reprlib
 from typing import Any
 
@@ -84,6 +86,21 @@ class _ConfigLoader(yaml.SafeLoader):
 
 # Replaces SafeLoader's catch-all (which says "could not determine a constructor"), for this loader only.
 _ConfigLoader.add_constructor(None, _ConfigLoader.construct_unsupported)
+
+# Booleans as in YAML 1.2: only true / false (any case spelling PyYAML knows). PyYAML follows YAML 1.1, where
+# yes / no / on / off are booleans too, so `cutmix: off` reached the schema as False and failed against the
+# enum value "off" it looks like (and `class_names: [no, yes]` was refused as booleans). As strings they let
+# every enum value be written plainly; the boolean keys still take them (imas.config.convert), so `flip: yes`
+# keeps its meaning. Special-casing False for a few enum keys instead would also turn `cutmix: no` and
+# `cutmix: false` into "off" and leave `cutmix: on` a puzzle, and would not help strings.
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _expanded_size(root: yaml.Node) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -104,6 +105,20 @@ def build_datasets(cfg: DataConfig, with_unlabeled: bool) -> Datasets:
         val=build(cfg.val_split, "val"),
         unlabeled_count=unlabeled_count,
     )
+
+
+SPLIT_KEYS = ("labeled_split", "unlabeled_split", "val_split")
+
+
+def split_digests(cfg: DataConfig) -> dict[str, str]:
+    """The SHA-256 of each named split file's bytes, by its key (`data.labeled_split`, ...). A checkpoint
+    keeps them, so a list edited between a stop and a resume is noticed although its path is unchanged."""
+    digests = {}
+    for key in SPLIT_KEYS:
+        path = Path(getattr(cfg, key))
+        if getattr(cfg, key) and path.is_file():
+            digests[f"data.{key}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
 
 
 def _check_files_exist(entries: list[Entry], split: str, with_labels: bool) -> None:

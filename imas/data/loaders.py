@@ -10,6 +10,7 @@ one. Worker RNGs are seeded from (seed, stream, e, rank) by re-seeding each load
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +96,14 @@ class StridedSampler(Sampler[int]):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and `random` in a worker from its torch seed (distinct per worker, rank and epoch)."""
+    """Seed numpy and `random` in a worker from its torch seed (distinct per worker, rank and epoch), and
+    leave SIGTERM to the main process.
+
+    A scheduler's stop (`scancel`, `docker stop`, `kill -- -PGID`) sends SIGTERM to the whole process group:
+    a worker killed by it makes the main process raise "DataLoader worker is killed by signal" (a traceback,
+    sometimes exit 1) while it is ending the run. Ignored here, the workers are shut down by the main
+    process as it ends (or leave by themselves when it is gone)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed()
     np.random.seed(seed % 2**32)  # noqa: NPY002 - the global numpy RNG is what third-party code draws from
     random.seed(seed)

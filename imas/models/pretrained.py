@@ -37,6 +37,10 @@ class LoadReport:
 
 def read_state_dict(path: str) -> dict[str, Tensor]:
     """The tensors of a plain state_dict or of the one under "state_dict" / "model", prefixes stripped."""
+    if os.path.isdir(path):  # "does not exist" would send the user looking for a path that is there
+        raise CheckpointError(
+            f"pretrained backbone file {path} is a folder, not a file; give the path of a weights file in it"
+        )
     if not os.path.isfile(path):
         raise CheckpointError(f"pretrained backbone file {path} does not exist")
     try:

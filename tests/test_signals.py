@@ -1,0 +1,71 @@
+"""A scheduler's stop reaches every process of the job: training ends the same way each time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, toy_data
+from run_fixtures import tiny_config
+
+
+def _start_in_own_group(config: Path, run_dir: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "train_semi.py",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--device",
+        "cpu",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_log_lines(run_dir: Path, proc: subprocess.Popen, text: str, count: int) -> None:
+    deadline = time.monotonic() + 120
+    log = run_dir / "train.log"
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.is_file() and log.read_text().count(text) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"training did not log {count} x {text!r} in time (exit status {proc.poll()})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", [(" it ", 2), ("eval teacher mIoU", 1)])
+def test_sigterm_to_the_process_group_with_loader_workers_is_one_line_and_143(tmp_path, toy, moment):
+    """`scancel` / `kill -- -PGID` signals the loader workers too: exit 143, one line, no worker traceback,
+    while training (early, later) and right after an evaluation."""
+    config = tiny_config(tmp_path, toy, "imas")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"] = toy_data(
+        toy, crop_size=32, long_side=[32, 48], num_workers=2
+    )  # the full lists: a long epoch
+    cfg["train"] |= {"epochs": 50, "eval_every": 1}
+    config.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    proc = _start_in_own_group(config, run_dir)
+    _wait_for_log_lines(run_dir, proc, *moment)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.splitlines() == [
+        "terminated; starting the same command again resumes from the last checkpoint"
+    ]
