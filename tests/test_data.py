@@ -142,6 +142,9 @@ def test_class_names_and_palette_sources(tmp_path: Path) -> None:
     assert class_names(dataclasses.replace(custom, class_names=["a", "b", "c"])) == ["a", "b", "c"]
     with pytest.raises(DataError, match="class_names.txt lists 3 class names but data.num_classes is 4"):
         class_names(dataclasses.replace(custom, num_classes=4))
+    (tmp_path / "class_names.txt").write_text("sky\nsea\nsky\n")
+    with pytest.raises(DataError, match="lists the class name 'sky' twice; class names must be unique"):
+        class_names(custom)
 
 
 # --------------------------------------------------------------------------------------- transforms

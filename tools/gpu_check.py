@@ -1,39 +1,65 @@
 """Everything a GPU must show about this code, as one command that ends within minutes and writes as it goes.
 
     python -m tools.gpu_check --out benchmarks/gpu_h100.json       # one CUDA GPU, at most about 7 minutes
+    python -m tools.gpu_check --out benchmarks/gpu_h100.json --resume   # the rows the first call left
     python -m tools.gpu_check --dry-run --out /tmp/gpu_check.json  # the same on the CPU with tiny shapes
 
-GPUs are lent rarely and briefly, so the checks are prepared here and run there in one go. The rows run in
-order of importance under a global deadline (--deadline) and each under its own time budget; the JSON is
-rewritten after every row, so a run that is killed keeps what it measured, and a row that runs out of memory
-is recorded as "oom" and the next one starts. Rows (the JSON's "section" of each):
+GPUs are lent rarely and briefly, so the checks are prepared here and run there in one go. --out is tried
+before the first row (a folder that is a file, a read-only folder, a path that is a folder: refused in one
+sentence). The rows run in order of importance under a global deadline (--deadline, 400 s) and each under
+its own time budget; the JSON is rewritten atomically after every row (a temporary file beside it, then a
+rename; a failed write, e.g. a full disk, keeps the previous version and stops in one sentence), so a run that
+is killed keeps what it measured, and a row that runs out of memory is recorded as "oom" and the next one
+starts. The first row of a call always runs; the rows the deadline leaves are "not started", and the call
+ends by printing the command that runs them: the same with --resume, which reads --out, keeps its finished
+rows and appends the rest (each row once). Rows (the JSON's "section" of each), first those the projection
+needs:
 
-  gpu_tests   the tests that skip without CUDA (pytest in a subprocess): passed / failed; skipped without CUDA
   voc_step    one training step (the method's step, optimiser step, EMA update) of the VOC R101 os16 config
               at crop 513 on random inputs, SupOnly and iMAS, at the released per-GPU batch (4 + 4) and the
-              single-GPU one (16 + 16), fp32 / bf16 (train.precision), channels_last off / on: median of
-              the timed steps and CUDA's peak allocated memory
-  shares      instance hardness (imas.hardness) and the EMA update (imas.ema) alone at the 16 + 16 shapes, as
-              shares of the fastest iMAS 16 + 16 step
+              single-GPU one (16 + 16), fp32 / bf16 (train.precision), channels_last off / on: the step time
+              and CUDA's peak allocated and reserved memory over the timed steps
   voc_eval    whole-image evaluation of a 500 x 375 image, and the cost of an image of a new size (cuDNN
               autotunes each new shape; VOC's val images come in many sizes)
+  compiled    the iMAS (and SupOnly) 16 + 16 bf16 channels_last step with torch.compile of the models'
+              forward: compile seconds apart from the step, and how often dynamo compiled; a row cut by its
+              budget is "over budget" and says how long the compile had run
+  gpu_tests   the tests that skip without CUDA (pytest in a subprocess): passed / failed; skipped without CUDA
+  shares      instance hardness (imas.hardness) and the EMA update (imas.ema) alone at the 16 + 16 shapes, as
+              shares of the fastest iMAS 16 + 16 step
   cityscapes  the Cityscapes R50 os8 769 iMAS step at the released per-GPU batch (2 + 2), bf16; sliding-window
               evaluation of a 1024 x 2048 image (window 769), images per second
   torchrun    a 1-GPU torchrun of iMAS (bf16, 4 + 4 at 513) on generated files in the VOC layout: 10
               iterations, stopped (1 epoch), resumed to 20 (2 epochs, --resume-anyway); checks that both exit
               0, that train.log says it resumed at iteration 10 and that metrics.jsonl has iterations 10, 20
-  compiled    the iMAS (and SupOnly) 16 + 16 bf16 channels_last step with torch.compile of the models'
-              forward: compile seconds apart from the step, and how often dynamo compiled
 
 and, recomputed after every row, "projection": the 80-epoch VOC R101 1/8 run's wall time from the fastest
 iMAS 16 + 16 step and the evaluation time, against the 4-hour goal and the released runs' 25 hours.
+
+CutMix in the iMAS rows. iMAS mixes a group of unlabeled images with probability = the group's mean easiness,
+which comes from the student's and the teacher's predictions; under random weights they agree on almost
+nothing, easiness is near 0 and CutMix almost never fires, so the step would be timed without the CutMix
+images that a trained model's steps carry. The rows therefore force the share of groups that fire
+(--cutmix-rate, 0.7 by default): the step is timed with the two whole numbers of fired groups around
+rate x groups, and step_s is their mix weighted to that rate. 0.7 is a chosen value, not a measurement of
+a VOC run (none has been run with this code); the toy's iMAS runs (training-imas-logs/toy_w32) fired at
+0.36-0.39 over their 24 epochs and 0.50-0.54 in the last quarter, and a higher rate errs towards a slower
+step, the safe side for a projection against a goal. --cutmix-rate drawn keeps the method's own draw. Each
+iMAS row records the rate it ran at ("cutmix_rate"), how ("cutmix_how": "forced 0.7" or "as drawn") and the
+rate the method's own scalar reported over the timed steps ("cutmix_rate_timed").
+
+Warm-up and memory. Before any timed step, a row runs its warm-up steps at every student batch its timed
+steps will see (labeled + weak + intensity views, plus each number of CutMix images: the two forced ones, or
+every possible one as drawn), so cuDNN's autotuning and torch.compile's recompilations stay out of the timed
+steps; "warmed_batches" and "timed_batches" record both sets. CUDA's peak statistics are reset after the
+warm-up, so "peak_allocated_gib" and "peak_reserved_gib" cover the timed steps; on a CPU both are null and
+"peak_missing" says why.
 
 --dry-run runs every row on the CPU (ResNet-18 of width 8, crops of 33-49 pixels, batches 2 and 4, two
 timed steps, torch.compile with the "eager" backend), which is what the tests run; its numbers only show that
 the rows work. A torchrun of one process has no process group (imas.dist makes none at world size 1):
 --torchrun-procs 2 runs two, with NCCL on two GPUs or gloo in a dry run. --only runs the rows whose name
-contains a given text (e.g. a second try of the rows a first run did not reach). The step, evaluation and
-compile rows use one CUDA device.
+contains a given text. The step, evaluation and compile rows use one CUDA device.
 """
 
 from __future__ import annotations
@@ -41,8 +67,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -59,8 +87,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from imas import cutmix
 from imas.checkpoint import load_checkpoint
 from imas.cli import run_command
+from imas.config import CutMixTrigger, TeacherStudentConfig
 from imas.dist import DistInfo
 from imas.errors import UserError
 from imas.experiment import load_experiment
@@ -70,7 +100,7 @@ from imas.models import build_model
 from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES, cpu_description
 from imas.rundir import read_evaluations
-from imas.train import build_trainer
+from imas.train import build_trainer, train_step
 from tools import benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +114,9 @@ VOC_STEPS = VOC_EPOCHS * (VOC_UNLABELED // VOC_GLOBAL_BATCH)  # 46,240
 GOAL_HOURS = 4.0  # on one H100-class GPU
 RELEASED_HOURS = 25.0  # the released run: 4 V100s, fp32, about 1.8 s per step
 CITYSCAPES_VAL = 500
+# The share of CutMix groups that fire in the timed iMAS steps: a chosen value, not a VOC measurement (see the
+# module's docstring); above the toy's 0.50-0.54 late in training, so the step errs on the slow side.
+CUTMIX_RATE = 0.7
 
 
 @dataclass(frozen=True)
@@ -108,6 +141,7 @@ class Scale:
     torchrun_image: tuple[int, int]  # (W, H) of the generated files
     deadline_s: float
     budget_s: dict[str, float] = field(default_factory=dict)
+    cutmix_rate: float | None = CUTMIX_RATE  # None: as the method draws it
 
     def overrides(self, method: str, batch: int, crop: int) -> list[str]:
         """Config overrides of every row: no pretrained file, the batch, the network's size in a dry run."""
@@ -130,7 +164,9 @@ GPU_BUDGETS = {
 }
 
 
-def make_scale(dry_run: bool, deadline: float | None, torchrun_procs: int = 1) -> Scale:
+def make_scale(
+    dry_run: bool, deadline: float | None, torchrun_procs: int = 1, cutmix_rate: float | None = CUTMIX_RATE
+) -> Scale:
     """The Scale of this run; a UserError when a real run finds no CUDA device."""
     if dry_run:
         return Scale(
@@ -152,6 +188,7 @@ def make_scale(dry_run: bool, deadline: float | None, torchrun_procs: int = 1) -
             torchrun_image=(40, 30),
             deadline_s=deadline or 300.0,
             budget_s=dict.fromkeys(GPU_BUDGETS, 120.0),
+            cutmix_rate=cutmix_rate,
         )
     if not torch.cuda.is_available():
         raise UserError(
@@ -177,6 +214,7 @@ def make_scale(dry_run: bool, deadline: float | None, torchrun_procs: int = 1) -
         torchrun_image=(500, 375),
         deadline_s=deadline or 400.0,
         budget_s=dict(GPU_BUDGETS),
+        cutmix_rate=cutmix_rate,
     )
 
 
@@ -265,21 +303,28 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak(device: torch.device) -> dict[str, Any]:
-    """Peak memory of the row: CUDA's max allocated (reset before each row), or on a CPU the process's peak
-    resident size so far (which cannot be reset, so it only grows from row to row)."""
+def reset_peak(device: torch.device) -> None:
+    """Restart CUDA's peak statistics, so that the peak read after the timed steps is theirs, not the
+    warm-up's (whose autotuning workspaces and compile-time buffers a training run pays once)."""
     if device.type == "cuda":
-        return {"peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2), "peak_kind": "cuda"}
-    return {"peak_gib": round(benchmark.rss_mib() / 1024, 2), "peak_kind": "process rss"}
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
 
 
-def timing(times: list[float], warm_s: float) -> dict[str, Any]:
+def peak(device: torch.device) -> dict[str, Any]:
+    """Peak memory since the last reset_peak: CUDA's max allocated (the tensors) and max reserved (what the
+    caching allocator held, the figure that decides an OOM). A CPU has neither: null, with the reason, and the
+    process's peak resident size so far (which cannot be reset, so it only grows from row to row)."""
+    if device.type == "cuda":
+        return {
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / 2**30, 2),
+        }
     return {
-        "step_s": round(statistics.median(times), 4),
-        "min_s": round(min(times), 4),
-        "max_s": round(max(times), 4),
-        "steps": len(times),
-        "warmup_s": round(warm_s, 2),
+        "peak_allocated_gib": None,
+        "peak_reserved_gib": None,
+        "peak_missing": "no CUDA device: CUDA's allocator statistics do not exist on a CPU",
+        "process_rss_gib": round(benchmark.rss_mib() / 1024, 2),
     }
 
 
@@ -344,6 +389,204 @@ def cuda_test_ids(tests: Path) -> list[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class StepShapes:
+    """The student batches a step row's steps can see, and how its timed steps pick among them.
+
+    The student's train forward takes labeled + weak (weak_in_batch) + intensity views, plus the CutMix images
+    of the groups that fired: `base` + group_size x fired groups. Forced to `rate`, the timed steps run with
+    the two whole numbers of fired groups around rate x groups, weighted so that their mix fires at `rate`;
+    as drawn (rate None), the method decides and any number from 0 to `groups` can come."""
+
+    batch: int
+    base: int
+    group_size: int = 1
+    groups: int = 0  # CutMix groups per batch; 0: the method has no CutMix
+    rate: float | None = None
+
+    @property
+    def how(self) -> str:
+        return "as drawn" if self.rate is None else f"forced {self.rate:g}"
+
+    def mix(self) -> list[tuple[int | None, float]]:
+        """(fired groups, weight) of each timed phase; None: the method's own draw."""
+        if self.groups == 0 or self.rate is None:
+            return [(None, 1.0)]
+        exact = self.rate * self.groups
+        low = min(math.floor(exact + 1e-9), self.groups)
+        high_weight = exact - low
+        if high_weight < 1e-9:
+            return [(low, 1.0)]
+        return [(low, 1.0 - high_weight), (low + 1, high_weight)]
+
+    def warm_counts(self) -> list[int | None]:
+        """The fired groups to warm up: those the timed phases force, or every possible one as drawn."""
+        if self.groups and self.rate is None:
+            return list(range(self.groups + 1))
+        return [count for count, _ in self.mix()]
+
+    def student_batch(self, rate: float | None) -> int:
+        """The student's train-forward batch of a step whose CutMix fired for `rate` of its images."""
+        return self.base + (round(rate * self.batch) if rate is not None else 0)
+
+
+def step_shapes(trainer: Any, batch: int, rate: float | None) -> StepShapes:
+    """The StepShapes of the trainer's method at `batch`: iMAS's CutMix groups, or one shape (SupOnly)."""
+    settings = trainer.method.settings
+    if not isinstance(settings, TeacherStudentConfig):
+        return StepShapes(batch, batch)
+    base = batch * (3 if settings.weak_in_batch else 2)
+    if settings.cutmix is CutMixTrigger.off:
+        return StepShapes(batch, base)
+    return StepShapes(batch, base, settings.group_size, batch // settings.group_size, rate)
+
+
+class CutMixForcing:
+    """How many CutMix groups fire in the next step (None: as the method draws them)."""
+
+    def __init__(self) -> None:
+        self.groups: int | None = None
+
+
+@contextmanager
+def forced_trigger(forcing: CutMixForcing) -> Iterator[None]:
+    """imas.cutmix.trigger replaced for one row by one that fires the first `forcing.groups` groups, so the
+    benchmark chooses what a trained model's easiness would (the package's files stay as they are). The
+    trigger decides nothing else: pairing, boxes and losses run as in training."""
+    original = cutmix.trigger
+
+    def trigger(
+        easiness: torch.Tensor,
+        group_size: int,
+        generator: torch.Generator | None = None,
+        fixed_p: float | None = None,
+    ) -> torch.Tensor:
+        if forcing.groups is None:
+            return original(easiness, group_size, generator, fixed_p)
+        return torch.arange(easiness.shape[0] // group_size, device=easiness.device) < forcing.groups
+
+    cutmix.trigger = trigger
+    try:
+        yield
+    finally:
+        cutmix.trigger = original
+
+
+def training_step(
+    trainer: Any, labeled: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor]
+) -> Callable[[], torch.Tensor | None]:
+    """One iteration as imas.train runs it (benchmark.method_step's), returning the method's own CutMix rate
+    scalar (a tensor, read only after the timed steps so that it adds no host sync to them)."""
+    batch_u = unlabeled if trainer.method.uses_unlabeled else None
+    iteration = [0]
+
+    def step() -> torch.Tensor | None:
+        out = train_step(trainer, labeled, batch_u, iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        iteration[0] += 1
+        return out.scalars.get("cutmix_rate")
+
+    return step
+
+
+def split_steps(weights: list[float], steps: int) -> list[int]:
+    """`steps` timed steps shared by the phases in proportion to their weights, at least one each."""
+    counts = [max(1, round(steps * w)) for w in weights[:-1]]
+    return [*counts, max(1, steps - sum(counts))]
+
+
+def as_rate(value: torch.Tensor | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def measure_step(
+    step: Callable[[], torch.Tensor | None],
+    shapes: StepShapes,
+    warmup: int,
+    ctx: Context,
+    on_call: Callable[[float], None],
+) -> dict[str, Any]:
+    """Warm up every shape the timed steps will see, reset the peak, then time each phase of shapes.mix()."""
+    device, forcing = ctx.scale.device, CutMixForcing()
+    warmed: set[int] = set()
+    ctx.partial |= {"phase": "warm-up", "warmed_batches": []}
+    with forced_trigger(forcing):
+        started = time.perf_counter()
+        for count in shapes.warm_counts():
+            forcing.groups = count
+            for _ in range(warmup):
+                call_start = time.perf_counter()
+                rate = as_rate(step())  # a host sync: the warm-up is not timed
+                on_call(time.perf_counter() - call_start)
+                warmed.add(shapes.student_batch(rate))
+                ctx.partial["warmed_batches"] = sorted(warmed)
+        benchmark.synchronize(device)
+        warm_s = time.perf_counter() - started
+        ctx.partial["phase"] = "timed"
+        reset_peak(device)
+        phases = []
+        for (count, weight), steps in zip(
+            shapes.mix(), split_steps([w for _, w in shapes.mix()], ctx.scale.steps), strict=True
+        ):
+            forcing.groups = count
+            times, rates = [], []
+            for _ in range(steps):
+                start = time.perf_counter()
+                rates.append(step())
+                benchmark.synchronize(device)
+                times.append(time.perf_counter() - start)
+                on_call(times[-1])
+            phases.append(phase_record(count, weight, times, [as_rate(r) for r in rates], shapes))
+    return timing(phases, warm_s, shapes, sorted(warmed), sum(1 for _ in shapes.warm_counts()) * warmup)
+
+
+def phase_record(
+    count: int | None, weight: float, times: list[float], rates: list[float | None], shapes: StepShapes
+) -> dict[str, Any]:
+    return {
+        "cutmix_groups": count,
+        "weight": round(weight, 6),
+        "steps": len(times),
+        "step_s": statistics.median(times),
+        "times_s": [round(t, 4) for t in times],
+        "cutmix_rates": rates,
+        "student_batches": [shapes.student_batch(r) for r in rates],
+    }
+
+
+def timing(
+    phases: list[dict[str, Any]], warm_s: float, shapes: StepShapes, warmed: list[int], warm_steps: int
+) -> dict[str, Any]:
+    """The row's step time: the phases' medians weighted to the CutMix rate (one phase: its median)."""
+    times = [t for phase in phases for t in phase["times_s"]]
+    step_s = sum(phase["weight"] * phase["step_s"] for phase in phases)
+    for phase in phases:
+        phase["step_s"] = round(phase["step_s"], 4)
+    out: dict[str, Any] = {
+        "step_s": round(step_s, 4),
+        "min_s": round(min(times), 4),
+        "max_s": round(max(times), 4),
+        "steps": len(times),
+        "warmup_s": round(warm_s, 2),
+        "warmup_steps": warm_steps,
+        "warmed_batches": warmed,
+        "timed_batches": sorted({b for phase in phases for b in phase["student_batches"]}),
+        "phases": phases,
+    }
+    if shapes.groups:
+        rates = [
+            phase["weight"] * statistics.mean(r for r in phase["cutmix_rates"] if r is not None)
+            for phase in phases
+        ]
+        timed_rate = round(sum(rates), 4)
+        out |= {
+            "cutmix_rate": shapes.rate if shapes.rate is not None else timed_rate,
+            "cutmix_how": shapes.how,
+            "cutmix_rate_timed": timed_rate,
+            "cutmix_groups_per_batch": shapes.groups,
+        }
+    return out
+
+
 def step_row(
     config: Path, method: str, batch: int, precision: str, channels_last: bool, compiled: bool, crop_key: str
 ) -> Callable[[Context], dict[str, Any]]:
@@ -367,7 +610,8 @@ def step_row(
         labeled, unlabeled = benchmark.random_batches(
             batch, crop, cfg.data.num_classes, device, channels_last
         )
-        step, trainer = benchmark.method_step(cfg, labeled, unlabeled, device)
+        _, trainer = benchmark.method_step(cfg, labeled, unlabeled, device)
+        shapes = step_shapes(trainer, batch, scale.cutmix_rate)
         warmup = scale.compile_warmup if compiled else scale.warmup
         if compiled:
             from torch import _dynamo
@@ -380,18 +624,15 @@ def step_row(
                 module.compile(backend=scale.compile_backend)
         ctx.partial |= {"call_s": []}
 
-        def logged() -> None:
-            """The step, its seconds (and dynamo's compiles so far) kept for a row cut in its warm-up."""
-            start = time.perf_counter()
-            step()
-            benchmark.synchronize(device)
-            ctx.partial["call_s"].append(round(time.perf_counter() - start, 3))
+        def logged(seconds: float) -> None:
+            """Each call's seconds (and dynamo's compiles so far), kept for a row cut in its warm-up."""
+            ctx.partial["call_s"].append(round(seconds, 3))
             if compiled:
                 ctx.partial["dynamo_compiles"] = dynamo_counts()[0] - before[0]
 
         free_memory(device)
-        times, warm = benchmark.step_times(logged, scale.steps, warmup, device)
-        out |= timing(times, warm) | peak(device)
+        out |= measure_step(training_step(trainer, labeled, unlabeled), shapes, warmup, ctx, logged)
+        out |= peak(device)
         out["images_per_s"] = round(batch * (2 if trainer.method.uses_unlabeled else 1) / out["step_s"], 1)
         if compiled:
             after = dynamo_counts()
@@ -399,13 +640,15 @@ def step_row(
             out |= {
                 "compile_backend": scale.compile_backend,
                 # What the warm-up took beyond its steps: compilation, mostly.
-                "compile_s": round(max(0.0, warm - warmup * out["step_s"]), 1),
+                "compile_s": round(max(0.0, out["warmup_s"] - out["warmup_steps"] * out["step_s"]), 1),
                 "dynamo_compiles": compiles,
                 "recompiles": compiles - len(modules),
                 "dynamo_graphs": after[1] - before[1],
             }
             _dynamo.reset()
         out["notes"] = f"{out['step_s']:.3f} s/step, {out['images_per_s']} img/s"
+        if "cutmix_how" in out:
+            out["notes"] += f", CutMix {out['cutmix_how']} ({out['cutmix_rate_timed']:.2f} timed)"
         if compiled:
             out["notes"] += f", compile {out['compile_s']} s, {out['recompiles']} recompiles"
         return out
@@ -498,7 +741,10 @@ def eval_row(
             return run
 
         free_memory(device)
-        times, warm = benchmark.step_times(evaluate(h, w), scale.steps, scale.warmup, device)
+        _, warm = benchmark.step_times(evaluate(h, w), 0, scale.warmup, device)
+        reset_peak(device)
+        times, _ = benchmark.step_times(evaluate(h, w), scale.steps, 0, device)
+        memory = peak(device)  # of the timed evaluations, before the new sizes' autotuning
         # Images of sizes not seen before: each pays cuDNN's autotuning (imas.train turns it on) once.
         new = [benchmark.step_times(evaluate(h - 2 * i, w - 4 * i), 1, 0, device)[0][0] for i in range(1, 4)]
         image_s = statistics.median(times)
@@ -515,7 +761,7 @@ def eval_row(
             "warmup_s": round(warm, 2),
             "val_images": val_images,
             "eval_per_epoch_s": round(evaluated * val_images * image_s, 1),
-        } | peak(device)
+        } | memory
         out["notes"] = (
             f"{out['images_per_s']} img/s, new size {out['new_size_image_s']:.3f} s; "
             f"teacher + student on {val_images} val images {out['eval_per_epoch_s']} s per epoch"
@@ -583,7 +829,8 @@ def torchrun_row(ctx: Context) -> dict[str, Any]:
 
 
 def plan(scale: Scale) -> list[Row]:
-    """The rows in order of importance: the deadline cuts the last ones."""
+    """The rows in order of importance: the deadline cuts the last ones. First what the projection needs (the
+    iMAS 16 + 16 steps that can be the fastest, the evaluation time), then correctness, then the rest."""
     small, large = scale.batches
 
     def voc(method: str, batch: int, precision: str, cl: bool, compiled: bool = False) -> Row:
@@ -596,9 +843,7 @@ def plan(scale: Scale) -> list[Row]:
             return Row(name, "compiled", "compiled", fn, min_s=90.0 if not scale.dry_run else 10.0)
         return Row(name, "voc_step", "step", fn)
 
-    first = [
-        voc("imas", large, "bf16", True),
-        voc("imas", large, "bf16", False),
+    second = [
         voc("imas", large, "fp32", False),
         voc("imas", small, "fp32", False),
         voc("supervised", large, "bf16", True),
@@ -618,12 +863,15 @@ def plan(scale: Scale) -> list[Row]:
     ]
     city_step = step_row(CITYSCAPES_IMAS, "imas", scale.city_batch, "bf16", False, False, "city_crop")
     return [
-        Row("gpu tests", "gpu_tests", "gpu_tests", gpu_tests),
-        *first,
-        Row("hardness and EMA shares", "shares", "shares", shares_row),
+        voc("imas", large, "bf16", True),
         Row(
             "voc whole-image eval bf16", "voc_eval", "eval", eval_row(VOC_IMAS, "voc_image", VOC_VAL, "bf16")
         ),
+        voc("imas", large, "bf16", False),
+        voc("imas", large, "bf16", True, compiled=True),
+        Row("gpu tests", "gpu_tests", "gpu_tests", gpu_tests),
+        *second,
+        Row("hardness and EMA shares", "shares", "shares", shares_row),
         Row(f"cityscapes iMAS {scale.city_batch} + {scale.city_batch} bf16", "cityscapes", "step", city_step),
         Row(
             "cityscapes sliding eval bf16",
@@ -632,7 +880,6 @@ def plan(scale: Scale) -> list[Row]:
             eval_row(CITYSCAPES_IMAS, "city_image", CITYSCAPES_VAL, "bf16"),
         ),
         Row("torchrun stop and resume", "torchrun", "torchrun", torchrun_row, min_s=30.0),
-        voc("imas", large, "bf16", True, compiled=True),
         *rest,
         voc("supervised", large, "bf16", True, compiled=True),
     ]
@@ -704,57 +951,142 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['device']}, torch {report['torch']}{' (dry run)' if report['dry_run'] else ''}",
         "",
-        "| row | status | step s | peak GiB | notes |",
+        "| row | status | step s | peak GiB allocated / reserved | notes |",
         "|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         step = f"{row['step_s']:.4f}" if "step_s" in row and row.get("status") == "ok" else ""
-        memory = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else ""
+        memory = ""
+        if row.get("peak_allocated_gib") is not None:
+            memory = f"{row['peak_allocated_gib']:.2f} / {row['peak_reserved_gib']:.2f}"
+        elif "peak_missing" in row:
+            memory = "none (no CUDA)"
         notes = str(row.get("notes", "")).replace("|", "/")
         lines.append(f"| {row['name']} | {row['status']} | {step} | {memory} | {notes} |")
     lines.append(f"| projection: 80-epoch VOC R101 1/8 | | | | {report['projection'].get('notes', '')} |")
     return "\n".join(lines)
 
 
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written before any row runs: found at the first row's write, it would
+    cost that row's measurement. Tried for real (a file created and removed beside it), which also catches a
+    read-only file system or folder."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name a JSON file, e.g. --out {out / 'gpu_check.json'}")
+    existing = next(p for p in [out.parent, *out.parent.parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot write --out {out}: {existing} is a file, not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror or exc} in {out.parent}") from None
+
+
 def write(report: dict[str, Any], out: Path) -> None:
-    """Write the JSON atomically: a kill during the write leaves the previous version whole."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    """Write the JSON atomically: a temporary file in the same folder, flushed to the disk, then renamed over
+    `out`. A kill or a failed write (a full disk) leaves the previous version whole and no temporary file;
+    the failure stops the run in one sentence, since the next rows could not be kept either."""
+    text = json.dumps(report, indent=2) + "\n"
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the JSON unreadable to other users
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise UserError(f"could not write {out} ({reason}); its previous version is kept") from None
 
 
-def run_rows(rows: list[Row], scale: Scale, out: Path, started: float, command: str = "") -> dict[str, Any]:
-    """Run `rows` under the deadline, each under its budget; rewrite `out` after every row."""
+def unfinished(result: dict[str, Any]) -> bool:
+    """Whether --resume runs the row again: the deadline left it no time, or cut it before its own budget
+    (a row cut by its budget would only be cut again)."""
+    return result.get("status") == "not started" or result.get("cut_by") == "deadline"
+
+
+def cut_result(row: Row, ctx: Context, budget: float, elapsed: float) -> dict[str, Any]:
+    """A row stopped by its timer: which limit cut it, and for a compiled row how far its compile had got
+    (otherwise a compile that needs more than the budget would only show as a missing step time)."""
+    limit = ctx.limit_s
+    cut_by = "budget" if limit >= budget else "deadline"
+    what = f"{limit:.3g} s budget" if cut_by == "budget" else f"{limit:.3g} s left before the deadline"
+    out: dict[str, Any] = {
+        "status": "timeout",
+        "cut_by": cut_by,
+        "limit_s": round(limit, 1),
+        "budget_s": budget,
+    }
+    out["notes"] = f"stopped after its {what}"
+    if row.section == "compiled":
+        calls = ctx.partial.get("call_s", [])
+        # The calls' seconds beyond the fastest call's are compilation; before the first call ends, all are.
+        compile_s = sum(calls) - len(calls) * min(calls) if calls else elapsed
+        bound = "" if calls else "at least "
+        out |= {"status": "over budget", "compile_s_at_cut": round(compile_s, 1), "steps_done": len(calls)}
+        out["notes"] = (
+            f"over budget: compile took {bound}{compile_s:.0f} s of the {what}, {len(calls)} steps done"
+        )
+    return ctx.partial | out
+
+
+def run_row(row: Row, scale: Scale, results: list[dict[str, Any]], deadline: float, first: bool) -> dict:
+    """One row under its budget and the deadline; its result whatever happened. The first row of a call
+    always starts (at least its min_s), so that every call, --resume included, makes progress."""
+    left = deadline - time.monotonic()
+    result: dict[str, Any] = {"name": row.name, "section": row.section}
+    if left < row.min_s and not first:
+        return result | {"status": "not started", "notes": f"{max(left, 0):.0f} s left before the deadline"}
+    budget = scale.budget_s[row.budget]
+    limit = min(budget, max(left, row.min_s))
+    start = time.monotonic()
+    ctx = Context(scale, results, limit)
+    try:
+        with time_limit(limit):
+            result |= {"status": "ok"} | row.fn(ctx)
+    except RowTimeout:
+        result |= cut_result(row, ctx, budget, time.monotonic() - start)
+    except torch.cuda.OutOfMemoryError:
+        result |= {"status": "oom", "notes": "out of memory"} | ctx.partial
+    except Exception as exc:  # one row's failure must not cost the others
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        result |= {"status": "error", "notes": message[:300]} | ctx.partial
+    result["seconds"] = round(time.monotonic() - start, 1)
+    free_memory(scale.device)
+    return result
+
+
+def run_rows(
+    rows: list[Row],
+    scale: Scale,
+    out: Path,
+    started: float,
+    command: str = "",
+    previous: dict[str, Any] | None = None,
+    resume_command: str = "",
+) -> dict[str, Any]:
+    """Run `rows` under the deadline, each under its budget; rewrite `out` after every row. With `previous`
+    (the JSON a --resume read), its rows stay, those run again are replaced, and the new ones follow."""
+    names = {row.name for row in rows}
+    kept = [r for r in (previous or {}).get("rows", []) if r.get("name") not in names]
     report = environment(scale) | {
         "command": command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rows": [],
+        "commands": [*(previous or {}).get("commands", []), command],
+        "started": (previous or {}).get("started", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+        "rows": kept,
         "projection": {},
     }
     results: list[dict[str, Any]] = report["rows"]
     deadline = started + scale.deadline_s
-    for row in rows:
-        left = deadline - time.monotonic()
-        result: dict[str, Any] = {"name": row.name, "section": row.section}
-        if left < row.min_s:
-            result |= {"status": "not started", "notes": f"{left:.0f} s left before the deadline"}
-        else:
-            limit = min(scale.budget_s[row.budget], left)
-            start = time.monotonic()
-            ctx = Context(scale, results, limit)
-            try:
-                with time_limit(limit):
-                    result |= {"status": "ok"} | row.fn(ctx)
-            except RowTimeout:
-                result |= {"status": "timeout", "notes": f"stopped after its {limit:.3g} s"} | ctx.partial
-            except torch.cuda.OutOfMemoryError:
-                result |= {"status": "oom", "notes": "out of memory"} | ctx.partial
-            except Exception as exc:  # one row's failure must not cost the others
-                message = " ".join(f"{type(exc).__name__}: {exc}".split())
-                result |= {"status": "error", "notes": message[:300]} | ctx.partial
-            result["seconds"] = round(time.monotonic() - start, 1)
-            free_memory(scale.device)
+    for i, row in enumerate(rows):
+        result = run_row(row, scale, results, deadline, first=i == 0)
         results.append(result)
         report["projection"] = projection(results, scale)
         report["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -763,9 +1095,43 @@ def run_rows(rows: list[Row], scale: Scale, out: Path, started: float, command: 
             f"[{report['elapsed_s']:6.1f} s] {row.name}: {result['status']} {result.get('notes', '')}",
             flush=True,
         )
-    report["complete"] = all(r["status"] not in ("not started", "timeout") for r in results)
+    report["complete"] = all(r["status"] not in ("not started", "timeout", "over budget") for r in results)
+    if any(unfinished(r) for r in results) and resume_command:
+        report["resume_command"] = resume_command
     write(report, out)
     return report
+
+
+def load_previous(out: Path, scale: Scale) -> dict[str, Any]:
+    """The JSON that --resume continues; a UserError if it is missing, unreadable or from another device."""
+    try:
+        report = json.loads(out.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(
+            f"--resume continues {out}, which does not exist; run without --resume first"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--resume cannot read {out} ({exc}); run without --resume to start again") from None
+    if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
+        raise UserError(f"--resume: {out} has no rows, so it is not a gpu_check JSON")
+    here = benchmark.device_name(scale.device) + (" (dry run)" if scale.dry_run else "")
+    there = f"{report.get('device')}" + (" (dry run)" if report.get("dry_run") else "")
+    if here != there:
+        raise UserError(f"--resume: {out} was measured on {there}, not on {here}; give another --out")
+    return report
+
+
+def parse_rate(text: str) -> float | None:
+    """--cutmix-rate: a share in [0, 1], or "drawn"."""
+    if text == "drawn":
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1] or 'drawn', got {text!r}")
+    return rate
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -774,6 +1140,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="every row on the CPU with tiny shapes")
     p.add_argument("--deadline", type=float, default=None, help="seconds for all rows (400; dry run 300)")
     p.add_argument("--only", nargs="*", default=[], help="run only the rows whose name contains one of these")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out: keep its finished rows, run those the deadline left and append them",
+    )
+    p.add_argument(
+        "--cutmix-rate",
+        type=parse_rate,
+        default=CUTMIX_RATE,
+        help=f"share of CutMix groups that fire in the timed iMAS steps ({CUTMIX_RATE}, a chosen value), "
+        "or 'drawn' for the method's own draw (rare under random weights)",
+    )
     p.add_argument(
         "--torchrun-procs",
         type=int,
@@ -790,22 +1168,42 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(lambda: check(args, started, argv))
 
 
-def check(args: argparse.Namespace, started: float, argv: list[str] | None) -> int:
-    """Every planned row (or those --only names); 1 if a row failed."""
-    scale = make_scale(args.dry_run, args.deadline, args.torchrun_procs)
-    rows = [r for r in plan(scale) if not args.only or any(text in r.name for text in args.only)]
+def planned_rows(scale: Scale, only: list[str]) -> list[Row]:
+    rows = [r for r in plan(scale) if not only or any(text in r.name for text in only)]
     if not rows:
-        names = ", ".join(repr(text) for text in args.only)
+        names = ", ".join(repr(text) for text in only)
         raise UserError(f"--only {names} matches no row (names are like 'voc iMAS 16 + 16 bf16', 'torchrun')")
+    return rows
+
+
+def check(args: argparse.Namespace, started: float, argv: list[str] | None) -> int:
+    """Every planned row (or those --only names, less those --resume finds done); 1 if a row failed."""
+    out = Path(args.out)
+    check_out(out)
+    scale = make_scale(args.dry_run, args.deadline, args.torchrun_procs, args.cutmix_rate)
     if args.torchrun_procs < 1:
         raise UserError(f"--torchrun-procs must be at least 1, got {args.torchrun_procs}")
+    rows = planned_rows(scale, args.only)
+    previous = load_previous(out, scale) if args.resume else None
+    if previous is not None:
+        done = {r.get("name") for r in previous["rows"] if not unfinished(r)}
+        rows = [row for row in rows if row.name not in done]
+        if not rows:
+            print(f"every row asked for is already in {out}; nothing to resume")
+            return 0
     torch.backends.cudnn.benchmark = True  # as imas.train runs (train.deterministic false)
     if scale.dry_run:
         torch.set_num_threads(1)
-    command = " ".join(["python -m tools.gpu_check", *(sys.argv[1:] if argv is None else argv)])
-    report = run_rows(rows, scale, Path(args.out), started, command)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "-m", "tools.gpu_check", *arguments])
+    resume = command if "--resume" in arguments else f"{command} --resume"
+    report = run_rows(rows, scale, out, started, command, previous, resume)
     print()
     print(table(report))
+    left = [r["name"] for r in report["rows"] if unfinished(r)]
+    if left:
+        print(f"\n{len(left)} rows did not run before the deadline; they are kept for a second call.")
+        print(f"continue with: {resume}")
     failed = [r["name"] for r in report["rows"] if r["status"] in ("failed", "error")]
     return 1 if failed else 0
 

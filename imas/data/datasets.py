@@ -143,6 +143,9 @@ def class_names(cfg: DataConfig) -> list[str]:
             raise DataError(
                 f"{names_file} lists {len(names)} class names but data.num_classes is {cfg.num_classes}"
             )
+        twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+        if twice is not None:  # the IoU table and the metrics are keyed by name
+            raise DataError(f"{names_file} lists the class name {twice!r} twice; class names must be unique")
         return names
     defaults = {DatasetKind.voc: VOC_CLASSES, DatasetKind.cityscapes: CITYSCAPES_CLASSES}.get(cfg.dataset)
     if defaults is not None and len(defaults) == cfg.num_classes:
