@@ -3,11 +3,9 @@ they hold: what is saved, the finiteness check before a save, resume, and the be
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import shutil
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from torch import nn
 import imas
 from imas.config import Config, to_dict
 from imas.dist import DistInfo
-from imas.errors import CheckpointError
+from imas.errors import CheckpointError, failure_reason
 
 log = logging.getLogger("imas")
 
@@ -84,22 +82,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None
         tmp.unlink(missing_ok=True)
         kept = "the previous one is kept" if path.is_file() else "no earlier one exists"
         raise CheckpointError(
-            f"checkpoint {path} could not be written ({_write_failure(exc, path.parent)}); {kept}; "
+            f"checkpoint {path} could not be written ({failure_reason(exc, path.parent)}); {kept}; "
             "free space or fix the folder, then start the same command again to resume"
         ) from None
-
-
-def _write_failure(exc: BaseException, folder: Path) -> str:
-    """A short reason for a failed write, e.g. 'no space left on device', rather than a C++ message (torch's
-    zip writer reports a full disk as a RuntimeError that names no errno)."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    try:
-        if shutil.disk_usage(folder).free < 64 * 2**20:
-            return os.strerror(errno.ENOSPC).lower()
-    except OSError:
-        pass
-    return "the write failed"
 
 
 def floating_tensors(tree: Any, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """One table comparing training runs: method, config, best and final mIoU, per-class IoU and wall time.
 
-    imas-compare RUN_DIR [RUN_DIR ...] [--csv out.csv]
+    imas-compare RUN_DIR [RUN_DIR ...] [--out table.md] [--csv table.csv] [--force]
 
 Prints a markdown table, one row per run in the order given, every number read through
 imas.rundir.read_run:
@@ -18,7 +18,11 @@ imas.rundir.read_run:
   before those records, result.json's wall_s (tools/toy_benchmark.py times the whole training process), else
   the span of train.log's timestamps over its attempts (to the second); else n/a.
 
---csv writes the same table as CSV: the numbers at full precision (still percent), the wall time in seconds.
+--out also writes the markdown table to a file (its first line, an HTML comment no viewer shows, marks it as
+written by imas-compare); --csv writes the same table as CSV: the numbers at full precision (still percent),
+the wall time in seconds. Both are written atomically (a hidden temporary, then a rename) and replace only
+an earlier table of imas-compare: a run's own file (metrics.jsonl, config.yaml, ...) is refused, and any
+other existing file unless --force; both are checked before any run is read (imas.outputs).
 Runs evaluated on different class lists (other datasets) have no common per-class columns: that, a missing
 folder, a folder that is not a run directory or one with no evaluation yet is one sentence on stderr and
 exit status 2.
@@ -28,15 +32,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from imas.cli import run_command
+from imas.data.io import check_writable_file
 from imas.errors import UserError
 from imas.logging import format_duration
-from imas.rundir import RunRecord, best_record, miou_of, read_run
+from imas.outputs import check_output, text_mark, write_text_atomic
+from imas.rundir import UNSAVED, RunRecord, best_record, miou_of, read_run
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,8 +51,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="imas-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the markdown table here")
     p.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV here")
+    p.add_argument(
+        "--force", action="store_true", help="replace an --out / --csv file imas-compare did not write"
+    )
     return p.parse_args(argv)
+
+
+COMMAND = "imas-compare"  # the mark of the files it writes (imas.outputs)
 
 
 @dataclass
@@ -63,6 +77,7 @@ class Row:
     iou: dict[str, float]  # at the best evaluation, by class name, in metrics.jsonl's order
     wall_s: float | None
     wall_source: str
+    best_unsaved: bool = False  # no checkpoint holds the best evaluation: the run stopped before saving it
 
 
 def experiment_config(run: RunRecord) -> str:
@@ -90,6 +105,7 @@ def read_row(run_dir: Path) -> Row:
         },
         wall_s=run.wall_s,
         wall_source=run.wall_source,
+        best_unsaved=run.unsaved(best),
     )
 
 
@@ -130,38 +146,57 @@ def markdown(rows: list[Row], names: list[str]) -> str:
     for r in rows:
         wall = "n/a" if r.wall_s is None else format_duration(r.wall_s)
         cells = [cell(r.run), cell(r.method), cell(r.config), cell(r.model)]
-        cells += [pct(r.best_miou), str(r.best_epoch), pct(r.final_miou)]
+        best_epoch = f"{r.best_epoch} ({UNSAVED})" if r.best_unsaved else str(r.best_epoch)
+        cells += [pct(r.best_miou), best_epoch, pct(r.final_miou)]
         cells += [pct(r.iou[name]) for name in names] + [wall, r.wall_source]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_csv(path: Path, rows: list[Row], names: list[str]) -> None:
-    """The table with full-precision numbers (percent; empty where undefined) and wall_s in seconds."""
+    """The table with full-precision numbers (percent; empty where undefined) and wall_s in seconds,
+    written atomically."""
 
     def num(value: float | None) -> str:
         return "" if value is None or math.isnan(value) else repr(value)
 
-    try:
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow([*HEAD, *names, "wall_s", "wall_s_source"])
-            for r in rows:
-                writer.writerow(
-                    [r.run, r.method, r.config, r.model, num(r.best_miou), r.best_epoch, num(r.final_miou)]
-                    + [num(r.iou[name]) for name in names]
-                    + [num(r.wall_s), r.wall_source]
-                )
-    except OSError as exc:
-        raise UserError(f"cannot write {path} ({exc.strerror or exc})") from None
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([*HEAD, *names, "wall_s", "wall_s_source"])
+    for r in rows:
+        writer.writerow(
+            [r.run, r.method, r.config, r.model, num(r.best_miou), r.best_epoch, num(r.final_miou)]
+            + [num(r.iou[name]) for name in names]
+            + [num(r.wall_s), r.wall_source]
+        )
+    write_text_atomic(path, text.getvalue())
+
+
+def write_markdown(path: Path, table: str) -> None:
+    """The markdown table under the comment that marks it as ours, written atomically."""
+    write_text_atomic(path, f"{text_mark(COMMAND)}\n{table}\n")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any run is read, an --out or --csv that imas-compare may not replace."""
+    for flag, value in (("--out", args.out), ("--csv", args.csv)):
+        if value:
+            check_output(Path(value), COMMAND, f"{flag} {value}", force=args.force)
+            check_writable_file(Path(value), flag)
+    if args.out and args.csv and Path(args.out) == Path(args.csv):
+        raise UserError(f"--out and --csv name the same file {args.out}; give each its own")
 
 
 def run(args: argparse.Namespace) -> str:
+    check_outputs(args)
     rows = [read_row(Path(run_dir)) for run_dir in args.run_dirs]
     names = check_same_classes(rows)
+    table = markdown(rows, names)
     if args.csv:
         write_csv(Path(args.csv), rows, names)
-    return markdown(rows, names)
+    if args.out:
+        write_markdown(Path(args.out), table)
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

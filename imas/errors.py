@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
 
 class UserError(Exception):
     """Base class of every error caused by the user's input (config, data, checkpoint, command line)."""
@@ -41,3 +46,20 @@ class TrainingDiverged(UserError):
 class RunDirError(UserError):
     """The run directory is in use by another process, holds a run made under other settings, or is not a
     run directory at all."""
+
+
+def failure_reason(exc: BaseException, folder: Path | None = None) -> str:
+    """Why a file operation failed, in words ('no space left on device'): the errno of `exc` or of an
+    exception it wraps (torch's zip writer reports a full disk as a RuntimeError around the OSError, or with
+    no errno at all: then a nearly full `folder` is the likely reason)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno).lower()
+        seen = seen.__cause__ or seen.__context__
+    try:
+        if folder is not None and shutil.disk_usage(folder).free < 64 * 2**20:
+            return os.strerror(errno.ENOSPC).lower()
+    except OSError:
+        pass
+    return str(exc) if isinstance(exc, OSError) and str(exc) else "the write failed"

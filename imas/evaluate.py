@@ -7,8 +7,10 @@ torchrun --nproc_per_node 4 -m imas.evaluate --config ... --checkpoint ...   (ea
 (`python eval.py` and `torchrun ... eval.py` in a checkout run the same.)
 
 --output's folder is created if needed; an --output that cannot be written (a folder, a path under a file,
-no permission), that is the checkpoint or the config, or that is an existing file other than an earlier
-imas-eval result, is refused in one sentence before the evaluation starts.
+no permission), that is the checkpoint, the config or a run's own file (metrics.jsonl, ...), or that is an
+existing file imas-eval did not write (its JSON says "written_by": "imas-eval") unless --force is given, is
+refused in one sentence before the evaluation starts (imas.outputs). The JSON is written atomically: a full
+disk leaves the previous file as it was.
 
 The log's first line names what is evaluated, from what the checkpoint records, e.g.
     evaluating the teacher of runs/x/best.pth (epoch 12, iteration 3000, val mIoU 47.23 at save time) on
@@ -32,12 +34,14 @@ from imas.config import EvalMode, EvalModel
 from imas.data import build_datasets, build_val_loader, class_names
 from imas.data.io import check_writable_file
 from imas.dist import cleanup, init_distributed
-from imas.errors import UserError
 from imas.experiment import load_experiment
 from imas.inference import evaluate_model
 from imas.logging import setup_logging
 from imas.networks import describe_model, load_trained_model
+from imas.outputs import MARK_KEY, check_output, write_text_atomic
 from imas.progress import ImageProgress
+
+COMMAND = "imas-eval"  # the mark of the JSON it writes (imas.outputs)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,6 +60,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
     )
     parser.add_argument("--output", default=None, help="JSON path (default: <checkpoint>.<model>.eval.json)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an --output imas-eval did not write (never an input)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser.parse_args(argv)
 
@@ -74,7 +81,8 @@ def run(args: argparse.Namespace) -> dict:
     output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
     # Checked on every rank (not only the one that writes) so that all of them stop before evaluating,
     # instead of a traceback after the whole evaluation or ranks waiting on one that stopped.
-    check_not_overwriting(output, [Path(args.checkpoint), Path(args.config)])
+    inputs = {"checkpoint": args.checkpoint, "config": args.config}
+    check_output(output, COMMAND, f"--output {output}", inputs=inputs, force=args.force)
     check_writable_file(output, "--output")
 
     datasets = build_datasets(cfg.data, with_unlabeled=False)
@@ -104,31 +112,13 @@ def run(args: argparse.Namespace) -> dict:
         "images": len(datasets.val),
         "seconds": round(seconds, 2),
         "epoch": ckpt.get("epoch"),
+        MARK_KEY: COMMAND,
     }
     if info.is_main:
         print(confusion.table(names))
-        output.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(output, json.dumps(result, indent=2) + "\n")
         log.info("%d images in %.1fs; wrote %s", len(datasets.val), seconds, output)
     return result
-
-
-def check_not_overwriting(output: Path, inputs: list[Path]) -> None:
-    """Refuse an --output that is one of the inputs (the checkpoint, the config), or an existing file that
-    is not an earlier imas-eval result: replacing it with a JSON would destroy it."""
-    if not output.is_file():
-        return
-    here = output.stat()
-    for path in inputs:
-        if path.exists() and path.samefile(output):
-            raise UserError(f"--output {output} is the {path.suffix.lstrip('.')} file this command reads")
-    try:
-        earlier = json.loads(output.read_text()) if here.st_size < 2**20 else None
-    except (OSError, UnicodeDecodeError, ValueError):
-        earlier = None
-    if not (isinstance(earlier, dict) and {"miou", "checkpoint", "model"} <= earlier.keys()):
-        raise UserError(
-            f"--output {output} exists and is not an imas-eval result; choose another path or delete it"
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

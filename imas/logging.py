@@ -8,6 +8,7 @@ scalars with 4 significant digits (0.6076, 1.000), times as h:mm:ss.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from imas.errors import RunDirError, failure_reason
 
 LOGGER_NAME = "imas"
 # The run directory's machine files (docs/run-directory.md), written here and read by imas.rundir.
@@ -39,10 +42,61 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> logging.Logger:
     console.setFormatter(fmt)
     logger.addHandler(console)
     if is_main and run_dir is not None:
-        file_handler = logging.FileHandler(Path(run_dir) / "train.log")
+        path = Path(run_dir) / "train.log"
+        try:
+            file_handler = RunLogHandler(path)
+        except OSError as exc:
+            raise write_failure(path, exc) from None
         file_handler.setFormatter(fmt)
         logger.addHandler(file_handler)
     return logger
+
+
+def write_failure(path: Path | str, exc: OSError) -> RunDirError:
+    """One sentence for a run file that could not be written (a full disk, a quota, a read-only folder),
+    also put in train.log where it still takes it (the console gets it from the command's error line). These
+    writes never touch the checkpoints, so the last one is kept."""
+    message = (
+        f"cannot write {path} ({failure_reason(exc)}); the checkpoints are untouched: free space or fix the "
+        "folder, then start the same command again to resume"
+    )
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(handler, RunLogHandler):  # one that failed itself writes nothing more
+            handler.log_only_here(f"error: {message}")
+    return RunDirError(message)
+
+
+class RunLogHandler(logging.FileHandler):
+    """train.log. A failed write (a full disk) is one sentence raised from the logging call that met it,
+    where logging.FileHandler would print a traceback on stderr at every later record and go on; after it,
+    the handler writes nothing more."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.path = path  # as the run names it, for the sentence
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        failure = sys.exc_info()[1]
+        if not isinstance(failure, OSError):
+            super().handleError(record)  # a programming error in a message: logging's own report
+            return
+        self.failed = True
+        stream, self.stream = self.stream, None
+        with contextlib.suppress(OSError):  # its buffer cannot be written either
+            if stream is not None:
+                stream.close()
+        raise write_failure(self.path, failure) from None
+
+    def log_only_here(self, message: str) -> None:
+        """An error line in train.log alone, best effort (the disk may be full)."""
+        record = logging.LogRecord(LOGGER_NAME, logging.ERROR, __file__, 0, message, None, None)
+        with contextlib.suppress(RunDirError):
+            self.handle(record)
 
 
 def format_duration(seconds: float) -> str:
@@ -235,9 +289,63 @@ class Progress:
         return f"it {iteration}/{self.total} {rate:.2f} it/s eta {format_duration(eta)}"
 
 
+def append_lines(path: Path, text: str) -> None:
+    """Append whole lines to a run file; a failed write (a full disk) is one sentence (write_failure). What
+    a failed write leaves is a last line without its newline, which the readers and the resume drop."""
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+
+
+class _GuardedRecords:
+    """TensorBoard's record writer as its background thread calls it: a failed write (a full disk) is kept
+    for RunWriter to raise as one sentence, where the thread would print a traceback, die, and leave the
+    error to surface at some later call; the writes after it are dropped."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failure: OSError | None = None
+
+    def write(self, data: bytes) -> None:
+        self._call(self.inner.write, data)
+
+    def flush(self) -> None:
+        self._call(self.inner.flush)
+
+    def close(self) -> None:
+        self._call(self.inner.close)
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    def _call(self, method: Callable[..., None], *args: Any) -> None:
+        if self.failure is None:
+            try:
+                method(*args)
+            except OSError as exc:
+                self.failure = exc
+
+
+def _guard_events(tb: Any, run_dir: Path) -> tuple[_GuardedRecords | None, Path]:
+    """Put a _GuardedRecords between a SummaryWriter's event file and its writing thread; return it and the
+    event file's path. These are private attributes of torch's FileWriter and tensorboard's
+    EventFileWriter: where they differ, (None, run_dir) and the errors surface as the writer raises them."""
+    try:
+        events = tb._get_file_writer().event_writer
+        queue = events._async_writer
+        guard = _GuardedRecords(queue._writer)
+        queue._writer = queue._worker._record_writer = guard
+        return guard, Path(run_dir) / Path(events._file_name).name
+    except AttributeError:
+        return None, Path(run_dir)
+
+
 class RunWriter:
     """TensorBoard (scalars train/* and eval/*, the config as text, image panels, hparams) and metrics.jsonl;
-    does nothing off rank 0."""
+    does nothing off rank 0. A failed write of any of its files (a full disk) is one sentence naming it."""
 
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int = 0) -> None:
         """purge_step: the iteration the run starts from; TensorBoard hides the events an earlier, crashed
@@ -246,10 +354,31 @@ class RunWriter:
         self.metrics_path = Path(run_dir) / METRICS_NAME
         self.train_scalars_path = Path(run_dir) / SCALARS_NAME
         self._tb: Any = None
+        self._guard: _GuardedRecords | None = None
+        self.events_path = Path(run_dir)
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only where it is used
 
-            self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+            try:
+                self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+            except OSError as exc:
+                raise write_failure(Path(run_dir) / "events.out.tfevents.*", exc) from None
+            self._guard, self.events_path = _guard_events(self._tb, Path(run_dir))
+
+    def _tensorboard(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Call the SummaryWriter, then raise a write its thread failed (it writes in the background: a
+        failure shows at the next call, or at flush)."""
+        try:
+            getattr(self._tb, method)(*args, **kwargs)
+        except OSError as exc:
+            raise write_failure(self.events_path, exc) from None
+        if self._guard is not None and self._guard.failure is not None:
+            raise write_failure(self.events_path, self._guard.failure)
+
+    def flush(self) -> None:
+        """Write what TensorBoard holds, so that a full disk is said now (at the end of each epoch)."""
+        if self._tb is not None:
+            self._tensorboard("flush")
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """One point per tag; NaN values (e.g. the IoU of a class in neither ground truth nor prediction)
@@ -258,12 +387,12 @@ class RunWriter:
             return
         for tag, value in values.items():
             if math.isfinite(value):
-                self._tb.add_scalar(tag, value, step)
+                self._tensorboard("add_scalar", tag, value, step)
 
     def text(self, tag: str, markdown: str, step: int) -> None:
         """A text entry, which TensorBoard's Text tab renders as markdown (stored as tag/text_summary)."""
         if self._tb is not None:
-            self._tb.add_text(tag, markdown, step)
+            self._tensorboard("add_text", tag, markdown, step)
 
     def hparams(self, values: dict[str, Any], metric_tags: Sequence[str]) -> None:
         """The run's settings for TensorBoard's HParams tab, with scalar tags already logged (eval/best_miou)
@@ -283,21 +412,18 @@ class RunWriter:
 
     def evaluation(self, record: dict[str, Any]) -> None:
         """Append one evaluation (epoch, iteration, mIoU, ...) as a JSON line."""
-        if not self.enabled:
-            return
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.enabled:
+            append_lines(self.metrics_path, json.dumps(record) + "\n")
 
     def train_window(self, record: dict[str, Any]) -> None:
         """Append one logging window's means (the numbers of one console line) to train_scalars.jsonl."""
         if self.enabled:
-            with self.train_scalars_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_lines(self.train_scalars_path, json.dumps(record) + "\n")
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
         """A TensorBoard histogram of a 1-D tensor (e.g. the hardness of every image since the last log)."""
         if self._tb is not None:
-            self._tb.add_histogram(tag, values.detach().float().cpu(), step, bins=20)
+            self._tensorboard("add_histogram", tag, values.detach().float().cpu(), step, bins=20)
 
     def panel(
         self,
@@ -319,11 +445,11 @@ class RunWriter:
             return
         from imas.visualize import panel
 
-        self._tb.add_image(tag, panel(views, palette, class_names, notes, legend=legend), step)
+        self._tensorboard("add_image", tag, panel(views, palette, class_names, notes, legend=legend), step)
 
     def close(self) -> None:
         if self._tb is not None:
-            self._tb.close()
+            self._tensorboard("close")
 
 
 class PerImageWriter:
@@ -351,7 +477,8 @@ class PerImageWriter:
         if not pending:
             return
         for path in self.paths:
-            with path.open("a") as f:
-                for epoch, iteration, indices, values in pending:
-                    for index, value in zip(indices.tolist(), values[path.stem].tolist()):
-                        f.write(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")
+            rows = []
+            for epoch, iteration, indices, values in pending:
+                for index, value in zip(indices.tolist(), values[path.stem].tolist()):
+                    rows.append(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")
+            append_lines(path, "".join(rows))

@@ -15,8 +15,14 @@ dataset's colours), and <output>/<name>_overlay.jpg, the image with its classes 
 dataset's class 0 is named "background" (VOC, the toy dataset, a class_names.txt that starts with it) its
 pixels stay the photo's exactly; where class 0 is a class like any other (Cityscapes' "road") it is
 coloured too. <output>/legend.png shows each class's index, colour and name (both the PNGs and the
-overlays use these colours); it is written with the first prediction, kept when a later run would draw the
-same legend, and an existing legend.png that imas-predict did not write is refused before any work.
+overlays use these colours); it is written with the first prediction, and kept when a later run would draw
+the same legend.
+
+Files already in --output: imas-predict replaces only what it wrote (its PNGs carry a text chunk, its
+overlays a JPEG comment: imas.outputs). A user's own a.png or a_overlay.jpg where the input a.jpg's
+prediction would go, or a legend.png it did not write, is refused before any work; --force replaces them
+(never an input). Every file is written to a hidden temporary and renamed into place, so a full disk or a
+stop leaves no half file.
 
 The log names the checkpoint and the network first (e.g. "predicting 37 images with the teacher of
 runs/x/best.pth (epoch 12, iteration 3000, val mIoU 47.23 at save time), whole inference on cpu"), and
@@ -29,8 +35,8 @@ their suffix (a.jpg -> a_jpg.png, a.png -> a_png.png), and so does an input name
 and the count printed at the end is the number of files written.
 
 Before any work: an --output folder that cannot be created or written, or where a prediction would replace
-one of the inputs (e.g. --output equal to an --input folder holding photo.png) or a legend.png that
-imas-predict did not write, is refused in one sentence; so is an --alpha outside [0, 1].
+one of the inputs (e.g. --output equal to an --input folder holding photo.png) or a file that imas-predict
+did not write (without --force), is refused in one sentence; so is an --alpha outside [0, 1].
 
 Images: read as a viewer shows them (EXIF orientation applied, so a phone photo's mask lies on the photo as
 it is displayed); 16-bit images are scaled to 8 bits. An image whose long side is above
@@ -41,14 +47,16 @@ windows); the log names each such image and shows progress per tile. Outside the
 about 10 bytes a pixel (the decoded image, its labels and its overlay); docs/reliability.md gives the peak
 measured for a 12000 x 12000 photo.
 
-Images that cannot be read (corrupt, a float image, above Pillow's decompression-bomb limit, ...) are
-skipped and listed with the reason at the end. Exit status: 0 when at least one prediction was written,
+Images that cannot be read (corrupt, a float image, above Pillow's decompression-bomb limit, ...) and
+broken symlinks among the inputs ("dangling symlink", "symlink loop") are skipped and listed with the reason
+at the end. Exit status: 0 when at least one prediction was written,
 2 when none was or the command line, checkpoint or --output is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
 import logging
@@ -64,7 +72,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from PIL.PngImagePlugin import PngInfo
 
 from imas.checkpoint import load_checkpoint
 from imas.cli import run_command
@@ -78,13 +85,14 @@ from imas.inference import inference_options, predict, predict_labels_tiled
 from imas.logging import Progress, setup_logging
 from imas.networks import describe_model, load_trained_model
 from imas.normalization import normalize
+from imas.outputs import LEGEND_KEY, check_output, jpeg_mark, png_mark, write_atomic
 from imas.precision import AUTOCAST_DTYPES
 from imas.progress import ImageProgress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 OVERLAY_ALPHA = 0.5  # default --alpha: the weight of the class colours in the overlay
 LEGEND = "legend.png"  # in every --output folder: index, colour and name of each class
-LEGEND_KEY = "imas-predict legend"  # PNG text chunk marking a legend as ours; its value: what it shows
+COMMAND = "imas-predict"  # the mark of every file it writes (imas.outputs)
 LEGEND_ROW, LEGEND_SWATCH, LEGEND_MARGIN = 24, 18, 6  # pixels: a row per class, its swatch, the margins
 # An image whose long side is above max(LARGE_SIDE, 2 x eval.window) is predicted with sliding windows,
 # tile by tile, whatever eval.mode says: a whole-image pass of a 12000 x 12000 photo holds 21 x 12000 x 12000
@@ -122,6 +130,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"{OVERLAY_ALPHA}; the background (class 0 when named 'background', as in VOC and the toy data) "
         "stays the photo, a class 0 like Cityscapes' road is coloured",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files in --output that imas-predict did not write (never an input)",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser.parse_args(argv)
 
@@ -139,18 +152,44 @@ def overlay_alpha(text: str) -> float:
     return alpha
 
 
-def find_images(spec: str) -> list[Path]:
-    """The images named by a folder, a glob pattern or a file, sorted; a DataError when there are none."""
+def input_candidates(spec: str) -> list[Path]:
+    """What a folder (its image names), a file or a glob pattern names, broken symlinks included."""
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file():
-        files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file():
+        return [path]
+    return sorted(Path(p) for p in glob.glob(spec))  # glob lists dangling links too
+
+
+def broken_link(path: Path) -> str | None:
+    """Why `path` is a symlink that leads to no file ("... is a dangling symlink ..."), else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symlink loop"
+        return f"{path} is a dangling symlink (to {os.readlink(path)}, which does not exist)"
+    return None
+
+
+def find_inputs(spec: str) -> tuple[list[Path], list[str]]:
+    """The images named by a folder, a glob pattern or a file, sorted, and one sentence per broken symlink
+    among them (skipped: listed at the end of the run, not dropped without a word); a DataError when there
+    is no image."""
+    files, broken = [], []
+    for path in input_candidates(spec):
+        why = broken_link(path)
+        if why is not None:
+            broken.append(why)
+        elif path.is_file():
+            files.append(path)
     if not files:
-        raise DataError(f"--input {spec} names no image file (a folder, a glob pattern or a file)")
-    return files
+        also = f"; {broken[0]}" if broken else ""  # e.g. a photo whose target was moved: say which
+        raise DataError(f"--input {spec} names no image file (a folder, a glob pattern or a file){also}")
+    return files, broken
 
 
 def resolve_config(args: argparse.Namespace, ckpt: dict) -> Config:
@@ -201,9 +240,10 @@ def output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
     return out_dir / f"{name}.png", out_dir / f"{name}_overlay.jpg"
 
 
-def check_outputs(files: list[Path], names: list[str], out_dir: Path) -> None:
-    """Refuse, before any work, an --output that cannot be written or where a prediction would replace an
-    input (e.g. --output equal to --input holding photo.png): a UserError naming the folder or the file."""
+def check_outputs(files: list[Path], names: list[str], out_dir: Path, force: bool = False) -> None:
+    """Refuse, before any work, an --output that cannot be written, where a prediction would replace an
+    input (e.g. --output equal to --input holding photo.png), or where one of its files would replace a file
+    imas-predict did not write (unless `force`): a UserError naming the folder or the file."""
     inputs = {}
     for file in files:
         stat = file.stat()
@@ -218,11 +258,10 @@ def check_outputs(files: list[Path], names: list[str], out_dir: Path) -> None:
                     f"--output {out_dir} would overwrite the input {inputs[(stat.st_dev, stat.st_ino)]} "
                     f"with its prediction; choose another --output folder"
                 )
-    legend = out_dir / LEGEND
-    if legend.exists() and legend_shows(legend) is None:
-        raise UserError(
-            f"--output {out_dir} holds a {LEGEND} that imas-predict did not write, which its class legend "
-            "would replace; move that file or choose another --output folder"
+    for path in [out_dir / LEGEND, *(p for name in names for p in output_paths(out_dir, name))]:
+        subject = f"--output {out_dir} holds {path.name}, which"
+        check_output(
+            path, COMMAND, subject, force=force, elsewhere="move it or choose another --output folder"
         )
     check_writable_dir(out_dir, "--output")
 
@@ -340,17 +379,32 @@ def write_legend(
 ) -> bool:
     """Write <out_dir>/legend.png unless it already shows these classes, colours and background; True when
     written. Through a temporary file and a rename, so an interrupted write leaves no half legend that a
-    later run would take for a user's file. check_outputs has refused a legend.png that is not ours."""
+    later run would take for a user's file. check_outputs has refused a legend.png that is not ours (unless
+    --force)."""
     shows = json.dumps({"lines": legend_lines(names, uncoloured), "colours": colours.tolist()})
     path = out_dir / LEGEND
     if legend_shows(path) == shows:
         return False
-    info = PngInfo()
+    info = png_mark(COMMAND)
     info.add_text(LEGEND_KEY, shows)
-    tmp = out_dir / f".{LEGEND}.tmp"
-    legend_image(names, colours, uncoloured).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    image = legend_image(names, colours, uncoloured)
+    write_atomic(path, lambda f: image.save(f, format="PNG", pnginfo=info))
     return True
+
+
+def write_predictions(
+    paths: tuple[Path, Path], labels: np.ndarray, flat_palette: list[int], blended: np.ndarray
+) -> None:
+    """One input's index PNG (in the dataset's palette) and overlay JPEG, each marked as written by
+    imas-predict and written atomically."""
+    index_path, overlay_path = paths
+    index_png = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
+    index_png.putpalette(flat_palette)
+    write_atomic(index_path, lambda f: index_png.save(f, format="PNG", pnginfo=png_mark(COMMAND)))
+    overlay_jpeg = Image.fromarray(blended)
+    write_atomic(
+        overlay_path, lambda f: overlay_jpeg.save(f, format="JPEG", quality=90, comment=jpeg_mark(COMMAND))
+    )
 
 
 class Summary(NamedTuple):
@@ -402,10 +456,10 @@ def run(args: argparse.Namespace) -> Summary:
     """Predict every input image; returns what was written and skipped."""
     setup_logging(None, is_main=True)
     alpha = overlay_alpha(args.alpha)
-    files = find_images(args.input)
+    files, broken = find_inputs(args.input)
     names = output_names(files)
     out_dir = Path(args.output)
-    check_outputs(files, names, out_dir)
+    check_outputs(files, names, out_dir, args.force)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = resolve_config(args, ckpt)
     use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
@@ -430,7 +484,9 @@ def run(args: argparse.Namespace) -> Summary:
     )
     progress = ImageProgress("predict", len(files))
     try:
-        written, skipped, upright = 0, [], 0
+        written, skipped, upright = 0, list(broken), 0
+        for message in broken:
+            log.warning("skipped: %s", message)
         for done, (file, name) in enumerate(zip(files, names), start=1):
             try:
                 image = read_image(file, exif_transpose=True)
@@ -447,11 +503,8 @@ def run(args: argparse.Namespace) -> Summary:
             if written == 0 and write_legend(out_dir, classes, colours, uncoloured):
                 progress.clear()
                 log.info("wrote %s", out_dir / LEGEND)
-            index_path, overlay_path = output_paths(out_dir, name)
-            index_png = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
-            index_png.putpalette(flat_palette)
-            index_png.save(index_path)
-            Image.fromarray(overlay(rgb, labels, colours, alpha, uncoloured)).save(overlay_path, quality=90)
+            blended = overlay(rgb, labels, colours, alpha, uncoloured)
+            write_predictions(output_paths(out_dir, name), labels, flat_palette, blended)
             written += 1
             progress.update(done)
     finally:

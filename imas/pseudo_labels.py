@@ -11,8 +11,10 @@ ones, the coverage and the precision of the confident pixels; and the share of n
 confidently called background (class 0), the usual direction of confirmation bias. Prediction follows
 the config's eval section (whole or sliding, scales, flip). Unlabeled entries without a mask are skipped.
 The report goes to stdout; stderr shows progress (images done / total, img/s, ETA: one line redrawn in place
-on a terminal, a plain line every 10 s otherwise). Exit status 0, or 2 with one sentence on stderr for bad
-input.
+on a terminal, a plain line every 10 s otherwise). --output also writes the numbers as JSON, atomically,
+marked "written_by": "imas-pseudo-labels"; it replaces only such a file (--force: any file but the config,
+the checkpoint and a run's own files), checked before the work (imas.outputs). Exit status 0, or 2 with one
+sentence on stderr for bad input.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ from imas.experiment import load_experiment
 from imas.inference import inference_options, predict
 from imas.networks import load_trained_model
 from imas.normalization import normalize
+from imas.outputs import MARK_KEY, check_output, write_text_atomic
 from imas.progress import ImageProgress
+
+COMMAND = "imas-pseudo-labels"  # the mark of the JSON it writes (imas.outputs)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,6 +60,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use the first N images of the split (0 = all)")
     p.add_argument("--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--output", default=None, help="also write the numbers as JSON here")
+    p.add_argument(
+        "--force", action="store_true", help="replace an --output imas-pseudo-labels did not write"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return p.parse_args(argv)
 
@@ -104,8 +112,10 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(f"--threshold must be in (0, 1), got {threshold}")
     if args.limit < 0:
         raise UserError(f"--limit must be >= 0 (0: every image), got {args.limit}")
-    if args.output:
-        check_writable_file(Path(args.output), "--output")  # before the work, not after it
+    if args.output:  # before the work, not after it
+        inputs = {"config": args.config, "checkpoint": args.checkpoint}
+        check_output(Path(args.output), COMMAND, f"--output {args.output}", inputs=inputs, force=args.force)
+        check_writable_file(Path(args.output), "--output")
     split_file = {
         "val": cfg.data.val_split,
         "unlabeled": cfg.data.unlabeled_split,
@@ -165,11 +175,8 @@ def print_report(result: dict) -> None:
 
 
 def write_output(path: str, result: dict) -> None:
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2) + "\n")
-    except OSError as exc:
-        raise UserError(f"cannot write {path} ({exc.strerror or exc})") from None
+    """The numbers as JSON, marked as ours and written atomically (the folder exists: run checked it)."""
+    write_text_atomic(Path(path), json.dumps(result | {MARK_KEY: COMMAND}, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

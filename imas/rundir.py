@@ -19,19 +19,20 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import yaml
 
+from imas.checkpoint import load_checkpoint
 from imas.config import Config, to_dict, upgrade_stored
-from imas.errors import ConfigError, RunDirError
+from imas.errors import ConfigError, RunDirError, UserError, failure_reason
 from imas.experiment import experiment_from_dict
-from imas.logging import METRICS_NAME, PER_IMAGE_COLUMNS, SCALARS_NAME
+from imas.logging import METRICS_NAME, PER_IMAGE_COLUMNS, SCALARS_NAME, write_failure
 
 LOCK_NAME = "run.lock"
 
@@ -97,7 +98,7 @@ class RunLock:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise RunDirError(f"cannot create {path} ({_reason(exc)})") from None
+                raise RunDirError(f"cannot create {path} ({failure_reason(exc)})") from None
             lock = cls(path, fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,7 +110,9 @@ class RunLock:
                     "or use another --run-dir"
                 ) from None
             except OSError as exc:  # e.g. ENOLCK: a network file system mounted without locks
-                lock.warning = f"{path} cannot be locked on this file system ({_reason(exc)}): a second run "
+                lock.warning = (
+                    f"{path} cannot be locked on this file system ({failure_reason(exc)}): a second run "
+                )
                 lock.warning += "started on this folder would not be refused"
             # The previous owner unlinks the file as it releases: a lock won on that unlinked file is no lock.
             try:
@@ -126,7 +129,7 @@ class RunLock:
                 os.pwrite(fd, record, 0)
             except OSError as exc:
                 lock.release()
-                raise RunDirError(f"cannot write {path} ({_reason(exc)})") from None
+                raise RunDirError(f"cannot write {path} ({failure_reason(exc)})") from None
             return lock
 
     def release(self) -> None:
@@ -139,10 +142,6 @@ class RunLock:
             pass
         os.close(self.fd)  # releases the flock
         self.fd = None
-
-
-def _reason(exc: OSError) -> str:
-    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
 
 
 # ------------------------------------------------------------------------------ settings of a resume
@@ -210,70 +209,189 @@ def remove_stale_temporaries(run_dir: Path, per_image: Sequence[str] = ()) -> li
     return removed
 
 
-def _keep_records(path: Path, keep: Any) -> int:
-    """Rewrite a JSON-lines file with the records for which keep(record) is true, atomically (a temporary
-    beside it, then a rename), and without the lines that are not a record (one cut short by a crash).
-    Returns the number of lines dropped; a missing file is left missing."""
+# ----------------------------------------------------------------------- the appended files, line by line
+#
+# metrics.jsonl, train_scalars.jsonl and the per-image histories are appended to, a line per write. A kill or
+# a full disk can cut the LAST line only (no newline after it): such a line is dropped, by readers and by the
+# cut-back on resume. Any other line that is not a record (bytes that are not UTF-8, not JSON, not a record
+# of the file's form) means the file was damaged otherwise: one sentence naming the file and the line.
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of an appended run file, as `_lines` reads it."""
+
+    number: int  # 1-based, as an editor counts
+    text: str  # without its newline
+    value: Any  # the record; None where the line is not one
+    problem: str  # why it is not one, e.g. "is not JSON"
+    cut: bool  # no newline after it: the last line, as a kill or a full disk leaves it
+
+
+def _lines(
+    f: BinaryIO, parse: Callable[[str], Any], start: int = 1, newline_needed: bool = False
+) -> Iterator[Line]:
+    """The lines of the binary file `f` from line number `start`, each parsed by `parse` (which raises
+    ValueError saying why a line is not a record). Blank lines hold nothing and are left out.
+    newline_needed: a last line without its newline is cut short even where it parses (a per-image row
+    "0.1" may be the start of "0.12500")."""
+    for number, raw in enumerate(f, start):
+        cut = not raw.endswith(b"\n")
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            yield Line(number, "", None, "is not UTF-8 text", cut)
+            continue
+        if not text.strip():
+            continue
+        if cut and newline_needed:
+            yield Line(number, text, None, "is cut short", cut)
+            continue
+        try:
+            yield Line(number, text, parse(text), "", cut)
+        except ValueError as exc:
+            yield Line(number, text, None, str(exc), cut)
+
+
+def damaged(path: Path, line: Line) -> RunDirError:
+    """The sentence for a line that is not a record and not a cut last line."""
+    return RunDirError(
+        f"{path} line {line.number} {line.problem}; a crash can only cut the last line, so the file was "
+        "damaged otherwise: repair or delete that line, then run the command again"
+    )
+
+
+def _whole(path: Path, lines: Iterable[Line]) -> Iterator[Any]:
+    """The records of `lines`, read from `path`: a cut last line is left out, a damaged line is one
+    RunDirError naming it."""
+    for line in lines:
+        if not line.problem:
+            yield line.value
+        elif not line.cut:
+            raise damaged(path, line)
+
+
+def _json_record(text: str, what: str, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """A JSON object that check() accepts (it raises KeyError, TypeError or ValueError otherwise)."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        raise ValueError("is not JSON") from None
+    try:
+        if not isinstance(record, dict):
+            raise TypeError
+        check(record)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"is not {what}") from None
+    return record
+
+
+def evaluation_record(text: str) -> dict[str, Any]:
+    """One metrics.jsonl line as its record: at least an integer epoch and iteration and an iou mapping."""
+
+    def check(record: dict[str, Any]) -> None:
+        int(record["epoch"]), int(record["iteration"]), dict(record["iou"])
+
+    return _json_record(text, "an evaluation record (epoch, iteration, iou)", check)
+
+
+def window_record(text: str) -> dict[str, Any]:
+    """One train_scalars.jsonl line as its record: at least an integer epoch and iteration and a scalars
+    mapping."""
+
+    def check(record: dict[str, Any]) -> None:
+        int(record["epoch"]), int(record["iteration"]), dict(record["scalars"])
+
+    return _json_record(text, "a training-window record (epoch, iteration, scalars)", check)
+
+
+def _cut_back(
+    path: Path, lines: Iterable[Line], keep: Callable[[Any], bool], head: str = "", rewrite: bool = False
+) -> int:
+    """Rewrite `path` as `head` and the record lines for which keep(record) is true, atomically, where that
+    changes it (or `rewrite` asks); return the number of lines dropped. The lines after the last kept one
+    are what an interrupted attempt wrote past the checkpoint and go whatever they hold; a damaged line
+    before it is one RunDirError."""
+    kept: list[str] = []
+    count, problem, cut = 0, None, False
+    for line in lines:
+        count, cut = count + 1, line.cut
+        if line.problem:
+            problem = problem or line
+        elif keep(line.value):
+            if problem is not None:
+                raise damaged(path, problem)
+            kept.append(line.text)
+    # A whole last record without its newline gets it back, for the next append.
+    if rewrite or count > len(kept) or cut:
+        replace_text(path, head + "".join(f"{text}\n" for text in kept))
+    return count - len(kept)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `path` whole: a temporary beside it (<name>.tmp), then a rename, so a kill leaves the old file
+    or the new one. A failed write (a full disk) removes the temporary, leaves the file as it was and is one
+    sentence (imas.logging.write_failure)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(path, exc) from None
+
+
+def _keep_records(path: Path, parse: Callable[[str], Any], keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Cut a JSON-lines file back to its records for which keep(record) is true (_cut_back); a missing file
+    is left missing."""
     if not path.is_file():
         return 0
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-            wanted = keep(record)
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash
-        if wanted:
-            kept.append(line)
-    if len(kept) != len(lines) or (lines and not path.read_bytes().endswith(b"\n")):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
-    return len(lines) - len(kept)
+    with path.open("rb") as f:
+        return _cut_back(path, _lines(f, parse), keep)
 
 
 def truncate_metrics(path: Path, epochs_done: int) -> int:
     """Keep the metrics.jsonl lines of epochs the checkpoint covers (epoch <= epochs_done), so an epoch that
-    is re-run after a crash is recorded once. Returns the number of lines dropped."""
-    return _keep_records(path, lambda record: int(record["epoch"]) <= epochs_done)
+    is re-run after a crash is recorded once. Returns the number of lines dropped; a damaged line among
+    those kept is one RunDirError naming it."""
+    return _keep_records(path, evaluation_record, lambda record: int(record["epoch"]) <= epochs_done)
 
 
 def truncate_train_scalars(run_dir: Path, iterations_done: int) -> int:
     """Keep the train_scalars.jsonl lines of iterations the checkpoint covers (iteration <=
     iterations_done), so the windows re-run after a crash are recorded once; a line cut short by a crash is
     dropped too. Atomic (train_scalars.jsonl.tmp, then a rename). Returns the number of lines dropped."""
-    return _keep_records(run_dir / SCALARS_NAME, lambda record: int(record["iteration"]) <= iterations_done)
+    return _keep_records(
+        run_dir / SCALARS_NAME, window_record, lambda record: int(record["iteration"]) <= iterations_done
+    )
 
 
 def truncate_per_image(run_dir: Path, name: str, iterations_done: int) -> int:
     """Keep the rows of run_dir/<name>.csv of iterations the checkpoint covers (iteration <
     iterations_done: a row carries the index of the iteration that measured it), so the rows re-run after a
-    crash are written once; a row cut short or not in the file's form is dropped too. Atomic
-    (<name>.csv.tmp, then a rename); a missing file becomes one with the header alone, which training then
-    appends to. Returns the number of rows dropped."""
+    crash are written once; a last row cut short is dropped too, and a damaged row among those kept is one
+    RunDirError naming its line. Atomic (<name>.csv.tmp, then a rename); a missing file becomes one with the
+    header alone, which training then appends to. Returns the number of rows dropped."""
     path = run_dir / f"{name}.csv"
-    lines = (
-        path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True) if path.is_file() else []
-    )
-    rows = [(line, per_image_row(line)) for line in lines[1:]]
-    kept = [line for line, row in rows if row is not None and row[2] < iterations_done]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(",".join([*PER_IMAGE_COLUMNS, name]) + "\n" + "".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
-    return max(0, len(lines) - 1 - len(kept))
+    header = ",".join([*PER_IMAGE_COLUMNS, name]) + "\n"
+    if not path.is_file():
+        replace_text(path, header)
+        return 0
+    with path.open("rb") as f:
+        same_header = f.readline() == header.encode()
+        rows = _lines(f, per_image_row, start=2, newline_needed=True)
+        return _cut_back(path, rows, lambda row: row[2] < iterations_done, header, rewrite=not same_header)
 
 
-def per_image_row(line: str) -> tuple[str, int, int, float] | None:
-    """(image_id, epoch, iteration, value) of one whole per-image row, or None where the line is not one: cut
-    short by a crash (training writes whole rows, newline included) or foreign. An id may hold a comma."""
-    if not line.endswith("\n"):
-        return None
-    fields = line.rstrip("\r\n").rsplit(",", 3)
+def per_image_row(text: str) -> tuple[str, int, int, float]:
+    """(image_id, epoch, iteration, value) of one per-image row without its newline; ValueError where it is
+    not one. An id may hold a comma."""
+    fields = text.rsplit(",", 3)
     try:
         return fields[0], int(fields[1]), int(fields[2]), float(fields[3])
     except (IndexError, ValueError):
-        return None
+        raise ValueError("is not a per-image row (image_id,epoch,iteration,value)") from None
 
 
 # ------------------------------------------------------------------------------------ reading a finished run
@@ -294,20 +412,15 @@ def check_existing_run(run_dir: Path) -> None:
 
 def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
     """metrics.jsonl's evaluation records in epoch order, one per epoch (the last line of an epoch wins, as
-    after a resume); a line cut short by a crash, or one that is not a record, is skipped. [] without any."""
+    after a resume); a last line cut short by a crash is skipped, any other line that is not a record is one
+    RunDirError naming it. [] without any."""
     path = run_dir / METRICS_NAME
     by_epoch: dict[int, dict[str, Any]] = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                epoch = int(record["epoch"])
-                int(record["iteration"])
-                dict(record["iou"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if epoch > 0:
-                by_epoch[epoch] = record
+        with path.open("rb") as f:
+            for record in _whole(path, _lines(f, evaluation_record)):
+                if int(record["epoch"]) > 0:
+                    by_epoch[int(record["epoch"])] = record
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
@@ -375,18 +488,16 @@ def read_per_image_histories(run_dir: Path) -> dict[str, PerImageHistory]:
 
 def read_per_image(path: Path) -> PerImageHistory | None:
     """The per-image history in `path`, or None where its header is not image_id,epoch,iteration,<its name
-    without .csv> or it has no row. A row that does not parse is skipped, and so is a last line without its
-    newline: training writes whole rows, so it was cut short by a crash."""
+    without .csv> or it has no row. A last line without its newline is skipped (training writes whole rows,
+    so a crash cut it short); any other line that is not a row is one RunDirError naming it."""
     name = path.stem
     index: dict[str, int] = {}
     image, epoch, iteration, value = [], [], [], []
-    with path.open(encoding="utf-8", errors="replace") as f:
-        if f.readline().rstrip("\r\n").split(",") != [*PER_IMAGE_COLUMNS, name]:
+    with path.open("rb") as f:
+        header = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        if header.split(",") != [*PER_IMAGE_COLUMNS, name]:
             return None
-        for line in f:
-            row = per_image_row(line)
-            if row is None:
-                continue
+        for row in _whole(path, _lines(f, per_image_row, start=2, newline_needed=True)):
             image.append(index.setdefault(row[0], len(index)))
             epoch.append(row[1])
             iteration.append(row[2])
@@ -405,22 +516,24 @@ def read_per_image(path: Path) -> PerImageHistory | None:
     )
 
 
-def _scalar_records(path: Path, key: str) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
-    """(record[key] as an int, its scalars, the record) of each train_scalars.jsonl line that is a record
-    with that key; a line that is not (one cut short by a crash, a foreign one) is skipped."""
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            number, scalars = int(record[key]), dict(record["scalars"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        yield number, scalars, record
+def _scalar_records(
+    path: Path, key: str, strict: bool = True
+) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(record[key] as an int, its scalars, the record) of each train_scalars.jsonl record. A last line cut
+    short by a crash is skipped; any other line that is not a record is one RunDirError naming it, or with
+    strict=False skipped too."""
+    with path.open("rb") as f:
+        lines = _lines(f, window_record)
+        records = _whole(path, lines) if strict else (line.value for line in lines if not line.problem)
+        for record in records:
+            yield int(record[key]), dict(record["scalars"]), record
 
 
 def read_train_scalars(path: Path) -> tuple[dict[str, Series], float | None] | None:
     """train_scalars.jsonl as series by TensorBoard tag (train/<name> for each scalar, train/lr), and the
-    largest wall_s it records; None where the file does not exist. A line that is not a record (one cut
-    short by a crash) is skipped; an iteration recorded twice keeps its last line."""
+    largest wall_s it records; None where the file does not exist. A last line cut short by a crash is
+    skipped, any other line that is not a record is one RunDirError; an iteration recorded twice keeps its
+    last line."""
     if not path.is_file():
         return None
     by_tag: dict[str, dict[int, float]] = {}
@@ -437,11 +550,12 @@ def read_train_scalars(path: Path) -> tuple[dict[str, Series], float | None] | N
 
 def epoch_means(path: Path) -> dict[int, dict[str, float]]:
     """train_scalars.jsonl's training scalars averaged over each epoch's logging windows: {epoch: {name:
-    mean}} in epoch order; {} where the file does not exist. Lines that are not a record are skipped."""
+    mean}} in epoch order; {} where the file does not exist. Lines that are not a record are skipped: the
+    quick start reads the runs it has just made, for a summary only."""
     if not path.is_file():
         return {}
     sums: dict[int, dict[str, list[float]]] = {}
-    for epoch, scalars, _ in _scalar_records(path, "epoch"):
+    for epoch, scalars, _ in _scalar_records(path, "epoch", strict=False):
         for name, value in scalars.items():
             if isinstance(value, (int, float)):
                 sums.setdefault(epoch, {}).setdefault(name, []).append(float(value))
@@ -514,6 +628,63 @@ def legacy_train_log(run_dir: Path) -> LegacyLog | None:
     )
 
 
+# How the tools mark an evaluation that no checkpoint holds (RunRecord.unsaved).
+UNSAVED = "no checkpoint holds it: the run stopped before saving"
+
+
+def method_of(config: Any) -> str:
+    """train.method of a stored config (config.yaml, a checkpoint's "config"); the default where absent."""
+    train = config.get("train") if isinstance(config, dict) else None
+    method = train.get("method") if isinstance(train, dict) else None
+    return str(method or "supervised")  # the default of imas.config.TrainConfig
+
+
+def _method_switched(ckpt: dict[str, Any], old: str, new: str) -> bool:
+    """Whether the checkpoint records a resume that changed train.method from `old` to `new`
+    (--resume-anyway): config.yaml follows such a checkpoint only once it is written."""
+    try:
+        changes = [change for entry in ckpt.get("resumed_with_changes", []) for change in entry["changes"]]
+        return any(list(change) == ["train.method", old, new] for change in changes)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def check_checkpoint_method(path: Path, ckpt: dict[str, Any], config: dict[str, Any]) -> None:
+    """A checkpoint in a run directory must be of the run's method (config.yaml's train.method): one
+    sentence for one of another run put into the folder."""
+    held, said = method_of(ckpt.get("config")), method_of(config)
+    if held != said and not _method_switched(ckpt, said, held):
+        raise RunDirError(
+            f"{path} holds a {held} checkpoint but {path.parent / 'config.yaml'} says {said}; a run "
+            "directory holds one run's files: move that checkpoint to its own run's folder"
+        )
+
+
+def check_latest_method(run_dir: Path, ckpt: dict[str, Any]) -> None:
+    """check_checkpoint_method for run_dir/latest.pth (`ckpt`) against run_dir/config.yaml, where there is
+    one."""
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        check_checkpoint_method(run_dir / "latest.pth", ckpt, _read_config_mapping(config))
+
+
+def read_latest(run_dir: Path, config: dict[str, Any]) -> int | None:
+    """The epochs latest.pth covers, once it is known to be of the run's method (check_checkpoint_method);
+    None without a readable one. The tensors are mapped, not read."""
+    path = run_dir / "latest.pth"
+    if not path.is_file():
+        return None
+    try:
+        ckpt = load_checkpoint(path, mmap=True)
+    except UserError:
+        return None  # the galleries say why they cannot use it
+    check_checkpoint_method(path, ckpt, config)
+    try:
+        return int(ckpt["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 @dataclass
 class RunRecord:
     """Everything a run directory records, as `read_run` finds it."""
@@ -529,12 +700,16 @@ class RunRecord:
     wall_source: str = "n/a"  # the file wall_s comes from
     result: dict[str, Any] | None = None  # result.json, which tools/toy_benchmark.py writes
     others_source: str = "none"  # where `others` comes from: "metrics.jsonl", "train.log" or "none"
+    latest_epoch: int | None = None  # the epochs latest.pth covers; None without a readable latest.pth
 
     @property
     def method(self) -> str:
-        train = self.config.get("train")
-        method = train.get("method") if isinstance(train, dict) else None
-        return str(method or "supervised")  # the default of imas.config.TrainConfig
+        return method_of(self.config)
+
+    def unsaved(self, record: dict[str, Any]) -> bool:
+        """Whether no checkpoint holds the models of this evaluation: the run stopped after it and before
+        its checkpoint (its epoch lies beyond latest.pth's). Unknown without a latest.pth: False."""
+        return self.latest_epoch is not None and int(record["epoch"]) > self.latest_epoch
 
     @property
     def iters_per_epoch(self) -> int:
@@ -622,4 +797,5 @@ def read_run(run_dir: str | Path, per_image: bool = True) -> RunRecord:
         wall_source,
         result,
         others_source,
+        read_latest(run_dir, config),
     )

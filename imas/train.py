@@ -38,12 +38,14 @@ from imas.checkpoint import (
     load_checkpoint,
     repair_best,
     resume_training_state,
+    rng_untouched,
     save_training_state,
 )
 from imas.cli import on_exit, run_command
 from imas.compile import compile_nets, compiled_graphs
 from imas.config import Config, save_config, to_dict
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
+from imas.data.datasets import split_digests
 from imas.data.loaders import TrainLoaders, to_device
 from imas.data.preflight import check_data
 from imas.dist import (
@@ -62,6 +64,7 @@ from imas.experiment import load_experiment
 from imas.inference import evaluate_model
 from imas.logging import (
     METRICS_NAME,
+    SCALARS_NAME,
     PerImageWriter,
     Progress,
     RunWriter,
@@ -85,6 +88,7 @@ from imas.precision import make_grad_scaler, optimizer_step, precision_warning
 from imas.rundir import (
     LOCK_NAME,
     RunLock,
+    check_latest_method,
     check_run_dir,
     describe_changes,
     read_evaluations,
@@ -195,7 +199,10 @@ def check_resume_settings(latest: Path, cfg: Config, resume_anyway: bool) -> lis
     RunDirError unless the user accepted them with --resume-anyway."""
     if not latest.is_file():
         return []
-    changes = result_changes(load_checkpoint(latest, mmap=True).get("config", {}), cfg)
+    ckpt = load_checkpoint(latest, mmap=True)
+    check_latest_method(latest.parent, ckpt)  # another run's checkpoint put here: say so, not "settings"
+    changes = result_changes(ckpt.get("config", {}), cfg)
+    changes += edited_splits(ckpt.get("split_digests", {}), split_digests(cfg.data), [c[0] for c in changes])
     if changes and not resume_anyway:
         raise RunDirError(
             f"run directory {latest.parent} holds a run made under other settings "
@@ -203,6 +210,19 @@ def check_resume_settings(latest: Path, cfg: Config, resume_anyway: bool) -> lis
             "or add --resume-anyway to continue this run under them (recorded in train.log)"
         )
     return changes
+
+
+def edited_splits(
+    saved: dict[str, str], current: dict[str, str], changed_keys: list[str]
+) -> list[tuple[str, Any, Any]]:
+    """The split files whose bytes differ from those the checkpoint trained on, as settings changes
+    ("data.labeled_split contents", "sha256 <first 12>", ...), where the path itself is unchanged (a new path
+    is a change already). Checkpoints that predate the digests compare nothing."""
+    return [
+        (f"{key} contents", f"sha256 {saved[key][:12]}", f"sha256 {digest[:12]}")
+        for key, digest in current.items()
+        if key in saved and saved[key] != digest and key not in changed_keys
+    ]
 
 
 # ----------------------------------------------------------------------- one step, for every caller
@@ -346,6 +366,7 @@ def setup(
     val_loader = build_val_loader(cfg.data, datasets.val, info.rank, info.world_size)
     trainer = build_trainer(cfg, info)
     state, saved_epoch = resume(cfg, info, run_dir, trainer, changes)
+    state.split_digests = split_digests(cfg.data)  # what this attempt trains on (checked at a resume)
     wrap_nets(trainer, info, cfg.train.compile)
     log.info(
         "%d labeled, %d unlabeled, %d val images; %d epochs x %d iterations",
@@ -409,6 +430,7 @@ def resume(
     latest, state, saved_epoch = run_dir / "latest.pth", TrainState(), None
     if latest.is_file():
         ckpt = load_checkpoint(latest)
+        run_on_main(lambda: check_latest_method(run_dir, ckpt), info)
         models = trainer.method.models
         state = resume_training_state(latest, ckpt, cfg, info, models, trainer.optimizer, trainer.scaler)
         saved_epoch = state.epoch
@@ -422,14 +444,23 @@ def resume(
         if info.is_main:
             repair_best(run_dir / "best.pth", latest, ckpt, state)
         del ckpt
-    if info.is_main:
-        dropped = truncate_metrics(run_dir / METRICS_NAME, state.epoch)
-        if dropped:
-            log.info("dropped %d metrics.jsonl lines of epochs after the checkpoint", dropped)
-        truncate_train_scalars(run_dir, state.iteration)
-        for name in trainer.method.per_image:
-            truncate_per_image(run_dir, name, state.iteration)
+    run_on_main(lambda: cut_back(run_dir, trainer.method.per_image, state), info)
     return state, saved_epoch
+
+
+def cut_back(run_dir: Path, per_image: Sequence[str], state: TrainState) -> None:
+    """Drop from the appended files what an interrupted attempt wrote past the checkpoint, and a last line a
+    kill or a full disk cut short, each drop logged (rank 0; a damaged line is one sentence)."""
+    dropped = truncate_metrics(run_dir / METRICS_NAME, state.epoch)
+    if dropped:
+        log.info("dropped %d metrics.jsonl lines of epochs after the checkpoint or cut short", dropped)
+    dropped = truncate_train_scalars(run_dir, state.iteration)
+    if dropped:
+        log.info("dropped %d %s lines of iterations after the checkpoint or cut short", dropped, SCALARS_NAME)
+    for name in per_image:
+        dropped = truncate_per_image(run_dir, name, state.iteration)
+        if dropped:
+            log.info("dropped %d %s.csv rows of iterations after the checkpoint or cut short", dropped, name)
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -445,12 +476,13 @@ def fit(run: Run) -> None:
         end_epoch(run, epoch)
         new_best = False
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
-            result = evaluate(run)
-            new_best = result.miou > state.best_miou
-            state.best_miou = max(state.best_miou, result.miou)
-            if new_best:
-                state.best_epoch = state.epoch
-            record(run, result)
+            with rng_untouched():  # so train.eval_every and train.image_every leave the weights as they are
+                result = evaluate(run)
+                new_best = result.miou > state.best_miou
+                state.best_miou = max(state.best_miou, result.miou)
+                if new_best:
+                    state.best_epoch = state.epoch
+                record(run, result)
         save_checkpoints(run, new_best)
     finish(run)
 
@@ -604,6 +636,7 @@ def save_checkpoints(run: Run, new_best: bool) -> None:
     state.wall_s = run.wall_s()
     rng_states = gather_rng_states(run.info)
     if run.info.is_main:
+        run.writer.flush()  # TensorBoard writes in the background: a full disk is said before the save
         latest, best = run.run_dir / "latest.pth", run.run_dir / "best.pth"
         models, trainer = run.method.models, run.trainer
         # latest.pth first: it names the best epoch, so a stop before best.pth is written is repaired

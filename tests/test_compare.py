@@ -177,4 +177,4 @@ def test_an_unwritable_csv_is_one_sentence(imas_run, tmp_path, capsys) -> None:
     blocker.write_text("not a folder")
     assert compare.main([str(imas_run), "--csv", str(blocker / "table.csv")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot write {blocker / 'table.csv'}") and err.count("\n") == 1
+    assert err.startswith(f"error: --csv {blocker / 'table.csv'} cannot be written") and err.count("\n") == 1

@@ -399,8 +399,8 @@ def test_a_legend_png_not_ours_is_refused_before_any_work(tmp_path, monkeypatch,
     assert run_predict(checkpoint, tmp_path / "a.png", out) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"error: --output {out} holds a legend.png that imas-predict did not write, which its class legend "
-        "would replace; move that file or choose another --output folder\n"
+        f"error: --output {out} holds legend.png, which is a file imas-predict did not write; move it or "
+        "choose another --output folder, or add --force to replace it\n"
     )
     assert (out / "legend.png").read_bytes() == before and not (out / "a.png").exists()
 
@@ -489,12 +489,12 @@ def test_eval_never_overwrites_its_inputs_or_other_files(tmp_path, capsys, check
     args = ["--config", str(config), "--checkpoint", str(checkpoint), "--device", "cpu", "--output"]
     before = checkpoint.read_bytes(), config.read_text()
     assert eval_cli.main([*args, str(checkpoint)]) == 2
-    assert "is the pth file this command reads" in capsys.readouterr().err
+    assert "is the checkpoint this command reads" in capsys.readouterr().err
     assert eval_cli.main([*args, str(config)]) == 2
-    assert "is the yaml file this command reads" in capsys.readouterr().err
+    assert "is the config this command reads" in capsys.readouterr().err
     notes = tmp_path / "metrics.jsonl"
     notes.write_text('{"epoch": 1, "miou": 0.5}\n')
     assert eval_cli.main([*args, str(notes)]) == 2
-    assert "exists and is not an imas-eval result" in capsys.readouterr().err
+    assert "is a file imas-eval did not write (a run's metrics)" in capsys.readouterr().err
     assert (checkpoint.read_bytes(), config.read_text()) == before
     assert notes.read_text() == '{"epoch": 1, "miou": 0.5}\n'

@@ -105,6 +105,7 @@ def last_epoch_means(run_dir: Path, name: str = "hardness") -> dict[str, float]:
 def test_imas_page_has_every_section(imas_page) -> None:
     assert list(imas_page.sections) == SECTIONS
     assert imas_page.absent() == []
+    assert imas_page.text.startswith("<!DOCTYPE html>\n<!-- written by imas-report -->\n")  # its mark
     assert imas_page.sections["miou"]["h2"] == "mIoU over training"
     curves = imas_page.notes("miou")
     assert "teacher (reported, metrics.jsonl)" in curves and "student (metrics.jsonl)" in curves

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, small_config, start_training, stop_after_save, torchrun
 
 from imas import checkpoint as checkpoint_module
+from imas import errors as errors_module
 from imas import train as train_cli
 from imas.checkpoint import nonfinite_count, save_checkpoint
 from imas.config import Config, to_dict
@@ -348,7 +349,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
     monkeypatch.setattr(
-        checkpoint_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0)
+        errors_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0)
     )
     with pytest.raises(CheckpointError) as info:
         save_checkpoint({"epoch": 2}, path)

@@ -9,25 +9,29 @@ training checkpoint of a segmentation model (a "state_dict" / "model" entry, "mo
 (deep/standard) are read from the keys unless --backbone / --stem say otherwise. The report lists, for that
 backbone, how many of its tensors the file fills, which are missing or have another shape, and which keys of
 the file it does not use (the ImageNet classifier fc.* is dropped). With --out, a file that fills every
-backbone tensor is written (backbone keys only, atomically); otherwise the exit status is 2 and nothing is
-written. Bad input (a missing or unreadable file, a depth that cannot be told) is one sentence and exit 2.
+backbone tensor is written (backbone keys only, and "written_by": "tools/convert_pretrained.py", which
+model.pretrained ignores; atomically: a full disk leaves no half file); otherwise the exit status is 2 and
+nothing is written. --out replaces only a file this tool wrote: the input, a run's own file and any other
+existing file are refused, and so is an --out that cannot be written, before FILE is read (imas.outputs).
+Bad input (a missing or unreadable file, a depth that cannot be told) is one sentence and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from imas.cli import on_exit, run_command
+from imas.cli import run_command
 from imas.data.io import check_writable_file
 from imas.errors import UserError
 from imas.models import BACKBONES, STEMS
 from imas.models.pretrained import mismatch_hint, read_state_dict
+from imas.outputs import MARK_KEY, check_output, write_atomic
 
+COMMAND = "tools/convert_pretrained.py"  # the mark of the files it writes (imas.outputs)
 BLOCKS_IN_LAYER3 = {2: "resnet18", 6: "resnet50", 23: "resnet101"}
 
 
@@ -60,7 +64,16 @@ def compare(tensors: dict[str, torch.Tensor], backbone: str, stem: str) -> dict[
     }
 
 
+def check_out(out: Path, checkpoint: str) -> None:
+    """Refuse, before FILE is read, an --out this tool may not replace or cannot write."""
+    subject = f"--out {out}"
+    check_output(out, COMMAND, subject, inputs={"checkpoint": checkpoint}, forceable=False)
+    check_writable_file(out, "--out")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_out(Path(args.out), args.checkpoint)
     tensors = read_state_dict(args.checkpoint)
     guessed, guessed_stem = guess(tensors)
     backbone, stem = args.backbone or guessed, args.stem or guessed_stem
@@ -86,11 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if not complete:
         raise UserError(f"nothing written to {args.out}: the file does not fill {backbone} ({stem})")
     out = Path(args.out)
-    check_writable_file(out, "--out")
-    temp = out.with_name(f".{out.name}.tmp")
-    on_exit(temp)  # a stop while writing leaves no half file
-    torch.save({k: tensors[k] for k in result["filled"]}, temp)
-    os.replace(temp, out)
+    state = {k: tensors[k] for k in result["filled"]} | {MARK_KEY: COMMAND}
+    write_atomic(out, lambda f: torch.save(state, f))
     print(f"wrote {out}: use model.backbone: {backbone}, model.stem: {stem}, model.pretrained: {out}")
     return 0
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from imas.cli import on_exit, run_command
 from imas.data import split_lists
 from imas.data.cityscapes import convert_cityscapes
+from imas.data.io import check_writable_dir
 from imas.data.preflight import ABSENT_CLASSES, scan_data
 from imas.data.sbd import convert_sbd
 from imas.errors import DataError
@@ -116,6 +117,7 @@ def cityscapes(args: argparse.Namespace) -> int:
 
 def splits(args: argparse.Namespace) -> int:
     out = args.out or Path("splits") / args.dataset
+    check_writable_dir(out, "--out")  # before the pools are read, not after the first list
     if args.dataset == "pascal":
         if args.voc is None:
             raise DataError("pascal splits need --voc, the VOC2012 folder")

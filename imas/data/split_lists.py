@@ -18,8 +18,10 @@ The draw is one seeded permutation of each pool and labeled(N) is its first N en
 sets are subsets of the larger ones. Lists are sorted. Output: <out>/<protocol>/<N>/{labeled,unlabeled}.txt
 (Cityscapes: <out>/<N>/...),
 <out>/val.txt and <out>/manifest.json (seed, pool sizes, and count and sha256 of every list); the same
-inputs and seed give byte-identical files. These lists are this tool's own draw: the published results used
-the CPS family's lists for VOC and U2PL's for Cityscapes, which can be dropped in instead (splits/README.md).
+inputs and seed give byte-identical files. Each file is written atomically (a hidden temporary, then a
+rename), and an --out that cannot be written is one sentence before any list is drawn. These lists are this
+tool's own draw: the published results used the CPS family's lists for VOC and U2PL's for Cityscapes, which
+can be dropped in instead (splits/README.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from imas.data.layouts import CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX
 from imas.data.splits import read_split
 from imas.errors import DataError
+from imas.outputs import write_atomic, write_text_atomic
 
 PASCAL_SIZES = {"classic": [92, 183, 366, 732, 1464], "blended": [662, 1323, 2646, 5291]}
 CITYSCAPES_SIZES = [186, 372, 744, 1488]
@@ -88,9 +91,10 @@ def draw(pool: list[str], sizes: list[int], seed: int, what: str) -> dict[int, l
 
 
 def write_list(path: Path, lines: list[str], manifest: dict, out: Path) -> None:
+    """One list, atomically (a full disk leaves the previous list whole), and its entry in the manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(line + "\n" for line in lines).encode()
-    path.write_bytes(data)
+    write_atomic(path, lambda f: f.write(data))
     key = path.relative_to(out).as_posix()
     manifest["lists"][key] = {"count": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -143,4 +147,4 @@ def make_cityscapes(root: Path, out: Path, seed: int, sizes: list[int]) -> dict:
 
 def write_manifest(out: Path, manifest: dict) -> None:
     """<out>/manifest.json: the seed, the pool sizes, and the count and sha256 of every list."""
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,6 +1,6 @@
 """One self-contained HTML page about a training run: what it learnt, how, and on which images it struggled.
 
-    imas-report RUN_DIR [--out RUN_DIR/report.html] [--device cpu|cuda|auto] [--gallery 8]
+    imas-report RUN_DIR [--out RUN_DIR/report.html] [--force] [--device cpu|cuda|auto] [--gallery 8]
         [--opt data.root=...]
 
 The page (every plot and image embedded as a base64 PNG; no script, no other file) shows:
@@ -24,6 +24,11 @@ Everything is read through imas.rundir.read_run, from the files docs/run-directo
 metrics.jsonl (the evaluations, the other models under "others"), train_scalars.jsonl (the training scalars
 at full precision; for a run written before it, its train.log), and each <name>.csv per-image history.
 
+--out replaces only an earlier page of imas-report (marked by an HTML comment near its top); a run's own
+file (metrics.jsonl, config.yaml, a checkpoint, a per-image history) is refused, and any other existing file
+unless --force, before any work (imas.outputs). The page is written atomically: a full disk or a stop leaves
+the previous page as it was.
+
 The plots need matplotlib (pip install -e ".[report]"). Exit status 0, or 2 with one sentence on stderr for
 bad input (no such folder, not a run directory, no evaluation yet, a bad --opt).
 """
@@ -37,7 +42,8 @@ from pathlib import Path
 from imas.cli import run_command
 from imas.dist import init_distributed
 from imas.errors import UserError
-from imas.report.page import render
+from imas.outputs import check_output, write_text_atomic
+from imas.report.page import COMMAND, render
 from imas.report.plots import pyplot
 from imas.report.reading import load_report, say
 
@@ -50,6 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("run_dir", help="a training run directory (holds config.yaml, metrics.jsonl, ...)")
     p.add_argument("--out", default=None, help="the HTML file to write (default: RUN_DIR/report.html)")
+    p.add_argument("--force", action="store_true", help="replace an --out file imas-report did not write")
     p.add_argument(
         "--device",
         default="cpu",
@@ -74,14 +81,15 @@ def run(args: argparse.Namespace) -> Path:
         raise UserError(f"--gallery must be >= 0, got {args.gallery}")
     device = init_distributed(args.device).device  # a missing CUDA device too is said before the work
     run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "report.html"
+    check_output(out, COMMAND, f"--out {out}", force=args.force)
     report = load_report(run_dir, args.opt)
     page = render(report, args.gallery, device)
-    out = Path(args.out) if args.out else run_dir / "report.html"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
     except OSError as exc:
-        raise UserError(f"cannot write {out} ({exc.strerror or exc})") from None
+        raise UserError(f"--out {out} cannot be written ({exc.strerror or exc})") from None
+    write_text_atomic(out, page)
     say(f"wrote {out} ({len(page.encode()) // 1024} KiB)")
     return out
 

@@ -13,6 +13,7 @@ import torch
 
 from imas.data import palette
 from imas.errors import UserError, user_message
+from imas.outputs import text_mark
 from imas.report.gallery import Models, gallery_panels, load_models, unlabeled_paths
 from imas.report.plots import (
     VIOLIN_EPOCHS,
@@ -24,9 +25,10 @@ from imas.report.plots import (
     pyplot,
 )
 from imas.report.reading import HARDNESS, Report, Wording, image_means, rank_images, say, tie_note
-from imas.rundir import PerImageHistory, best_record, miou_of
+from imas.rundir import UNSAVED, PerImageHistory, best_record, miou_of
 from imas.visualize import IGNORE_COLOUR
 
+COMMAND = "imas-report"  # the page's mark, a comment after the doctype (imas.outputs)
 SIGNALS = {"easiness": "easiness", "confident": "confident ratio", "cutmix_rate": "CutMix rate"}
 
 STYLE = """
@@ -92,6 +94,12 @@ def fmt_percent(value: float) -> str:
 # ------------------------------------------------------------------------------------ the grid's sections
 
 
+def unsaved(r: Report, record: dict[str, Any]) -> str:
+    """'; no checkpoint holds it: ...' for an evaluation made after latest.pth's epoch, so that it is not
+    taken for best.pth's."""
+    return f"; {UNSAVED}" if r.record.unsaved(record) else ""
+
+
 def summary_section(r: Report) -> str:
     best, last = best_record(r.records), r.records[-1]
     sources = f"metrics.jsonl; training scalars: {r.record.scalars_source}"
@@ -102,7 +110,7 @@ def summary_section(r: Report) -> str:
         ("data", f"{r.cfg.data.dataset.value} at {r.cfg.data.root}, {len(r.names)} classes"),
         ("epochs", f"{last['epoch']} of {r.cfg.train.epochs} evaluated, {r.iters_per_epoch} iterations each"),
         ("reported model", r.reported),
-        ("best mIoU", f"{fmt_percent(miou_of(best))} (epoch {best['epoch']})"),
+        ("best mIoU", f"{fmt_percent(miou_of(best))} (epoch {best['epoch']}{unsaved(r, best)})"),
         ("final mIoU", f"{fmt_percent(miou_of(last))} (epoch {last['epoch']})"),
         ("sources", sources),
     ]
@@ -325,7 +333,7 @@ def render(r: Report, count: int, device: torch.device) -> str:
     title = f"Run report: {r.run_dir.resolve().name}"
     heading = f"<h1>Run report <small>{esc(r.run_dir)} &middot; {esc(r.method)}</small></h1>"
     return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<!DOCTYPE html>\n{text_mark(COMMAND)}\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{heading}\n"
         + '<div class="grid">\n'
         + "\n".join(grid)
