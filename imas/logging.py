@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -329,6 +330,15 @@ class _GuardedRecords:
                 self.failure = exc
 
 
+def _quiet_writer_thread_errors(args: Any, previous: Any = threading.excepthook) -> None:
+    """threading.excepthook once a RunWriter exists: TensorBoard's writing thread re-raises a failed write
+    (a full disk before _GuardedRecords was put in place, e.g. of the event file's first record), and
+    Python would print its traceback; the same error reaches RunWriter at its next call, as one sentence."""
+    if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+        return
+    previous(args)
+
+
 def _guard_events(tb: Any, run_dir: Path) -> tuple[_GuardedRecords | None, Path]:
     """Put a _GuardedRecords between a SummaryWriter's event file and its writing thread; return it and the
     event file's path. These are private attributes of torch's FileWriter and tensorboard's
@@ -359,6 +369,7 @@ class RunWriter:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only where it is used
 
+            threading.excepthook = _quiet_writer_thread_errors
             try:
                 self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
             except OSError as exc:

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import pathlib
+import time
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,24 @@ def test_a_full_disk_on_the_tensorboard_events_is_one_sentence(tmp_path, monkeyp
     assert str(info.value).startswith(f"cannot write {events} ({NO_SPACE})")
     with pytest.raises(RunDirError):
         writer.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Exception in thread" not in err
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a thread traceback
+def test_a_full_disk_on_the_first_tensorboard_record_is_one_sentence(tmp_path, monkeypatch, capsys):
+    """The disk is full when the event file's first record is written (by SummaryWriter itself or by its
+    thread, before RunWriter guards it): one sentence, no thread traceback."""
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RecordWriter, "write", full_disk)
+    with pytest.raises(RunDirError, match=rf"^cannot write .*events\.out\.tfevents\S* \({NO_SPACE}\)"):
+        writer = RunWriter(tmp_path, enabled=True)
+        time.sleep(0.2)  # let the thread meet the full disk
+        writer.scalars({"train/loss": 1.0}, 1)
+        writer.flush()
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Exception in thread" not in err
 
