@@ -59,7 +59,7 @@ def write_failure(path: Path | str, exc: OSError) -> RunDirError:
     writes never touch the checkpoints, so the last one is kept."""
     message = (
         f"cannot write {path} ({failure_reason(exc)}); the checkpoints are untouched: free space or fix the "
-        "folder, then start the same command again to resume"
+        "folder, then start the same command again (it resumes from the last checkpoint, if there is one)"
     )
     for handler in logging.getLogger(LOGGER_NAME).handlers:
         if isinstance(handler, RunLogHandler):  # one that failed itself writes nothing more
@@ -330,13 +330,23 @@ class _GuardedRecords:
                 self.failure = exc
 
 
-def _quiet_writer_thread_errors(args: Any, previous: Any = threading.excepthook) -> None:
-    """threading.excepthook once a RunWriter exists: TensorBoard's writing thread re-raises a failed write
-    (a full disk before _GuardedRecords was put in place, e.g. of the event file's first record), and
-    Python would print its traceback; the same error reaches RunWriter at its next call, as one sentence."""
-    if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
-        return
-    previous(args)
+def _quiet_writer_thread_errors() -> Callable[[], None]:
+    """Leave out the traceback of TensorBoard's writing thread when a write of it fails (a full disk before
+    _GuardedRecords was put in place, e.g. of the event file's first record): the same error reaches
+    RunWriter at its next call, as one sentence. Returns what puts the previous threading.excepthook back."""
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    threading.excepthook = hook
+
+    def restore() -> None:
+        if threading.excepthook is hook:  # a hook installed after ours stays
+            threading.excepthook = previous
+
+    return restore
 
 
 def _guard_events(tb: Any, run_dir: Path) -> tuple[_GuardedRecords | None, Path]:
@@ -365,11 +375,12 @@ class RunWriter:
         self.train_scalars_path = Path(run_dir) / SCALARS_NAME
         self._tb: Any = None
         self._guard: _GuardedRecords | None = None
+        self._restore_excepthook: Callable[[], None] = lambda: None
         self.events_path = Path(run_dir)
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only where it is used
 
-            threading.excepthook = _quiet_writer_thread_errors
+            self._restore_excepthook = _quiet_writer_thread_errors()
             try:
                 self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
             except OSError as exc:
@@ -460,7 +471,10 @@ class RunWriter:
 
     def close(self) -> None:
         if self._tb is not None:
-            self._tensorboard("close")
+            try:
+                self._tensorboard("close")
+            finally:
+                self._restore_excepthook()
 
 
 class PerImageWriter:

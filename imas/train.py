@@ -430,7 +430,6 @@ def resume(
     latest, state, saved_epoch = run_dir / "latest.pth", TrainState(), None
     if latest.is_file():
         ckpt = load_checkpoint(latest)
-        run_on_main(lambda: check_latest_method(run_dir, ckpt), info)
         models = trainer.method.models
         state = resume_training_state(latest, ckpt, cfg, info, models, trainer.optimizer, trainer.scaler)
         saved_epoch = state.epoch

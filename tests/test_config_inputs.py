@@ -257,3 +257,25 @@ def test_pretrained_folder_is_named_as_a_folder(tmp_path):
         read_state_dict(str(tmp_path))
     with pytest.raises(CheckpointError, match="does not exist"):
         read_state_dict(str(tmp_path / "missing.pth"))
+
+
+def test_a_full_disk_when_the_config_is_saved_is_one_sentence(tmp_path, monkeypatch):
+    """config.yaml is written when a run starts: a full disk is one sentence, the previous file kept."""
+    import errno
+
+    from imas.config import Config, save_config
+    from imas.errors import RunDirError
+
+    path = tmp_path / "config.yaml"
+    save_config(Config(), path)
+    before = path.read_text()
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(RunDirError) as info:
+        save_config(Config(), path)
+    expected = f"{path} could not be written (no space left on device); the previous one is kept"
+    assert str(info.value) == expected
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]

@@ -335,7 +335,8 @@ def test_a_full_disk_on_metrics_jsonl_during_training_keeps_the_checkpoint_and_r
     err = capsys.readouterr().err
     assert err == (
         f"error: cannot write {run_dir / 'metrics.jsonl'} ({NO_SPACE}); the checkpoints are untouched: "
-        "free space or fix the folder, then start the same command again to resume\n"
+        "free space or fix the folder, then start the same command again (it resumes from the last "
+        "checkpoint, if there is one)\n"
     )
     assert f"ERROR {err.strip()}" in (run_dir / "train.log").read_text()
     assert torch.load(run_dir / "latest.pth", weights_only=True)["epoch"] == 1

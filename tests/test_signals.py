@@ -69,3 +69,22 @@ def test_sigterm_to_the_process_group_with_loader_workers_is_one_line_and_143(tm
     assert err.splitlines() == [
         "terminated; starting the same command again resumes from the last checkpoint"
     ]
+
+
+def test_a_loader_worker_lets_the_first_sigterm_pass_and_ends_at_the_second():
+    """The group's SIGTERM is left to the main process; the DataLoader's own terminate() still ends a worker
+    that did not stop in time."""
+    code = (
+        "import os, signal, time\n"
+        "from imas.data.loaders import seed_worker\n"
+        "seed_worker(0)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.1)\n"
+        "print('alive', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(5)\n"
+        "print('still alive', flush=True)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["alive"] and proc.returncode == -signal.SIGTERM, proc.stderr[-2000:]

@@ -13,6 +13,7 @@ checked above it, where they are defined: commands load a config through ``imas.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
@@ -55,7 +56,7 @@ from imas.config.schema import (
     Weighting,
 )
 from imas.config.strict_yaml import MAX_YAML_VALUES, load_yaml, short_repr
-from imas.errors import ConfigError
+from imas.errors import ConfigError, RunDirError, failure_reason
 
 __all__ = [
     "MAX_BOXES",
@@ -211,8 +212,15 @@ def from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
 
 
 def save_config(config: Config, path: str | os.PathLike[str]) -> None:
-    """Write the resolved config as YAML (atomically, so a crash never leaves half a file)."""
+    """Write the resolved config as YAML (atomically, so a crash never leaves half a file); a failed write
+    (a full disk, a read-only folder) is one RunDirError naming the path, the previous file kept."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        kept = "the previous one is kept" if path.is_file() else "nothing was written"
+        raise RunDirError(f"{path} could not be written ({failure_reason(exc)}); {kept}") from None

@@ -95,15 +95,20 @@ class StridedSampler(Sampler[int]):
         return len(self.indices)
 
 
+def _pass_first_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def seed_worker(worker_id: int) -> None:
     """Seed numpy and `random` in a worker from its torch seed (distinct per worker, rank and epoch), and
     leave SIGTERM to the main process.
 
     A scheduler's stop (`scancel`, `docker stop`, `kill -- -PGID`) sends SIGTERM to the whole process group:
     a worker killed by it makes the main process raise "DataLoader worker is killed by signal" (a traceback,
-    sometimes exit 1) while it is ending the run. Ignored here, the workers are shut down by the main
-    process as it ends (or leave by themselves when it is gone)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sometimes exit 1) while it is ending the run. So a worker lets the first SIGTERM pass and is shut down by
+    the main process as it ends (or leaves by itself when it is gone); a second one, e.g. the DataLoader's
+    own `terminate()` of a worker that did not stop in time, ends it as usual."""
+    signal.signal(signal.SIGTERM, _pass_first_sigterm)
     seed = torch.initial_seed()
     np.random.seed(seed % 2**32)  # noqa: NPY002 - the global numpy RNG is what third-party code draws from
     random.seed(seed)

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imas.cli import run_command
+from imas.data.io import check_writable_file
 from imas.dist import init_distributed
 from imas.errors import UserError
 from imas.outputs import check_output, write_text_atomic
@@ -82,13 +83,12 @@ def run(args: argparse.Namespace) -> Path:
     device = init_distributed(args.device).device  # a missing CUDA device too is said before the work
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "report.html"
-    check_output(out, COMMAND, f"--out {out}", force=args.force)
+    subject = f"--out {out}" if args.out else f"the report {out}"  # the user did not name the default
+    check_output(out, COMMAND, subject, force=args.force)
+    if run_dir.is_dir():  # a missing run directory is said by load_report, not as an unwritable page
+        check_writable_file(out, "--out" if args.out else "the report")
     report = load_report(run_dir, args.opt)
     page = render(report, args.gallery, device)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out} cannot be written ({exc.strerror or exc})") from None
     write_text_atomic(out, page)
     say(f"wrote {out} ({len(page.encode()) // 1024} KiB)")
     return out
