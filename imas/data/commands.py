@@ -2,8 +2,8 @@
 
     imas-data sbd --sbd data/benchmark_RELEASE/dataset --voc data/VOC2012 [--overwrite]
     imas-data cityscapes data/cityscapes [--overwrite]
-    imas-data splits pascal --voc data/VOC2012 [--sbd data/benchmark_RELEASE/dataset] [--seed 0]
-    imas-data splits cityscapes --root data/cityscapes [--seed 0]
+    imas-data splits pascal --voc data/VOC2012 [--sbd data/benchmark_RELEASE/dataset] [--seed 0] [--force]
+    imas-data splits cityscapes --root data/cityscapes [--seed 0] [--force]
     imas-data check CONFIG [--opt key=value ...] [--max-listed 5]
 
 sbd: builds VOC2012/SegmentationClassAug (the 10582-image augmented labels):
@@ -16,6 +16,7 @@ cityscapes: writes <name>_gtFine_labelTrainIds.png (19 classes 0..18, 255 = igno
   and show progress on stderr (files done / total, files/s, ETA: one line redrawn in place on a terminal, a
   plain line every 10 s otherwise).
 splits: labeled / unlabeled / val lists of the published protocols and a manifest (imas.data.split_lists).
+  It replaces only lists its manifest records as written by it and unchanged since; --force replaces others.
 check: every file a config will read, all problems at once (training stops at the first): the split files
   read; every image exists and decodes; every label (labeled and val) exists, decodes, is a class-index image
   with values in [0, data.num_classes) or 255 and has its image's size; no split's labels are all 255; no id
@@ -75,6 +76,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     splits.add_argument(
         "--sizes", type=int, nargs="+", default=split_lists.CITYSCAPES_SIZES, metavar="N", help="cityscapes"
     )
+    splits.add_argument(
+        "--force",
+        action="store_true",
+        help="replace lists and a manifest in --out that imas-data splits did not write (or edited since)",
+    )
     check = commands.add_parser("check", help="check every file a config reads, all problems at once")
     check.add_argument("config")
     check.add_argument("--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
@@ -122,11 +128,19 @@ def splits(args: argparse.Namespace) -> int:
         if args.voc is None:
             raise DataError("pascal splits need --voc, the VOC2012 folder")
         sizes = {"classic": args.classic, "blended": args.blended}
-        manifest = split_lists.make_pascal(args.voc, args.sbd, out, args.seed, sizes)
     else:
         if args.root is None:
             raise DataError("cityscapes splits need --root, the folder holding leftImg8bit/")
-        manifest = split_lists.make_cityscapes(args.root, out, args.seed, args.sizes)
+        sizes = {"": args.sizes}
+    # Before anything is read or drawn: the files this run would replace must be its own (or --force).
+    earlier = split_lists.check_out(out, split_lists.list_names(sizes), args.force)
+    if args.dataset == "pascal":
+        manifest, lists = split_lists.make_pascal(args.voc, args.sbd, args.seed, sizes)
+    else:
+        manifest, lists = split_lists.make_cityscapes(args.root, args.seed, args.sizes)
+    split_lists.write_lists(out, lists, manifest)
+    if earlier:
+        manifest["earlier_lists"] = earlier
     split_lists.write_manifest(out, manifest)
     pools = ", ".join(f"{k} {v}" for k, v in manifest["pools"].items())
     print(f"wrote {len(manifest['lists'])} lists to {out} (seed {args.seed}; pools: {pools})")

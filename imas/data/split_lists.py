@@ -2,7 +2,7 @@
 
     imas-data splits pascal --voc data/VOCdevkit/VOC2012 [--sbd data/benchmark_RELEASE/dataset]
     imas-data splits cityscapes --root data/cityscapes
-    (options: --out splits/<dataset>  --seed 0  --classic N ...  --blended N ...  --sizes N N ...)
+    (options: --out splits/<dataset>  --seed 0  --classic N ...  --blended N ...  --sizes N N ...  --force)
 
 Pascal VOC 2012 (method.md §6):
   val      the 1449 ids of ImageSets/Segmentation/val.txt
@@ -22,6 +22,14 @@ inputs and seed give byte-identical files. Each file is written atomically (a hi
 rename), and an --out that cannot be written is one sentence before any list is drawn. These lists are this
 tool's own draw: the published results used the CPS family's lists for VOC and U2PL's for Cityscapes, which
 can be dropped in instead (splits/README.md).
+
+What it replaces: only its own earlier output. The lists stay plain (other codebases read them), so the mark
+is in the manifest: "written_by": "imas-data splits" and the sha256 of every list it wrote. An existing list
+is the command's own when the manifest in --out is marked and records the list's current sha256; before
+anything is drawn, every list to be written and the manifest are checked, and any other existing file (a
+list dropped in from another codebase, one edited since, an unmarked manifest) is refused in one sentence
+naming it, unless --force. Lists an earlier run wrote that this run does not rewrite (other sizes) stay
+recorded, unchanged, under "earlier_lists", so a later run may still replace them.
 """
 
 from __future__ import annotations
@@ -33,11 +41,14 @@ from pathlib import Path
 
 from imas.data.layouts import CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX
 from imas.data.splits import read_split
-from imas.errors import DataError
+from imas.errors import DataError, UserError
 from imas.outputs import write_atomic, write_text_atomic
 
 PASCAL_SIZES = {"classic": [92, 183, 366, 732, 1464], "blended": [662, 1323, 2646, 5291]}
 CITYSCAPES_SIZES = [186, 372, 744, 1488]
+COMMAND = "imas-data splits"  # the manifest's mark: "written_by": COMMAND
+MANIFEST = "manifest.json"
+KINDS = ("labeled", "unlabeled")
 
 
 def read_ids(path: Path) -> list[str]:
@@ -90,30 +101,35 @@ def draw(pool: list[str], sizes: list[int], seed: int, what: str) -> dict[int, l
     return {n: sorted(order[:n]) for n in sizes}
 
 
-def write_list(path: Path, lines: list[str], manifest: dict, out: Path) -> None:
-    """One list, atomically (a full disk leaves the previous list whole), and its entry in the manifest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(line + "\n" for line in lines).encode()
-    write_atomic(path, lambda f: f.write(data))
-    key = path.relative_to(out).as_posix()
-    manifest["lists"][key] = {"count": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
+def list_name(protocol: str, n: int, kind: str) -> str:
+    """The path of a list relative to --out: "<protocol>/<N>/<kind>.txt" ("<N>/<kind>.txt" without one)."""
+    return "/".join(part for part in (protocol, str(n), f"{kind}.txt") if part)
 
 
-def write_protocol(
-    folder: Path, labeled: dict[int, list[str]], unlabeled_pool: list[str], manifest: dict, out: Path
-) -> None:
-    """<folder>/<N>/labeled.txt and unlabeled.txt (= the pool minus the labeled ids) for every N."""
+def list_names(sizes: dict[str, list[int]]) -> list[str]:
+    """Every list a run writes, relative to --out: val.txt, then labeled and unlabeled for each protocol
+    (sizes: {protocol: [N, ...]}; Cityscapes has the one protocol "")."""
+    names = ["val.txt"]
+    for protocol, ns in sizes.items():
+        names += [list_name(protocol, n, kind) for n in ns for kind in KINDS]
+    return list(dict.fromkeys(names))
+
+
+def protocol_lists(protocol: str, labeled: dict[int, list[str]], unlabeled_pool: list[str]) -> dict:
+    """{name: lines} of labeled.txt and unlabeled.txt (= the pool minus the labeled ids) for every N."""
+    lists = {}
     for n, ids in labeled.items():
         chosen = set(ids)
-        write_list(folder / str(n) / "labeled.txt", ids, manifest, out)
-        write_list(
-            folder / str(n) / "unlabeled.txt", [x for x in unlabeled_pool if x not in chosen], manifest, out
-        )
+        lists[list_name(protocol, n, "labeled")] = ids
+        lists[list_name(protocol, n, "unlabeled")] = [x for x in unlabeled_pool if x not in chosen]
+    return lists
 
 
-def make_pascal(voc: Path, sbd: Path | None, out: Path, seed: int, sizes: dict[str, list[int]]) -> dict:
+def make_pascal(voc: Path, sbd: Path | None, seed: int, sizes: dict[str, list[int]]) -> tuple[dict, dict]:
+    """The manifest (its "lists" still empty) and {name: lines} of every list; nothing is written."""
     pools = pascal_pools(voc, sbd)
     manifest = {
+        "written_by": COMMAND,
         "dataset": "pascal",
         "seed": seed,
         "pools": {
@@ -124,27 +140,123 @@ def make_pascal(voc: Path, sbd: Path | None, out: Path, seed: int, sizes: dict[s
         "train_aug_from": "SBD train.txt + val.txt" if sbd is not None else "VOC2012/SegmentationClassAug",
         "lists": {},
     }
-    write_list(out / "val.txt", pools["val"], manifest, out)
+    lists = {"val.txt": pools["val"]}
     for protocol, pool in (("classic", pools["fine"]), ("blended", pools["train_aug"])):
         labeled = draw(pool, sizes[protocol], seed, f"the {protocol} pool")
-        write_protocol(out / protocol, labeled, pools["train_aug"], manifest, out)
-    return manifest
+        lists.update(protocol_lists(protocol, labeled, pools["train_aug"]))
+    return manifest, lists
 
 
-def make_cityscapes(root: Path, out: Path, seed: int, sizes: list[int]) -> dict:
+def make_cityscapes(root: Path, seed: int, sizes: list[int]) -> tuple[dict, dict]:
+    """As make_pascal; the lists are "image label" pairs relative to `root`."""
     pools = cityscapes_pools(root)
     manifest = {
+        "written_by": COMMAND,
         "dataset": "cityscapes",
         "seed": seed,
         "pools": {"train": len(pools["train"]), "val": len(pools["val"])},
         "lists": {},
     }
-    write_list(out / "val.txt", pools["val"], manifest, out)
     labeled = draw(pools["train"], sizes, seed, "leftImg8bit/train")
-    write_protocol(out, labeled, pools["train"], manifest, out)
-    return manifest
+    return manifest, {"val.txt": pools["val"], **protocol_lists("", labeled, pools["train"])}
+
+
+def encode(lines: list[str]) -> bytes:
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def write_lists(out: Path, lists: dict[str, list[str]], manifest: dict) -> None:
+    """Every list, each atomically (a full disk leaves the previous list whole), and its entry in the
+    manifest. All lists are drawn before the first is written, so a draw that fails writes nothing."""
+    for name, lines in lists.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = encode(lines)
+        write_atomic(path, lambda f, data=data: f.write(data))
+        manifest["lists"][name] = {"count": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
-    """<out>/manifest.json: the seed, the pool sizes, and the count and sha256 of every list."""
-    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    """<out>/manifest.json: the mark, the seed, the pool sizes, and the count and sha256 of every list."""
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------- what a run may replace in --out
+
+
+def sha256_of(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def earlier_manifest(out: Path) -> dict | None:
+    """The manifest in `out` when this command wrote it (it carries the mark), else None."""
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent, unreadable, not JSON: not ours
+        return None
+    return data if isinstance(data, dict) and data.get("written_by") == COMMAND else None
+
+
+def recorded_lists(manifest: dict | None) -> dict[str, dict]:
+    """{name: {"count", "sha256"}} of every list a marked manifest records (this draw's and earlier ones)."""
+    entries: dict[str, dict] = {}
+    for key in ("earlier_lists", "lists"):
+        section = (manifest or {}).get(key)
+        if isinstance(section, dict):
+            entries.update({k: v for k, v in section.items() if isinstance(v, dict)})
+    return entries
+
+
+def check_out(out: Path, names: list[str], force: bool) -> dict[str, dict]:
+    """Refuse, in one sentence naming the file, to replace anything in `out` this command did not write:
+    the manifest unless it carries the mark, and each of `names` (the lists this run writes) that exists
+    unless the marked manifest records its current sha256. --force lets such files be replaced, but not a
+    folder where a file goes nor a file where a folder goes. Returns the entries of earlier lists to keep
+    recording (ones this run does not rewrite, still as they were written)."""
+    manifest_path = out / MANIFEST
+    earlier = earlier_manifest(out)
+    subject = f"--out {out} holds"
+    if manifest_path.is_dir():
+        raise UserError(
+            f"{subject} a folder {MANIFEST} where {COMMAND} writes its manifest; choose another --out"
+        )
+    if manifest_path.exists() and earlier is None and not force:
+        raise UserError(
+            f"{subject} {MANIFEST}, which {COMMAND} did not write; "
+            "move it, choose another --out, or add --force to replace it"
+        )
+    recorded = recorded_lists(earlier)
+    refused: list[tuple[str, str]] = []
+    for name in names:
+        path = out / name
+        parts = Path(name).parts
+        for depth in range(1, len(parts)):
+            folder = out.joinpath(*parts[:depth])
+            if folder.exists() and not folder.is_dir():
+                raise UserError(
+                    f"{subject} a file {folder.relative_to(out).as_posix()} where {COMMAND} writes a folder; "
+                    "move it or choose another --out"
+                )
+        if path.is_dir():
+            raise UserError(f"{subject} a folder {name} where {COMMAND} writes a list; choose another --out")
+        if not path.exists() or force:
+            continue
+        entry = recorded.get(name)
+        if entry is None:
+            refused.append((name, f"{COMMAND} did not write"))
+        elif entry.get("sha256") != sha256_of(path):
+            refused.append((name, f"was edited since {COMMAND} wrote it"))
+    if refused:
+        (name, why), more = refused[0], len(refused) - 1
+        what, it = (name, "it") if not more else (f"{name} (and {more} more list{'s' * (more > 1)})", "them")
+        raise UserError(
+            f"{subject} {what}, which {why}; move {it}, choose another --out, or add --force to replace {it}"
+        )
+    return {
+        name: entry
+        for name, entry in sorted(recorded.items())
+        if name not in names and entry.get("sha256") is not None and entry["sha256"] == sha256_of(out / name)
+    }
