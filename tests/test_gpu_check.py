@@ -1,7 +1,9 @@
 """tools/gpu_check.py: the dry run goes through every row on the CPU, and the runner records rows that time
 out, run out of memory, fail or do not fit before the deadline, and keeps going; --out is tried before the
-first row and written atomically; the iMAS rows time a forced CutMix rate after warming up every shape they
-time; peaks cover the timed steps; a call the deadline cuts says how to resume, and --resume finishes."""
+first row, an existing one is only continued (--resume) or replaced (--force), and it is written atomically;
+the iMAS rows time a forced CutMix rate after warming up every shape they
+time; peaks cover the timed steps; a call the deadline cuts says how to resume, --resume finishes, and it
+refuses a JSON timed under other settings."""
 
 import dataclasses
 import errno
@@ -204,23 +206,91 @@ def test_a_failed_write_keeps_the_previous_json_and_leaves_no_temporary_file(tmp
     monkeypatch.setattr(gpu_check.os, "fsync", disk_full)
     with pytest.raises(gpu_check.UserError) as error:
         gpu_check.write({"rows": [{"name": "third"}] * 1000}, out)
-    assert str(out) in str(error.value) and "No space left on device" in str(error.value)
+    assert (
+        str(error.value)
+        == f"{out} could not be written (no space left on device); the previous gpu.json is kept"
+    )
     assert json.loads(out.read_text()) == {"rows": [{"name": "second"}]}
     assert only_files(tmp_path) == ["gpu.json"]
 
 
-def test_a_full_disk_during_a_run_stops_it_in_one_sentence(tmp_path, monkeypatch, capsys, torch_settings):
+def test_a_failed_first_write_says_nothing_was_written(tmp_path, monkeypatch):
+    """With no earlier file there is no previous version to keep: the sentence says so."""
     out = tmp_path / "gpu.json"
-    out.write_text('{"previous": true}\n')
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(gpu_check.os, "fsync", disk_full)
-    assert gpu_check.main(["--dry-run", "--out", str(out), "--only", "gpu tests"]) == 2
+    with pytest.raises(gpu_check.UserError) as error:
+        gpu_check.write({"rows": []}, out)
+    assert str(error.value) == f"{out} could not be written (no space left on device); nothing was written"
+    assert only_files(tmp_path) == []
+
+
+def fake_rows(monkeypatch, only_first: bool = False) -> list[str]:
+    """Rows that finish at once without measuring anything (with only_first, the deadline leaves all but
+    the first of a call): the names of those run, in order."""
+    ran = []
+
+    def finished(row, scale, results, deadline, first):
+        if only_first and not first:
+            return {"name": row.name, "section": row.section, "status": "not started"}
+        ran.append(row.name)
+        return {"name": row.name, "section": row.section, "status": "ok", "seconds": 0.0}
+
+    monkeypatch.setattr(gpu_check, "run_row", finished)
+    return ran
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_full_disk_during_a_run_stops_it_in_one_sentence(
+    tmp_path, monkeypatch, capsys, torch_settings, existing
+):
+    out = tmp_path / "gpu.json"
+    if existing:
+        out.write_text('{"previous": true}\n')
+    fake_rows(monkeypatch)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gpu_check.os, "fsync", disk_full)
+    argv = ["--dry-run", "--out", str(out), "--only", "gpu tests"] + (["--force"] if existing else [])
+    assert gpu_check.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: could not write {out} (No space left on device); its previous version is kept"
-    assert json.loads(out.read_text()) == {"previous": True} and only_files(tmp_path) == ["gpu.json"]
+    kept = "the previous gpu.json is kept" if existing else "nothing was written"
+    assert err == f"error: {out} could not be written (no space left on device); {kept}"
+    assert only_files(tmp_path) == (["gpu.json"] if existing else [])
+    if existing:
+        assert json.loads(out.read_text()) == {"previous": True}
+
+
+def test_an_existing_out_is_refused_unless_resume_or_force(tmp_path, monkeypatch, capsys, torch_settings):
+    """A finished measurement is not overwritten by a call that forgot --resume: refused before any row in
+    one sentence that names both ways on; --force replaces it, --resume continues it, both together are
+    refused."""
+    out = tmp_path / "gpu.json"
+    out.write_text('{"finished": true}\n')
+    no_row_may_run(monkeypatch)
+    argv = ["--dry-run", "--out", str(out), "--only", "whole-image"]
+    assert gpu_check.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: --out {out} exists already and would be overwritten; add --resume to continue it or --force "
+        "to replace it"
+    )
+    assert json.loads(out.read_text()) == {"finished": True}
+    assert gpu_check.main([*argv, "--resume", "--force"]) == 2
+    assert "not both" in capsys.readouterr().err and json.loads(out.read_text()) == {"finished": True}
+    ran = fake_rows(monkeypatch, only_first=True)
+    argv = ["--dry-run", "--out", str(out), "--only", "whole-image", "voc iMAS 2 + 2 fp32"]
+    assert gpu_check.main([*argv, "--force"]) == 0 and ran == ["voc whole-image eval bf16"]
+    report = json.loads(out.read_text())
+    assert [row["name"] for row in report["rows"]][:1] == ran and "finished" not in report
+    # The command that continues resumes the JSON just written instead of replacing it again.
+    assert report["resume_command"] == shlex.join(["python", "-m", "tools.gpu_check", *argv, "--resume"])
+    assert f"continue with: {report['resume_command']}" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------- CutMix and warm-up
@@ -400,7 +470,47 @@ def test_resume_refuses_a_missing_or_foreign_json(tmp_path, capsys):
     out = tmp_path / "gpu.json"
     assert gpu_check.main(["--dry-run", "--out", str(out), "--resume"]) == 2
     assert "does not exist; run without --resume first" in capsys.readouterr().err
-    out.write_text(json.dumps({"device": "NVIDIA H100", "dry_run": False, "rows": []}))
+    out.write_text(json.dumps({"device": "another cpu", "dry_run": True, "rows": []}))
     assert gpu_check.main(["--dry-run", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "was measured on NVIDIA H100, not on cpu" in err and len(err.splitlines()) == 1
+    assert "was measured on another cpu (dry run), not on cpu" in err and len(err.splitlines()) == 1
+
+
+def test_resume_refuses_a_json_timed_under_other_settings(tmp_path, monkeypatch, capsys, torch_settings):
+    """Rows timed at one CutMix rate (or in a dry run, or with another torchrun) are not continued under
+    another: one sentence names the option and both values; the same options resume."""
+    out = tmp_path / "gpu.json"
+    ran = fake_rows(monkeypatch)
+    first = ["--dry-run", "--out", str(out), "--deadline", "1", "--only", "voc iMAS 2 + 2 fp32"]
+    assert gpu_check.main([*first, "--cutmix-rate", "0.7"]) == 0
+    written = json.loads(out.read_text())
+    assert written["settings"] == {"dry_run": True, "cutmix_rate": 0.7, "torchrun_procs": 1}
+    written["rows"][1:] = [dict(row, status="not started") for row in written["rows"][1:]]
+    out.write_text(json.dumps(written))
+    ran.clear()
+    assert gpu_check.main([*first, "--cutmix-rate", "drawn", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: --resume: {out} was timed with --cutmix-rate 0.7 and this call has --cutmix-rate drawn, "
+        "which would mix rows timed under two settings; resume with --cutmix-rate 0.7 or give another --out"
+    )
+    assert gpu_check.main([*first, "--torchrun-procs", "2", "--resume"]) == 2
+    assert "--torchrun-procs 1 and this call has --torchrun-procs 2" in capsys.readouterr().err
+    assert ran == [] and json.loads(out.read_text()) == written
+    assert gpu_check.main([*first, "--resume"]) == 0 and ran == [row["name"] for row in written["rows"][1:]]
+    capsys.readouterr()
+    # A JSON of a real run (no --dry-run) is not continued by a dry run, whatever its device.
+    real = dict(written, dry_run=False, settings=dict(written["settings"], dry_run=False))
+    out.write_text(json.dumps(real))
+    assert gpu_check.main([*first, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "was timed with --dry-run off and this call has --dry-run on" in err
+        and "resume without --dry-run" in err
+    )
+    # A JSON written before the settings were recorded: its iMAS rows say the rate they were forced to.
+    old = {key: value for key, value in written.items() if key != "settings"}
+    old["rows"] = [dict(row, cutmix_rate=0.5, cutmix_how="forced 0.5") for row in written["rows"]]
+    out.write_text(json.dumps(old))
+    assert gpu_check.main([*first, "--resume"]) == 2
+    assert "--cutmix-rate 0.5 and this call has --cutmix-rate 0.7" in capsys.readouterr().err

@@ -2,18 +2,22 @@
 
     python -m tools.gpu_check --out benchmarks/gpu_h100.json       # one CUDA GPU, at most about 7 minutes
     python -m tools.gpu_check --out benchmarks/gpu_h100.json --resume   # the rows the first call left
+    python -m tools.gpu_check --out benchmarks/gpu_h100.json --force    # replace an earlier JSON
     python -m tools.gpu_check --dry-run --out /tmp/gpu_check.json  # the same on the CPU with tiny shapes
 
-GPUs are lent rarely and briefly, so the checks are prepared here and run there in one go. --out is tried
-before the first row (a folder that is a file, a read-only folder, a path that is a folder: refused in one
-sentence). The rows run in order of importance under a global deadline (--deadline, 400 s) and each under
-its own time budget; the JSON is rewritten atomically after every row (a temporary file beside it, then a
-rename; a failed write, e.g. a full disk, keeps the previous version and stops in one sentence), so a run that
-is killed keeps what it measured, and a row that runs out of memory is recorded as "oom" and the next one
-starts. The first row of a call always runs; the rows the deadline leaves are "not started", and the call
-ends by printing the command that runs them: the same with --resume, which reads --out, keeps its finished
-rows and appends the rest (each row once). Rows (the JSON's "section" of each), first those the projection
-needs:
+Every check runs in this one command under a deadline, so a few minutes on a GPU measure everything.
+--out is tried before the first row (a folder that is a file, a read-only folder, a path that is a folder:
+refused in one sentence), and an existing --out is refused unless --resume continues it or --force replaces
+it, so a finished measurement is never overwritten by mistake. The rows run in order of importance under a
+global deadline (--deadline, 400 s) and each under its own time budget; the JSON is rewritten atomically
+after every row (a temporary file beside it, then a rename; a failed write, e.g. a full disk, keeps the
+previous version, or writes nothing on the first write, and stops in one sentence), so a run that is killed
+keeps what it measured, and a row that runs out of memory is recorded as "oom" and the next one starts. The
+first row of a call always runs; the rows the deadline leaves are "not started", and the call ends by
+printing the command that runs them: the same with --resume, which reads --out, keeps its finished rows and
+appends the rest (each row once). The JSON records the options its rows were timed under ("settings":
+--dry-run, --cutmix-rate, --torchrun-procs), and --resume refuses other values of them, which would mix rows
+timed under two settings. Rows (the JSON's "section" of each), first those the projection needs:
 
   voc_step    one training step (the method's step, optimiser step, EMA update) of the VOC R101 os16 config
               at crop 513 on random inputs, SupOnly and iMAS, at the released per-GPU batch (4 + 4) and the
@@ -92,7 +96,7 @@ from imas.checkpoint import load_checkpoint
 from imas.cli import run_command
 from imas.config import CutMixTrigger, TeacherStudentConfig
 from imas.dist import DistInfo
-from imas.errors import UserError
+from imas.errors import UserError, failure_reason
 from imas.experiment import load_experiment
 from imas.hardness import instance_hardness
 from imas.inference import inference_options, predict
@@ -987,8 +991,9 @@ def check_out(out: Path) -> None:
 
 def write(report: dict[str, Any], out: Path) -> None:
     """Write the JSON atomically: a temporary file in the same folder, flushed to the disk, then renamed over
-    `out`. A kill or a failed write (a full disk) leaves the previous version whole and no temporary file;
-    the failure stops the run in one sentence, since the next rows could not be kept either."""
+    `out`. A kill or a failed write (a full disk) leaves the previous version whole (or no file, when there
+    was none) and no temporary file; the failure stops the run in one sentence, in the words of the
+    package's other write failures, since the next rows could not be kept either."""
     text = json.dumps(report, indent=2) + "\n"
     tmp: str | None = None
     try:
@@ -1002,8 +1007,8 @@ def write(report: dict[str, Any], out: Path) -> None:
     except OSError as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        raise UserError(f"could not write {out} ({reason}); its previous version is kept") from None
+        kept = f"the previous {out.name} is kept" if out.is_file() else "nothing was written"
+        raise UserError(f"{out} could not be written ({failure_reason(exc, out.parent)}); {kept}") from None
 
 
 def unfinished(result: dict[str, Any]) -> bool:
@@ -1077,6 +1082,7 @@ def run_rows(
     names = {row.name for row in rows}
     kept = [r for r in (previous or {}).get("rows", []) if r.get("name") not in names]
     report = environment(scale) | {
+        "settings": settings(scale),
         "command": command,
         "commands": [*(previous or {}).get("commands", []), command],
         "started": (previous or {}).get("started", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
@@ -1102,8 +1108,48 @@ def run_rows(
     return report
 
 
+def settings(scale: Scale) -> dict[str, Any]:
+    """The options that change what the rows measure, as the JSON records them: a --resume under other
+    values would mix rows timed under two settings in one report."""
+    return {
+        "dry_run": scale.dry_run,
+        "cutmix_rate": scale.cutmix_rate,
+        "torchrun_procs": scale.torchrun_procs,
+    }
+
+
+def recorded_settings(report: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a JSON: as recorded, or, in a JSON written before they were, as far as its rows
+    show them (an option no row shows is left out, so it is not compared)."""
+    if isinstance(report.get("settings"), dict):
+        return report["settings"]
+    out: dict[str, Any] = {}
+    if "dry_run" in report:
+        out["dry_run"] = report["dry_run"]
+    for row in report["rows"]:
+        how = str(row.get("cutmix_how", ""))
+        if how.startswith("forced"):
+            out.setdefault("cutmix_rate", row.get("cutmix_rate"))
+        elif how == "as drawn":
+            out.setdefault("cutmix_rate", None)
+        if row.get("section") == "torchrun" and "processes" in row:
+            out.setdefault("torchrun_procs", row["processes"])
+    return out
+
+
+def setting_text(key: str, value: Any) -> str:
+    """A setting as its option is written: '--cutmix-rate 0.7', '--cutmix-rate drawn', '--dry-run on'."""
+    option = "--" + key.replace("_", "-")
+    if key == "dry_run":
+        return f"{option} {'on' if value else 'off'}"
+    if key == "cutmix_rate":
+        return f"{option} {'drawn' if value is None else f'{value:g}'}"
+    return f"{option} {value}"
+
+
 def load_previous(out: Path, scale: Scale) -> dict[str, Any]:
-    """The JSON that --resume continues; a UserError if it is missing, unreadable or from another device."""
+    """The JSON that --resume continues; a UserError if it is missing, unreadable, timed under other
+    settings or from another device."""
     try:
         report = json.loads(out.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -1114,6 +1160,19 @@ def load_previous(out: Path, scale: Scale) -> dict[str, Any]:
         raise UserError(f"--resume cannot read {out} ({exc}); run without --resume to start again") from None
     if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
         raise UserError(f"--resume: {out} has no rows, so it is not a gpu_check JSON")
+    recorded = recorded_settings(report)
+    for key, value in settings(scale).items():
+        if key in recorded and recorded[key] != value:
+            then, now = setting_text(key, recorded[key]), setting_text(key, value)
+            same = (
+                ("with --dry-run" if recorded[key] else "without --dry-run")
+                if key == "dry_run"
+                else f"with {then}"
+            )
+            raise UserError(
+                f"--resume: {out} was timed with {then} and this call has {now}, which would mix rows timed "
+                f"under two settings; resume {same} or give another --out"
+            )
     here = benchmark.device_name(scale.device) + (" (dry run)" if scale.dry_run else "")
     there = f"{report.get('device')}" + (" (dry run)" if report.get("dry_run") else "")
     if here != there:
@@ -1144,6 +1203,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help="continue --out: keep its finished rows, run those the deadline left and append them",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out (without it, or --resume, an existing --out is refused)",
     )
     p.add_argument(
         "--cutmix-rate",
@@ -1180,6 +1244,13 @@ def check(args: argparse.Namespace, started: float, argv: list[str] | None) -> i
     """Every planned row (or those --only names, less those --resume finds done); 1 if a row failed."""
     out = Path(args.out)
     check_out(out)
+    if args.resume and args.force:
+        raise UserError("--resume continues --out and --force replaces it; give one of them, not both")
+    if out.exists() and not (args.resume or args.force):
+        raise UserError(
+            f"--out {out} exists already and would be overwritten; add --resume to continue it or --force to "
+            "replace it"
+        )
     scale = make_scale(args.dry_run, args.deadline, args.torchrun_procs, args.cutmix_rate)
     if args.torchrun_procs < 1:
         raise UserError(f"--torchrun-procs must be at least 1, got {args.torchrun_procs}")
@@ -1196,7 +1267,9 @@ def check(args: argparse.Namespace, started: float, argv: list[str] | None) -> i
         torch.set_num_threads(1)
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["python", "-m", "tools.gpu_check", *arguments])
-    resume = command if "--resume" in arguments else f"{command} --resume"
+    # The command that continues: the same options, --resume instead of --force (the JSON now exists).
+    kept = [a for a in arguments if a != "--force"]
+    resume = shlex.join(["python", "-m", "tools.gpu_check", *kept, *([] if args.resume else ["--resume"])])
     report = run_rows(rows, scale, out, started, command, previous, resume)
     print()
     print(table(report))
