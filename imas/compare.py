@@ -34,6 +34,7 @@ import argparse
 import csv
 import io
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,13 +178,24 @@ def write_markdown(path: Path, table: str) -> None:
     write_text_atomic(path, f"{text_mark(COMMAND)}\n{table}\n")
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: spelled alike after symlinks and ".." are resolved, or, both existing,
+    one file under two names (a hard link too)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one absent
+        return False
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any run is read, an --out or --csv that imas-compare may not replace."""
     for flag, value in (("--out", args.out), ("--csv", args.csv)):
         if value:
             check_output(Path(value), COMMAND, f"{flag} {value}", force=args.force)
             check_writable_file(Path(value), flag)
-    if args.out and args.csv and Path(args.out) == Path(args.csv):
+    if args.out and args.csv and same_file(args.out, args.csv):
         raise UserError(f"--out and --csv name the same file {args.out}; give each its own")
 
 

@@ -8,6 +8,8 @@ import errno
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from imas.data import split_lists
 from imas.data.commands import main as imas_data
 from imas.data.toy import make_toy_dataset
 from imas.dist import DistInfo
+from imas.logging import METRICS_NAME, SCALARS_NAME
 from imas.models import build_model
 from imas.report import command as report_command
 from imas.report.page import COMMAND as REPORT
@@ -189,6 +192,133 @@ def test_inputs_and_a_runs_files_are_refused_even_with_force(tmp_path):
         outputs.check_output(run, "imas-eval", "--output run")
 
 
+def test_a_run_file_name_outside_a_run_is_any_file_and_a_marked_one_is_the_commands(tmp_path):
+    alone = tmp_path / "mine/result.json"
+    alone.parent.mkdir()
+    alone.write_text('{"note": "mine"}')
+    outputs.check_output(alone, "imas-eval", "--output result.json", force=True)  # a name, not a run's file
+    with pytest.raises(outputs.UserError, match=r"did not write; choose another path, or add --force"):
+        outputs.check_output(alone, "imas-eval", "--output result.json")
+    alone.write_text(json.dumps({"miou": 0.5, "written_by": "imas-eval"}))
+    outputs.check_output(alone, "imas-eval", "--output result.json")  # imas-eval's: replaced on a rerun
+    run = fake_run(tmp_path / "run")
+    (run / "result.json").write_text(json.dumps({"miou": 0.5, "written_by": "imas-eval"}))
+    outputs.check_output(run / "result.json", "imas-eval", "--output x")  # its own mark, even in a run
+    # A run's result without the mark is refused even with --force, even with an old imas-eval JSON's keys.
+    (run / "result.json").write_text(json.dumps({"miou": 0.5, "checkpoint": "c.pth", "model": "teacher"}))
+    for command in ("imas-eval", "imas-report"):
+        with pytest.raises(outputs.UserError, match=r"did not write \(a run's benchmark result\); choose"):
+            outputs.check_output(run / "result.json", command, "--output x", force=True)
+    assert outputs.protected(run / "config.yaml") == "a run's config"
+    assert outputs.protected(tmp_path / "config.yaml") is None  # a config.yaml alone in its folder
+    (tmp_path / "c/config.yaml").parent.mkdir()
+    (tmp_path / "c/config.yaml").write_text("{}")  # a checkpoint copied with its config: no run
+    assert outputs.protected(tmp_path / "c/best.pth") is None
+    assert outputs.protected(tmp_path / "c/metrics.jsonl") == "a run's metrics"  # only training writes it
+
+
+def test_the_format_is_read_from_the_content_not_the_name(tmp_path, monkeypatch):
+    marked = {
+        "eval.out": lambda p: p.write_text(json.dumps({"miou": 1, "written_by": "imas-eval"})),
+        "table.txt": lambda p: p.write_text(outputs.text_mark("imas-eval") + "\n| a |\n"),
+        "report": lambda p: p.write_text(f"<!DOCTYPE html>\n{outputs.text_mark('imas-eval')}\n<p>x</p>"),
+        "table.csv": lambda p: p.write_text(outputs.text_mark("imas-eval") + "\n| a |\n"),  # markdown inside
+        "image.dat": lambda p: Image.new("L", (2, 2)).save(p, "PNG", pnginfo=outputs.png_mark("imas-eval")),
+        "photo": lambda p: Image.new("RGB", (2, 2)).save(p, "JPEG", comment=outputs.jpeg_mark("imas-eval")),
+        "weights.bin": lambda p: torch.save({"w": torch.zeros(1), "written_by": "imas-eval"}, p),
+    }
+    for name, write in marked.items():
+        write(tmp_path / name)
+        assert outputs.mark_of(tmp_path / name) == "imas-eval", name
+        outputs.check_output(tmp_path / name, "imas-eval", f"--output {name}")
+    (tmp_path / "t.tsv").write_text("run,method,config,model,best mIoU,x\n")
+    assert outputs.mark_of(tmp_path / "t.tsv") == "imas-compare"
+    (tmp_path / "table.md").write_text("run,method,config,model,best mIoU\n")  # a CSV named .md
+    assert outputs.mark_of(tmp_path / "table.md") == "imas-compare"
+    # A large file is not read whole to look for a mark: only a JSON under the cap is.
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:
+        f.write(b'{"written_by": "imas-eval"')
+        f.truncate(outputs.JSON_LIMIT + 1)
+    monkeypatch.setattr(outputs.json, "loads", lambda *a, **k: pytest.fail("a large file was read whole"))
+    assert outputs.mark_of(big) is None
+
+
+def test_compare_replaces_its_own_tables_whatever_their_names(tmp_path, capsys):
+    runs = [str(LOGS / "imas/seed0")]
+    md, table = tmp_path / "table.csv", tmp_path / "t.tsv"  # markdown in a .csv, CSV in a .tsv
+    for _ in range(2):
+        assert compare.main([*runs, "--out", str(md), "--csv", str(table)]) == 0
+    capsys.readouterr()
+    assert md.read_text().startswith(outputs.text_mark("imas-compare"))
+    assert table.read_text().startswith("run,method,config,model,best mIoU,")
+
+
+def test_imas_outputs_imports_neither_torch_nor_pil():
+    code = "import sys, imas.outputs; print('torch' in sys.modules, 'PIL' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.split() == ["False", "False"], result.stderr[-2000:]
+    # The run's file names written out in imas.outputs are the ones training writes.
+    assert {METRICS_NAME: "a run's metrics", SCALARS_NAME: "a run's training scalars"}.items() <= (
+        outputs.RUN_FILES.items()
+    )
+
+
+def test_a_report_written_before_the_marks_is_the_reports(tmp_path):
+    old = tmp_path / "report.html"
+    old.write_text(
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        "<title>Run report: seed0</title>\n<style>body {}</style>\n</head>\n<body>\n"
+    )
+    assert outputs.mark_of(old) == REPORT
+    outputs.check_output(old, REPORT, "--out report.html")
+    with pytest.raises(outputs.UserError, match=r"is a file imas-compare did not write; "):
+        outputs.check_output(old, "imas-compare", "--out report.html")
+    other = tmp_path / "notes.html"
+    other.write_text("<!DOCTYPE html>\n<title>My notes</title>\n")
+    assert outputs.mark_of(other) is None
+
+
+def test_a_folder_that_cannot_be_searched_is_one_sentence(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root searches any folder: the file system's answer to a user
+        stat = Path.stat
+
+        def refuse(self, *args, **kwargs):
+            if locked in self.parents:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return stat(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "stat", refuse)
+    else:
+        locked.chmod(0)
+    try:
+        with pytest.raises(outputs.UserError) as info:
+            outputs.check_output(locked / "r.json", "imas-eval", f"--output {locked / 'r.json'}")
+    finally:
+        locked.chmod(0o700)
+    assert str(info.value) == f"--output {locked / 'r.json'} cannot be checked (permission denied)"
+
+
+def test_write_atomic_writes_through_a_symlink_and_keeps_the_mode(tmp_path):
+    target = tmp_path / "data/r.json"
+    target.parent.mkdir()
+    target.write_text("previous")
+    target.chmod(0o640)
+    link = tmp_path / "r.json"
+    link.symlink_to(target)
+    outputs.write_text_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert target.stat().st_mode & 0o7777 == 0o640
+    no_temporary(tmp_path)
+    # What a link names is what is checked: a link to a run's metrics is a run's file.
+    run = fake_run(tmp_path / "run")
+    (tmp_path / "mine.json").symlink_to(run / "metrics.jsonl")
+    with pytest.raises(outputs.UserError, match=r"did not write \(a run's metrics\); choose another path$"):
+        outputs.check_output(tmp_path / "mine.json", "imas-eval", "--output mine.json", force=True)
+
+
 def test_write_atomic_keeps_the_previous_file_on_a_full_disk(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
     path.write_text("previous")
@@ -295,6 +425,19 @@ def test_compare_replaces_its_own_tables_and_a_users_file_only_with_force(tmp_pa
     assert user.read_text() == "my,own\n"
     assert compare.main([*runs, "--csv", str(user), "--force"]) == 0
     assert user.read_text().startswith("run,method")
+
+
+def test_compare_refuses_one_file_under_two_names(tmp_path, monkeypatch, capsys):
+    forbid(monkeypatch, compare, "read_row")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "alias.csv").symlink_to(tmp_path / "t.md")
+    for out, table in (
+        (tmp_path / "t.md", tmp_path / "sub/../t.md"),
+        (tmp_path / "t.md", tmp_path / "alias.csv"),
+    ):
+        assert compare.main([str(LOGS / "imas/seed0"), "--out", str(out), "--csv", str(table)]) == 2
+        assert one_sentence(capsys) == f"--out and --csv name the same file {out}; give each its own"
+    assert not (tmp_path / "t.md").exists()
 
 
 def test_compare_full_disk_keeps_the_previous_csv(tmp_path, monkeypatch, capsys):
