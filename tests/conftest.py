@@ -159,6 +159,35 @@ def toy_data(root: Path, splits: str = "", **keys) -> dict:
     } | keys
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny DeepLabv3+ saved the way training saves it (config + weights) as best.pth, beside
+    its config c.yaml (a toy dataset of 2 + 2 + 2 images), for the commands that read a checkpoint."""
+    import torch
+
+    from imas.checkpoint import save_checkpoint
+    from imas.config import load_config, to_dict
+    from imas.dist import DistInfo
+    from imas.models import build_model
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    root = make_toy_dataset(folder / "toy", sizes={"labeled": 2, "unlabeled": 2, "val": 2})
+    config = {
+        "data": toy_data(root, num_workers=0),
+        "model": {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16, "backbone_width": 8},
+        "eval": {"window": 48},
+    }
+    (folder / "c.yaml").write_text(yaml.safe_dump(config))
+    cfg = load_config(folder / "c.yaml")
+    torch.manual_seed(0)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    path = folder / "best.pth"
+    save_checkpoint(
+        {"config": to_dict(cfg), "model": build_model(cfg, info, pretrained=False).state_dict()}, path
+    )
+    return path
+
+
 def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     cfg = {
         "data": toy_data(toy, "small_", crop_size=64, long_side=[64, 96], num_workers=0),

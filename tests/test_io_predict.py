@@ -20,14 +20,12 @@ from imas import evaluate as eval_cli
 from imas import predict as predict_cli
 from imas import progress
 from imas.checkpoint import save_checkpoint
-from imas.config import load_config, to_dict
+from imas.config import load_config
 from imas.data import build_datasets
 from imas.data.commands import main as imas_data
 from imas.data.io import check_same_size, read_image, read_label
 from imas.data.toy import make_toy_dataset
-from imas.dist import DistInfo
 from imas.errors import DataError
-from imas.models import build_model
 
 ORIENTATION = 0x0112  # the EXIF Orientation tag
 
@@ -172,26 +170,6 @@ def test_data_check_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------------------------------ predict.py
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny DeepLabv3+ saved the way training saves it (config + weights), no training."""
-    folder = tmp_path_factory.mktemp("ckpt")
-    root = make_toy_dataset(folder / "toy", sizes={"labeled": 2, "unlabeled": 2, "val": 2})
-    config = {
-        "data": toy_data(root, num_workers=0),
-        "model": {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16, "backbone_width": 8},
-        "eval": {"window": 48},
-    }
-    (folder / "c.yaml").write_text(yaml.safe_dump(config))
-    cfg = load_config(folder / "c.yaml")
-    torch.manual_seed(0)
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    net = build_model(cfg, info, pretrained=False).eval()
-    path = folder / "best.pth"
-    save_checkpoint({"config": to_dict(cfg), "model": net.state_dict()}, path)
-    return path
 
 
 def run_predict(checkpoint: Path, source: Path, out: Path, *extra: str) -> int:

@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
-from conftest import toy_data
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -26,15 +24,10 @@ import imas.report
 from imas import compare, outputs, pseudo_labels
 from imas import evaluate as eval_cli
 from imas import predict as predict_cli
-from imas.checkpoint import save_checkpoint
 from imas.cli import run_command
-from imas.config import load_config, to_dict
 from imas.data import split_lists
 from imas.data.commands import main as imas_data
-from imas.data.toy import make_toy_dataset
-from imas.dist import DistInfo
 from imas.logging import METRICS_NAME, SCALARS_NAME
-from imas.models import build_model
 from imas.report import command as report_command
 from imas.report.page import COMMAND as REPORT
 from tools import convert_pretrained
@@ -44,27 +37,6 @@ LOGS = REPO / "training-imas-logs/toy"
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny DeepLabv3+ saved the way training saves it, beside its config c.yaml."""
-    folder = tmp_path_factory.mktemp("ckpt")
-    root = make_toy_dataset(folder / "toy", sizes={"labeled": 2, "unlabeled": 2, "val": 2})
-    config = {
-        "data": toy_data(root, num_workers=0),
-        "model": {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16, "backbone_width": 8},
-        "eval": {"window": 48},
-    }
-    (folder / "c.yaml").write_text(yaml.safe_dump(config))
-    cfg = load_config(folder / "c.yaml")
-    torch.manual_seed(0)
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    save_checkpoint(
-        {"config": to_dict(cfg), "model": build_model(cfg, info, pretrained=False).state_dict()},
-        folder / "best.pth",
-    )
-    return folder / "best.pth"
 
 
 def photo(path: Path, h: int = 20, w: int = 30, seed: int = 0) -> None:
