@@ -219,8 +219,9 @@ def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def start_training(config: Path, run_dir: Path) -> subprocess.Popen:
-    """train_semi.py on the CPU in a process of its own (one thread), stderr piped, not waited for."""
+def start_training(config: Path, run_dir: Path, own_group: bool = False) -> subprocess.Popen:
+    """train_semi.py on the CPU in a process of its own (one thread), stderr piped, not waited for;
+    own_group: in a new session, so that its whole process group (with loader workers) can be signalled."""
     cmd = [
         sys.executable,
         "train_semi.py",
@@ -232,7 +233,13 @@ def start_training(config: Path, run_dir: Path) -> subprocess.Popen:
         "cpu",
     ]
     return subprocess.Popen(
-        cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=own_group,
     )
 
 

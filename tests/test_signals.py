@@ -11,31 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, toy_data
+from conftest import REPO, start_training, toy_data
 from run_fixtures import tiny_config
-
-
-def _start_in_own_group(config: Path, run_dir: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "train_semi.py",
-        "--config",
-        str(config),
-        "--run-dir",
-        str(run_dir),
-        "--device",
-        "cpu",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def _wait_for_log_lines(run_dir: Path, proc: subprocess.Popen, text: str, count: int) -> None:
@@ -61,7 +38,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_is_one_line_and_143(tm
     cfg["train"] |= {"epochs": 50, "eval_every": 1}
     config.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "run"
-    proc = _start_in_own_group(config, run_dir)
+    proc = start_training(config, run_dir, own_group=True)
     _wait_for_log_lines(run_dir, proc, *moment)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
