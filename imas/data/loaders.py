@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -96,7 +98,16 @@ class StridedSampler(Sampler[int]):
 
 
 def _pass_first_sigterm(signum: int, frame: Any) -> None:
+    """The run is ending: the next SIGTERM ends this worker, and a batch the main process stops receiving
+    midway is no news (multiprocessing's thread that hands tensors' file descriptors over prints such a
+    broken connection through sys.excepthook)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.excepthook = partial(_quiet_lost_connection, sys.excepthook)
+
+
+def _quiet_lost_connection(previous: Any, kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    if not issubclass(kind, (OSError, EOFError)):
+        previous(kind, value, tb)
 
 
 def seed_worker(worker_id: int) -> None:
