@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from conftest import small_config
+from run_fixtures import tiny_config
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 import imas.report
@@ -327,7 +328,7 @@ def test_a_full_disk_on_the_first_tensorboard_record_is_one_sentence(tmp_path, m
 def test_a_full_disk_on_metrics_jsonl_during_training_keeps_the_checkpoint_and_resumes(
     tmp_path, toy, capsys, monkeypatch
 ):
-    config = small_config(tmp_path, toy, train={"epochs": 2})
+    config = tiny_config(tmp_path, toy, "supervised")  # 2 epochs of a few-channel model
     run_dir = tmp_path / "run"
     argv = ["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]
     fill_disk_on(monkeypatch, "metrics.jsonl", after=1)  # epoch 2's evaluation finds the disk full
