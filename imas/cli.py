@@ -9,7 +9,9 @@
   workers, `kill`), where the command asks for it with `terminate=True`: "terminated", exit 143;
 - whatever the outcome, the temporaries the body registered with `on_exit` are removed, and the callbacks
   registered with it are run (the last registered first; every one runs even where one before it fails, and
-  a path that cannot be removed is left without a word).
+  a path that cannot be removed is left without a word); those registered with `failed=True` only where the
+  body ends by an exception (a user error, Ctrl-C, a bug): e.g. `discard_new_folders`, so that a command that
+  creates its output folder before its checks leaves no empty folder when they refuse.
 
 argparse's own errors keep argparse's convention (usage and exit 2).
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 from imas.errors import UserError, user_message
 
-_cleanups: list[Callable[[], None]] = []
+_cleanups: list[tuple[Callable[[], None], bool]] = []  # (action, only where the body failed)
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,9 +38,30 @@ class Terminated(KeyboardInterrupt):
     removed, the last checkpoint kept."""
 
 
-def on_exit(action: Callable[[], None] | str | os.PathLike[str]) -> None:
-    """Run `action` when the command ends, however it ends; a path is removed (a file or a folder)."""
-    _cleanups.append(action if callable(action) else partial(_remove, Path(action)))
+def on_exit(action: Callable[[], None] | str | os.PathLike[str], failed: bool = False) -> None:
+    """Run `action` when the command ends, however it ends (failed: only where it ends by an exception); a
+    path is removed (a file or a folder)."""
+    _cleanups.append((action if callable(action) else partial(_remove, Path(action)), failed))
+
+
+def discard_new_folders(folder: str | os.PathLike[str]) -> None:
+    """Where the command fails, remove `folder` and those of its parents that do not exist yet (call it before
+    creating them), innermost first, each only while empty: what a failed command made is gone, what was
+    there before or holds files stays."""
+    missing = []
+    for path in (Path(folder), *Path(folder).parents):
+        if os.path.lexists(path):
+            break
+        missing.append(path)
+    on_exit(partial(_remove_empty, missing), failed=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or never made): it and the folders above it stay
 
 
 def _remove(path: Path) -> None:
@@ -51,13 +74,16 @@ def _remove(path: Path) -> None:
         pass  # e.g. a folder made read-only meanwhile: a leftover, not a reason to fail the command
 
 
-def _run_cleanups(start: int) -> None:
-    """Run the callbacks registered since `start`, last first; all of them run, then the first failure is
-    raised."""
+def _run_cleanups(start: int, failed: bool) -> None:
+    """Run the callbacks registered since `start`, last first (those for a failure only where `failed`); all
+    of them run, then the first failure is raised."""
     failure: BaseException | None = None
     while len(_cleanups) > start:
+        action, only_failed = _cleanups.pop()
+        if only_failed and not failed:
+            continue
         try:
-            _cleanups.pop()()
+            action()
         except Exception as exc:
             failure = failure or exc
     if failure is not None:
@@ -83,8 +109,11 @@ def run_command(
     installed = terminate and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if installed else None
     start = len(_cleanups)
+    failed = True
     try:
-        return body() or 0
+        status = body() or 0
+        failed = False
+        return status
     except UserError as exc:
         if quiet_error is None or not quiet_error(exc):
             print(f"error: {user_message(exc)}", file=sys.stderr)
@@ -96,4 +125,4 @@ def run_command(
     finally:
         if installed:  # None: a handler set outside Python, which cannot be put back; the default then
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-        _run_cleanups(start)
+        _run_cleanups(start, failed)

@@ -11,6 +11,8 @@ imas.rundir.read_run:
 - model: the reported model, as metrics.jsonl names it (the teacher of iMAS and mean teacher, else the
   student);
 - best mIoU and its epoch, final mIoU (the last evaluation), in percent, from metrics.jsonl;
+- seed and precision: train.seed and train.precision of config.yaml, so that runs of other seeds or of
+  fp32 and bf16 are told apart;
 - one column per class, named by the class names metrics.jsonl records: the reported model's IoU at its best
   evaluation (the models best.pth holds), in percent;
 - wall time and its source: the training time the run records (wall_s of metrics.jsonl and
@@ -39,7 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imas.cli import run_command
+from imas.arguments import parse_compare
+from imas.cli import discard_new_folders, run_command
 from imas.data.io import check_writable_file
 from imas.errors import UserError
 from imas.logging import format_duration
@@ -48,16 +51,8 @@ from imas.rundir import UNSAVED, RunRecord, best_record, miou_of, read_run
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="imas-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories")
-    p.add_argument("--out", default=None, metavar="FILE", help="also write the markdown table here")
-    p.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV here")
-    p.add_argument(
-        "--force", action="store_true", help="replace an --out / --csv file imas-compare did not write"
-    )
-    return p.parse_args(argv)
+    """The command line (imas.arguments: parsed there without torch for `imas-compare --help`)."""
+    return parse_compare(argv)
 
 
 COMMAND = "imas-compare"  # the mark of the files it writes (imas.outputs)
@@ -75,6 +70,8 @@ class Row:
     best_epoch: int
     final_miou: float
     final_epoch: int
+    seed: str  # train.seed as config.yaml stores it
+    precision: str  # train.precision likewise (fp32, bf16, fp16)
     iou: dict[str, float]  # at the best evaluation, by class name, in metrics.jsonl's order
     wall_s: float | None
     wall_source: str
@@ -92,6 +89,7 @@ def read_row(run_dir: Path) -> Row:
     if not run.evaluations:
         raise UserError(f"{run_dir} has no evaluation in metrics.jsonl yet")
     best, last = best_record(run.evaluations), run.evaluations[-1]
+    train = run.config.get("train") or {}
     return Row(
         run=str(run_dir),
         method=run.method,
@@ -101,6 +99,8 @@ def read_row(run_dir: Path) -> Row:
         best_epoch=int(best["epoch"]),
         final_miou=100 * miou_of(last),
         final_epoch=int(last["epoch"]),
+        seed=str(train.get("seed", "n/a")),
+        precision=str(train.get("precision", "n/a")),
         iou={
             name: 100 * (math.nan if value is None else float(value)) for name, value in best["iou"].items()
         },
@@ -129,7 +129,7 @@ def check_same_classes(rows: list[Row]) -> list[str]:
     return names
 
 
-HEAD = ["run", "method", "config", "model", "best mIoU", "best epoch", "final mIoU"]
+HEAD = ["run", "method", "config", "model", "best mIoU", "best epoch", "final mIoU", "seed", "precision"]
 TAIL = ["wall time", "wall time source"]
 
 
@@ -142,13 +142,13 @@ def markdown(rows: list[Row], names: list[str]) -> str:
 
     header = HEAD + names + TAIL
     lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
-    align = ["---"] * 4 + ["---:"] * (3 + len(names)) + ["---:", "---"]  # numbers to the right
+    align = ["---"] * 4 + ["---:"] * 4 + ["---"] + ["---:"] * len(names) + ["---:", "---"]  # numbers right
     lines.append("|" + "|".join(align) + "|")
     for r in rows:
         wall = "n/a" if r.wall_s is None else format_duration(r.wall_s)
         cells = [cell(r.run), cell(r.method), cell(r.config), cell(r.model)]
         best_epoch = f"{r.best_epoch} ({UNSAVED})" if r.best_unsaved else str(r.best_epoch)
-        cells += [pct(r.best_miou), best_epoch, pct(r.final_miou)]
+        cells += [pct(r.best_miou), best_epoch, pct(r.final_miou), cell(r.seed), cell(r.precision)]
         cells += [pct(r.iou[name]) for name in names] + [wall, r.wall_source]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -167,6 +167,7 @@ def write_csv(path: Path, rows: list[Row], names: list[str]) -> None:
     for r in rows:
         writer.writerow(
             [r.run, r.method, r.config, r.model, num(r.best_miou), r.best_epoch, num(r.final_miou)]
+            + [r.seed, r.precision]
             + [num(r.iou[name]) for name in names]
             + [num(r.wall_s), r.wall_source]
         )
@@ -194,6 +195,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     for flag, value in (("--out", args.out), ("--csv", args.csv)):
         if value:
             check_output(Path(value), COMMAND, f"{flag} {value}", force=args.force)
+            discard_new_folders(Path(value).parent)  # a refusal below leaves no empty folder
             check_writable_file(Path(value), flag)
     if args.out and args.csv and same_file(args.out, args.csv):
         raise UserError(f"--out and --csv name the same file {args.out}; give each its own")

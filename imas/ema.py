@@ -31,10 +31,11 @@ class EMATeacher:
     """Exponential moving average of the student's weights, used as the teacher.
 
     - `module`: a deep copy of the student, always in eval mode, requires_grad False, never DDP-wrapped.
-    - `update(student, iteration, epoch)`: during epoch 0 the teacher becomes an exact copy of the student
-      (decay 0); afterwards d = min(1 − 1/(t + 1), decay) with t the global iteration, and
-      θ_t ← d·θ_t + (1 − d)·θ_s for parameters and floating buffers (BN running statistics); integer buffers
-      (BN's num_batches_tracked) are copied, since an average of counters means nothing.
+    - `update(student, iteration, epoch)`: during the first epoch (epoch 0 here) the teacher becomes an
+      exact copy of the student (decay 0); afterwards d = min(1 − 1/(t + 1), decay) with t the global
+      iteration, and θ_t ← d·θ_t + (1 − d)·θ_s for parameters and floating buffers (BN running
+      statistics); integer buffers (BN's num_batches_tracked) are copied, since an average of counters
+      means nothing.
     - `state_dict()` / `load_state_dict()`: the teacher's weights with the student's key names, so a
       checkpoint's teacher loads straight into a freshly built model (e.g. for evaluation).
 
@@ -53,7 +54,7 @@ class EMATeacher:
             p.grad = None  # a deep copy carries the student's gradients along; the teacher has none
 
     def decay_at(self, iteration: int, epoch: int) -> float:
-        """The decay used by `update`: 0 during epoch 0, then min(1 − 1/(t + 1), decay)."""
+        """The decay used by `update`: 0 during the first epoch, then min(1 − 1/(t + 1), decay)."""
         if epoch == 0:
             return 0.0
         return min(1.0 - 1.0 / (iteration + 1), self.decay)

@@ -28,9 +28,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from imas.arguments import parse_eval
 from imas.checkpoint import load_checkpoint
-from imas.cli import on_exit, run_command
-from imas.config import EvalMode, EvalModel
+from imas.cli import discard_new_folders, on_exit, run_command
 from imas.data import build_datasets, build_val_loader, class_names
 from imas.data.io import check_writable_file
 from imas.dist import cleanup, init_distributed
@@ -45,26 +45,8 @@ COMMAND = "imas-eval"  # the mark of the JSON it writes (imas.outputs)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--checkpoint", required=True, help="latest.pth or best.pth of a run")
-    parser.add_argument(
-        "--model", choices=[m.value for m in EvalModel], default=None, help="default: eval.model"
-    )
-    parser.add_argument(
-        "--mode", choices=[m.value for m in EvalMode], default=None, help="default: eval.mode"
-    )
-    parser.add_argument(
-        "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
-    )
-    parser.add_argument("--output", default=None, help="JSON path (default: <checkpoint>.<model>.eval.json)")
-    parser.add_argument(
-        "--force", action="store_true", help="replace an --output imas-eval did not write (never an input)"
-    )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    return parser.parse_args(argv)
+    """The command line (imas.arguments: parsed there without torch for `imas-eval --help`)."""
+    return parse_eval(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -83,6 +65,7 @@ def run(args: argparse.Namespace) -> dict:
     # instead of a traceback after the whole evaluation or ranks waiting on one that stopped.
     inputs = {"checkpoint": args.checkpoint, "config": args.config}
     check_output(output, COMMAND, f"--output {output}", inputs=inputs, force=args.force)
+    discard_new_folders(output.parent)  # a failure before the JSON is written leaves no empty folder
     check_writable_file(output, "--output")
 
     datasets = build_datasets(cfg.data, with_unlabeled=False)

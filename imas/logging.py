@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import re
 import sys
 import threading
 import time
@@ -127,10 +129,69 @@ def tag_part(name: str) -> str:
     return "_".join(name.replace("/", " ").split())
 
 
-def iou_scalars(prefix: str, confusion: Any, names: Sequence[str]) -> dict[str, float]:
-    """Per-class IoU of an imas.metrics.ConfusionMatrix as TensorBoard scalars {prefix/<class>: IoU} (NaN for
-    a class absent from both ground truth and prediction, which RunWriter.scalars skips)."""
-    return {f"{prefix}/{tag_part(name)}": value for name, value in zip(names, confusion.iou().tolist())}
+# The TensorBoard tags of an evaluation, in percent (docs/run-directory.md). TensorBoard's Time Series groups
+# cards by a tag's first component, orders groups and cards by tag ('/' and digits before letters) and
+# expands the first two groups: "eval" (every evaluated model's mIoU, the best mIoU, the eval/views panel),
+# then "eval_iou" (per-class IoU, each other model's card right after the reported model's), then "train".
+MIOU_TAG = "eval/miou"  # the reported model's mIoU: the same tag for every method, compared across runs
+BEST_MIOU_TAG = "eval/best_miou"
+IOU_GROUP = "eval_iou"
+TRAIN_GROUP = "train"
+
+
+def miou_tag(label: str | None) -> str:
+    """The mIoU tag of the reported model (label None) or of another evaluated model, eval/<label>_miou."""
+    return MIOU_TAG if label is None else f"eval/{tag_part(label)}_miou"
+
+
+def iou_tag(class_name: str, label: str | None) -> str:
+    """The IoU tag of one class: eval_iou/<class> for the reported model (label None), else
+    eval_iou/<class>/<label>, which TensorBoard sorts right after it."""
+    tag = f"{IOU_GROUP}/{tag_part(class_name)}"
+    return tag if label is None else f"{tag}/{tag_part(label)}"
+
+
+def eval_scalars(confusions: Mapping[str, Any], names: Sequence[str], best_miou: float) -> dict[str, float]:
+    """One evaluation's TensorBoard scalars, in percent as the console prints them: the mIoU and per-class
+    IoU of each imas.metrics.ConfusionMatrix in `confusions` (by model label, the reported one first) and
+    the reported model's best mIoU so far (a fraction, as metrics.jsonl keeps it; none while it is below 0,
+    the value before any defined mIoU). NaN stays NaN (a class absent from both ground truth and
+    prediction), which RunWriter.scalars skips."""
+    out = {BEST_MIOU_TAG: 100 * best_miou} if best_miou >= 0 else {}
+    for i, (label, confusion) in enumerate(confusions.items()):
+        model = None if i == 0 else label
+        out[miou_tag(model)] = 100 * confusion.miou()
+        for name, iou in zip(names, confusion.iou().tolist()):
+            out[iou_tag(name, model)] = 100 * iou
+    return out
+
+
+def tensorboard_command(run_dir: Path) -> str:
+    """How to watch the run: TensorBoard smooths every curve (0.6) unless its URL says otherwise, which a
+    run's files cannot; eval curves have one point per evaluation, so the banner and the summary name the
+    URL that shows them unsmoothed (TensorBoard's default port)."""
+    return f"tensorboard --logdir {run_dir}, then open http://localhost:6006/?smoothing=0"
+
+
+def scalars_layout(class_names: Sequence[str]) -> dict[str, Any]:
+    """The custom-scalars dashboard's layout, the same for every method so that runs side by side share its
+    charts: {category: (closed, {chart title: [tag regex, ...]})}, a chart drawing every scalar tag that
+    re.match finds with one of its regexes (as TensorBoard's backend matches them), every run's.
+
+    "mIoU (%)": every evaluated model's mIoU and the best mIoU in one chart; "per-class IoU (%)" (closed):
+    a chart per class with every evaluated model; "training": the losses, the learning rate, and the
+    method's other scalars (iMAS: easiness, confident pixels, CutMix rate)."""
+    per_class = {f"{name} IoU (%)": [rf"^{re.escape(iou_tag(name, None))}(/[^/]+)?$"] for name in class_names}
+    training = {
+        "training losses": [rf"^{TRAIN_GROUP}/loss"],
+        "learning rate": [rf"^{TRAIN_GROUP}/lr$"],
+        "other training scalars": [rf"^{TRAIN_GROUP}/(?!loss|lr$)"],
+    }
+    return {
+        "mIoU (%)": (False, {"mIoU (%) of every evaluated model, and the best": [r"^eval/([^/]+_)?miou$"]}),
+        "per-class IoU (%)": (True, per_class),
+        "training": (False, training),
+    }
 
 
 def _rows(rows: Sequence[tuple[str, str]], width: int = 0) -> list[str]:
@@ -138,6 +199,22 @@ def _rows(rows: Sequence[tuple[str, str]], width: int = 0) -> list[str]:
     padded to `width` at least."""
     width = max(width, *(len(key) for key, _ in rows))
     return [f"  {key:<{width}}  {value}" for key, value in rows]
+
+
+def hardware(device: str) -> str:
+    """What a run computes on, for the banner's hardware row: for a CUDA device the GPU's name and how many
+    GPUs this machine shows ("NVIDIA H100 80GB HBM3, 4 GPUs"), for the CPU its model, the cores this process
+    may use and its vector ISA ("Intel(R) Xeon(R) Processor, 2 cores, AVX512, native bf16")."""
+    from imas.precision import cpu_description, cpu_model
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        count = torch.cuda.device_count()
+        return f"{torch.cuda.get_device_name(torch.device(device))}, {count} GPU{'' if count == 1 else 's'}"
+    if kind != "cpu":
+        return kind
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return f"{cpu_model()}, {cores} core{'' if cores == 1 else 's'}, {cpu_description()}"
 
 
 def banner(
@@ -154,7 +231,8 @@ def banner(
     """The start of a run (or of a resumed attempt) as one log record: its first line
     'run DIR on DEVICE x WORLD_SIZE (PRECISION)' (imas.rundir's reader of runs made before
     train_scalars.jsonl splits an old train.log into attempts at it), then the config, the method and its
-    models, the seed and where the outputs go.
+    models, the seed, the hardware (a row "  hardware     <hardware(device)>", which imas.report reads back
+    from train.log) and where the outputs go.
     evaluated: the labels of the evaluated models, the reported one first."""
     models = f"reported model: {evaluated[0]}"
     if len(evaluated) > 1:
@@ -165,8 +243,9 @@ def banner(
         ("method", f"{method} ({models})"),
         ("seed", str(seed)),
         ("world size", processes),
+        ("hardware", hardware(device)),
         ("run dir", str(Path(run_dir).resolve())),
-        ("tensorboard", f"tensorboard --logdir {run_dir}"),
+        ("tensorboard", tensorboard_command(run_dir)),
     ]
     return "\n".join([f"run {run_dir} on {device} x {world_size} ({precision})", *_rows(rows)])
 
@@ -234,7 +313,7 @@ def summary(
     ]
     for path in histories:
         rows.append(("per image", f"{path} (the {path.stem} of each unlabeled image at each iteration)"))
-    rows += [("log", str(run_dir / "train.log")), ("tensorboard", f"tensorboard --logdir {run_dir}")]
+    rows += [("log", str(run_dir / "train.log")), ("tensorboard", tensorboard_command(run_dir))]
     return "\n".join(lines + _rows(rows, width))
 
 
@@ -432,6 +511,34 @@ class RunWriter:
         for summary in hparams(clean, {tag: 0.0 for tag in metric_tags}):
             writer.add_summary(summary)
 
+    def layout(self, class_names: Sequence[str]) -> None:
+        """The custom-scalars dashboard's layout (scalars_layout), written once per start of the run.
+
+        SummaryWriter.add_custom_scalars is not used: it cannot start a category closed."""
+        if self._tb is None:
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+        categories = []
+        for title, (closed, charts) in scalars_layout(class_names).items():
+            content = [
+                layout_pb2.Chart(title=name, multiline=layout_pb2.MultilineChartContent(tag=tags))
+                for name, tags in charts.items()
+            ]
+            categories.append(layout_pb2.Category(title=title, chart=content, closed=closed))
+        tensor = TensorProto(
+            dtype="DT_STRING",
+            string_val=[layout_pb2.Layout(category=categories).SerializeToString()],
+            tensor_shape=TensorShapeProto(),
+        )
+        value = Summary.Value(
+            tag=metadata.CONFIG_SUMMARY_TAG, tensor=tensor, metadata=metadata.create_summary_metadata()
+        )
+        self._tb._get_file_writer().add_summary(Summary(value=[value]))
+
     def evaluation(self, record: dict[str, Any]) -> None:
         """Append one evaluation (epoch, iteration, mIoU, ...) as a JSON line."""
         if self.enabled:
@@ -504,6 +611,6 @@ class PerImageWriter:
         for path in self.paths:
             rows = []
             for epoch, iteration, indices, values in pending:
-                for index, value in zip(indices.tolist(), values[path.stem].tolist()):
-                    rows.append(f"{ids[index]},{epoch},{iteration},{value:.5f}\n")
+                for index, value in zip(indices.tolist(), values[path.stem].tolist()):  # epochs from 1
+                    rows.append(f"{ids[index]},{epoch + 1},{iteration},{value:.5f}\n")
             append_lines(path, "".join(rows))

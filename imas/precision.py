@@ -54,14 +54,15 @@ def precision_warning(precision: Precision, device: torch.device) -> str | None:
     """One sentence for the log when `precision` will be slow on `device`, else None.
 
     Emulated low precision on a CPU is not a little but many times slower than fp32 (docs/performance.md
-    has the measurement), so the run says so and names the fix."""
+    has the measurement), so the run says so and names the fix as a key and value, which works with
+    imas-train (--opt train.precision=fp32) and single_run.sh (train.precision=fp32) alike."""
     if device.type != "cpu" or cpu_has_native(precision):
         return None
     capability = torch.backends.cpu.get_cpu_capability()
     return (
         f"train.precision {precision.value} on this CPU ({capability}, no native {precision.value} kernels) "
-        "is emulated and far slower than fp32 (docs/performance.md); "
-        "use --opt train.precision=fp32"
+        "is emulated and far slower than fp32 (the repository's docs/performance.md has the measurement); "
+        "set train.precision: fp32 (override train.precision=fp32)"
     )
 
 

@@ -1,22 +1,22 @@
 """Segment arbitrary images with a trained checkpoint: an index PNG and a colour overlay per image.
 
-    imas-predict --checkpoint runs/toy/imas/best.pth --input photos/ --output predictions/
+    imas-predict --checkpoint runs/toy/imas/best.pth --input photos/   (-> runs/predictions/imas_best/)
     imas-predict --checkpoint ... --input "shots/*.jpg" --mode sliding --opt eval.flip=true
     imas-predict --checkpoint ... --config exps/toy/imas.yaml --model student --input one.png
     imas-predict --checkpoint ... --input photos/ --alpha 0.7
 
 (`python predict.py` in a checkout runs the same.)
 
---input is a folder (its images, not recursive), a glob pattern or one file. The config defaults to the one
-stored in the checkpoint; --opt overrides it (eval.mode, eval.window, eval.scales, eval.flip ...). For every
-image <name>: <output>/<name>.png, the class indices as a palette PNG (pixel value = class, shown in the
-dataset's colours), and <output>/<name>_overlay.jpg, the image with its classes blended in at --alpha
-(default 0.5; 0 = the photo alone, 1 = the colours alone). The background is not coloured: where the
-dataset's class 0 is named "background" (VOC, the toy dataset, a class_names.txt that starts with it) its
-pixels stay the photo's exactly; where class 0 is a class like any other (Cityscapes' "road") it is
-coloured too. <output>/legend.png shows each class's index, colour and name (both the PNGs and the
-overlays use these colours); it is written with the first prediction, and kept when a later run would draw
-the same legend.
+--output defaults to runs/predictions/<the checkpoint's folder>_<its name> (runs/ is where training writes,
+and git ignores it). --input is a folder (its images, not recursive), a glob pattern or one file. The config
+defaults to the one stored in the checkpoint; --opt overrides it (eval.mode, eval.window, eval.scales,
+eval.flip ...). For every image <name>: <output>/<name>.png, the class indices as a palette PNG (pixel value =
+class, shown in the dataset's colours), and <output>/<name>_overlay.jpg, the image with its classes blended in
+at --alpha (default 0.5; 0 = the photo alone, 1 = the colours alone). The background is not coloured: where
+the dataset's class 0 is named "background" (VOC, the toy dataset, a class_names.txt that starts with it) its
+pixels stay the photo's exactly; where class 0 is a class like any other (Cityscapes' "road") it is coloured
+too. <output>/legend.png shows each class's index, colour and name (both the PNGs and the overlays use these
+colours); it is written with the first prediction, and kept when a later run would draw the same legend.
 
 Files already in --output: imas-predict replaces only what it wrote (its PNGs carry a text chunk, its
 overlays a JPEG comment: imas.outputs). A user's own a.png or a_overlay.jpg where the input a.jpg's
@@ -73,9 +73,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from imas.arguments import OVERLAY_ALPHA, parse_predict
 from imas.checkpoint import load_checkpoint
-from imas.cli import run_command
-from imas.config import Config, EvalMode, EvalModel
+from imas.cli import discard_new_folders, run_command
+from imas.config import Config
 from imas.data import class_names, palette
 from imas.data.io import check_writable_dir, read_image
 from imas.dist import DistInfo
@@ -90,7 +91,6 @@ from imas.precision import AUTOCAST_DTYPES
 from imas.progress import ImageProgress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-OVERLAY_ALPHA = 0.5  # default --alpha: the weight of the class colours in the overlay
 LEGEND = "legend.png"  # in every --output folder: index, colour and name of each class
 COMMAND = "imas-predict"  # the mark of every file it writes (imas.outputs)
 LEGEND_ROW, LEGEND_SWATCH, LEGEND_MARGIN = 24, 18, 6  # pixels: a row per class, its swatch, the margins
@@ -104,39 +104,9 @@ log = logging.getLogger("imas")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", required=True, help="latest.pth or best.pth of a run")
-    parser.add_argument("--input", required=True, help="folder, glob pattern or image file")
-    parser.add_argument(
-        "--output", default="predictions", help="folder for the PNGs, overlays and legend.png"
-    )
-    parser.add_argument("--config", default=None, help="default: the config stored in the checkpoint")
-    parser.add_argument(
-        "--model", choices=[m.value for m in EvalModel], default=None, help="default: eval.model"
-    )
-    parser.add_argument(
-        "--mode", choices=[m.value for m in EvalMode], default=None, help="default: eval.mode"
-    )
-    parser.add_argument(
-        "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
-    )
-    parser.add_argument(
-        "--alpha",
-        default=str(OVERLAY_ALPHA),
-        metavar="A",
-        help="weight of the class colours in the overlays, 0 (the photo) to 1 (the colours); default "
-        f"{OVERLAY_ALPHA}; the background (class 0 when named 'background', as in VOC and the toy data) "
-        "stays the photo, a class 0 like Cityscapes' road is coloured",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace files in --output that imas-predict did not write (never an input)",
-    )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    return parser.parse_args(argv)
+    """The command line (imas.arguments: parsed there without torch for `imas-predict --help`); --output
+    defaults to runs/predictions/<run folder>_<checkpoint name>."""
+    return parse_predict(argv)
 
 
 def overlay_alpha(text: str) -> float:
@@ -459,6 +429,7 @@ def run(args: argparse.Namespace) -> Summary:
     files, broken = find_inputs(args.input)
     names = output_names(files)
     out_dir = Path(args.output)
+    discard_new_folders(out_dir)  # a failure before the first prediction leaves no empty folder
     check_outputs(files, names, out_dir, args.force)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = resolve_config(args, ckpt)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imas.arguments import parse_pseudo_labels
 from imas.checkpoint import load_checkpoint
-from imas.cli import run_command
-from imas.config import EvalModel
+from imas.cli import discard_new_folders, run_command
 from imas.data import class_names
 from imas.data.io import check_writable_file, read_image, read_label
 from imas.data.layouts import resolve_entries
@@ -47,24 +47,8 @@ COMMAND = "imas-pseudo-labels"  # the mark of the JSON it writes (imas.outputs)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="imas-pseudo-labels", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--model", choices=[m.value for m in EvalModel], default="teacher")
-    p.add_argument("--split", choices=["val", "unlabeled", "labeled"], default="val")
-    p.add_argument(
-        "--threshold", type=float, default=None, help="confidence threshold (default: imas.threshold)"
-    )
-    p.add_argument("--limit", type=int, default=0, help="use the first N images of the split (0 = all)")
-    p.add_argument("--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
-    p.add_argument("--output", default=None, help="also write the numbers as JSON here")
-    p.add_argument(
-        "--force", action="store_true", help="replace an --output imas-pseudo-labels did not write"
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    return p.parse_args(argv)
+    """The command line (imas.arguments: parsed there without torch for `imas-pseudo-labels --help`)."""
+    return parse_pseudo_labels(argv)
 
 
 def confident_confusion(
@@ -115,6 +99,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.output:  # before the work, not after it
         inputs = {"config": args.config, "checkpoint": args.checkpoint}
         check_output(Path(args.output), COMMAND, f"--output {args.output}", inputs=inputs, force=args.force)
+        discard_new_folders(Path(args.output).parent)  # a failure before the JSON leaves no empty folder
         check_writable_file(Path(args.output), "--output")
     split_file = {
         "val": cfg.data.val_split,

@@ -7,20 +7,23 @@ See docs/reliability.md for what a user gets in each case.
 Reading: `read_run` is the machine interface to a finished or running run for every tool that reads one
 (imas-report, imas-compare, tools/toy_benchmark.py). It reads the files docs/run-directory.md describes:
 config.yaml, metrics.jsonl, train_scalars.jsonl and the per-image histories (<name>.csv). For a run written
-before train_scalars.jsonl existed, `legacy_train_log` parses train.log instead: the only code that reads it.
+before train_scalars.jsonl existed, `legacy_train_log` parses train.log instead: the only code that reads
+its training records (imas.report.reading.recorded_hardware reads the banners' hardware rows).
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -56,7 +59,9 @@ def check_run_dir(run_dir: Path) -> None:
         if path.exists():
             if not path.is_dir():
                 where = "is a file" if path == run_dir else f"lies under the file {path}"
-                raise ConfigError(f"run directory {run_dir} {where}; give --run-dir a folder")
+                raise ConfigError(
+                    f"run directory {run_dir} {where}; give --run-dir (or train.run_dir) a folder"
+                )
             return
 
 
@@ -107,7 +112,7 @@ class RunLock:
                 os.close(fd)
                 raise RunDirError(
                     f"run directory {run_dir} is in use by {owner}; wait for it to finish or stop it, "
-                    "or use another --run-dir"
+                    "or use another run directory (--run-dir or train.run_dir)"
                 ) from None
             except OSError as exc:  # e.g. ENOLCK: a network file system mounted without locks
                 lock.warning = (
@@ -142,6 +147,74 @@ class RunLock:
             pass
         os.close(self.fd)  # releases the flock
         self.fd = None
+
+
+@dataclass
+class StartUndo:
+    """What one start of imas-train creates before training begins, removed where the start stops before it
+    (a bad value, missing data or pretrained weights, a refused resume, Ctrl-C): the folders it made (the run
+    directory, runs/ ...) and the files it added to the run directory while holding its lock. Nothing that
+    was there before is touched, nothing in a run directory that holds a checkpoint (a run to resume), and
+    nothing at all once training began (`began`).
+
+    The claim calls make_folders, then (with the lock held) locked; the command removes at its end, whatever
+    ended it, the files (remove_files, the lock still held) and then the folders (remove_folders)."""
+
+    run_dir: Path
+    made: list[Path] = field(default_factory=list)  # the folders this process created, outermost first
+    found: frozenset[str] | None = None  # the run directory's entries once locked; None: remove no file
+    armed: bool = True
+
+    def make_folders(self) -> None:
+        """Create the run directory and its missing parents one by one, noting those this process made (not
+        one another process made meanwhile). An OSError is the caller's to word."""
+        missing = []
+        for folder in (self.run_dir, *self.run_dir.parents):
+            if folder.is_dir():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            self.made.append(folder)
+
+    def locked(self, exclusive: bool) -> None:
+        """Note what the run directory holds now that this start holds its lock: what appears after it is this
+        start's. Without an exclusive lock (a file system without locks) another run may write there too, and
+        a run to resume keeps everything: no file is removed then."""
+        names = {path.name for path in self.run_dir.iterdir()}
+        if exclusive and "latest.pth" not in names:
+            self.found = frozenset(names | {LOCK_NAME})
+
+    def began(self) -> None:
+        """Training begins: from here on what the start wrote is the run's."""
+        self.armed = False
+
+    def remove_files(self) -> None:
+        """The entries added to the run directory since `locked` (the lock is still held)."""
+        if not self.armed or self.found is None:
+            return
+        for path in self.run_dir.iterdir():
+            if path.name not in self.found:
+                try:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                except OSError:
+                    pass  # a leftover, not a reason to hide the error that stopped the start
+
+    def remove_folders(self) -> None:
+        """The folders this start made, innermost first, each only while empty (after the lock's release)."""
+        if not self.armed:
+            return
+        for folder in reversed(self.made):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # not empty (another run's files, a user's) or gone: it and those above it stay
 
 
 # ------------------------------------------------------------------------------ settings of a resume
@@ -381,7 +454,23 @@ def truncate_per_image(run_dir: Path, name: str, iterations_done: int) -> int:
     with path.open("rb") as f:
         same_header = f.readline() == header.encode()
         rows = _lines(f, per_image_row, start=2, newline_needed=True)
-        return _cut_back(path, rows, lambda row: row[2] < iterations_done, header, rewrite=not same_header)
+        first = next(rows, None)
+        from_zero = first is not None and not first.problem and first.value[1] == 0
+        rows = itertools.chain([first] if first is not None else [], rows)
+        if from_zero:  # epochs counted from 0: renumbered once, so that the rows appended next agree
+            rows = map(_epoch_from_one, rows)
+        keep = lambda row: row[2] < iterations_done  # noqa: E731
+        return _cut_back(path, rows, keep, header, rewrite=not same_header or from_zero)
+
+
+def _epoch_from_one(line: Line) -> Line:
+    """A per-image row of a file that counts epochs from 0, counting from 1."""
+    if line.problem:
+        return line
+    image_id, epoch, iteration, value = line.value
+    text = line.text.rsplit(",", 3)
+    text[1] = str(epoch + 1)
+    return replace(line, text=",".join(text), value=(image_id, epoch + 1, iteration, value))
 
 
 def per_image_row(text: str) -> tuple[str, int, int, float]:
@@ -449,13 +538,14 @@ Series = list[tuple[int, float]]  # (iteration, value) pairs in iteration order,
 class PerImageHistory:
     """One per-image quantity over training, as run_dir/<name>.csv holds it (header
     image_id,epoch,iteration,<name>; one row per image and iteration, every rank's images): row i is the
-    image ids[image[i]] at the 0-based epoch[i] and iteration[i], with the value value[i]."""
+    image ids[image[i]] in epoch[i] (counted from 1, as the console and metrics.jsonl count) at iteration[i],
+    with the value value[i]."""
 
     name: str
     path: Path
     ids: list[str]
     image: np.ndarray  # int64 [rows], indices into ids
-    epoch: np.ndarray  # int64 [rows], 0-based as the file counts (the console's epoch minus one)
+    epoch: np.ndarray  # int64 [rows], from 1
     iteration: np.ndarray  # int64 [rows]
     value: np.ndarray  # float64 [rows]
 
@@ -464,7 +554,7 @@ class PerImageHistory:
         return int(self.epoch.max())
 
     def by_epoch(self) -> dict[int, np.ndarray]:
-        """Every value of each epoch, by 0-based epoch in order."""
+        """Every value of each epoch, by epoch in order."""
         return {int(e): self.value[self.epoch == e] for e in np.unique(self.epoch)}
 
     def image_values(self, epoch: int) -> dict[str, list[float]]:
@@ -510,7 +600,7 @@ def read_per_image(path: Path) -> PerImageHistory | None:
         path,
         list(index),
         np.asarray(image, **as_int),
-        np.asarray(epoch, **as_int),
+        np.asarray(epoch, **as_int) + (1 if epoch[0] == 0 else 0),  # a file that counts epochs from 0
         np.asarray(iteration, **as_int),
         np.asarray(value, dtype=np.float64),
     )

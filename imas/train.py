@@ -4,11 +4,13 @@ through this one loop.
     imas-train --config exps/toy/imas.yaml [--opt key.path=value ...] [--run-dir DIR] [--seed N]
     torchrun --nproc_per_node 4 -m imas.train --config ...
 
-(`python train_semi.py` and `torchrun ... train_semi.py` in a checkout run the same.)
+(`imas-train`, `python train_semi.py` and `torchrun ... train_semi.py` in a checkout parse the command line
+in imas.arguments before torch is imported, then run `main`.)
 
 An existing run directory is resumed from its latest.pth, under the settings that made it (other
 result-changing settings are refused unless --resume-anyway); one process at a time holds a run directory
-(run.lock). What a run writes and shows: docs/run-directory.md; on a crash, a divergence or a misuse:
+(run.lock); a start that stops before training begins removes what it created (imas.rundir.StartUndo).
+What a run writes and shows: docs/run-directory.md; on a crash, a divergence or a misuse:
 docs/reliability.md.
 
 The loop reads top-down: `main` (arguments, signals) -> `train` (the claim on the run directory) -> `setup`
@@ -32,6 +34,7 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from imas.arguments import parse_train
 from imas.checkpoint import (
     TrainState,
     gather_rng_states,
@@ -47,7 +50,7 @@ from imas.config import Config, save_config, to_dict
 from imas.data import build_datasets, build_train_loaders, build_val_loader, class_names, palette
 from imas.data.datasets import split_digests
 from imas.data.loaders import TrainLoaders, to_device
-from imas.data.preflight import check_data
+from imas.data.preflight import check_run
 from imas.dist import (
     DistInfo,
     all_gather_cat,
@@ -63,20 +66,21 @@ from imas.errors import RunDirError
 from imas.experiment import load_experiment
 from imas.inference import evaluate_model
 from imas.logging import (
+    BEST_MIOU_TAG,
     METRICS_NAME,
+    MIOU_TAG,
     SCALARS_NAME,
     PerImageWriter,
     Progress,
     RunWriter,
     WindowMeans,
     banner,
+    eval_scalars,
     format_duration,
     format_miou,
     format_number,
-    iou_scalars,
     setup_logging,
     summary,
-    tag_part,
 )
 from imas.losses import build_supervised_loss
 from imas.methods import METHODS, Method, StepOutput
@@ -88,6 +92,7 @@ from imas.precision import make_grad_scaler, optimizer_step, precision_warning
 from imas.rundir import (
     LOCK_NAME,
     RunLock,
+    StartUndo,
     check_latest_method,
     check_run_dir,
     describe_changes,
@@ -110,33 +115,8 @@ RESUME_HINT = "starting the same command again resumes from the last checkpoint"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="experiment YAML, e.g. exps/toy/suponly.yaml")
-    parser.add_argument(
-        "--opt",
-        nargs="*",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides, e.g. optim.lr=0.01",
-    )
-    parser.add_argument(
-        "--run-dir", default=None, help="output folder (default: train.run_dir or runs/<exp>)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="the same as --opt train.seed=N")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument(
-        "--resume-anyway",
-        action="store_true",
-        help="resume an existing run directory although result-changing settings differ from its "
-        "checkpoint's (the changes are recorded in train.log and the checkpoint)",
-    )
-    args = parser.parse_args(argv)
-    if args.seed is not None:  # an override like any other: the config is never changed after loading
-        args.opt.append(f"train.seed={args.seed}")
-    return args
+    """The command line (imas.arguments: parsed there without torch for `imas-train --help`)."""
+    return parse_train(argv)
 
 
 def default_run_dir(config_path: str) -> Path:
@@ -167,19 +147,28 @@ def train(args: argparse.Namespace) -> None:
     check_run_dir(run_dir)
     info = init_distributed(args.device)
     on_exit(cleanup)
-    changes, notes = run_on_main(lambda: claim(run_dir, cfg, args.resume_anyway), info)
-    fit(setup(cfg, info, run_dir, changes, notes, config_path=args.config, overrides=args.opt))
+    start = StartUndo(run_dir)  # a start that stops before training leaves nothing behind
+    changes, notes = run_on_main(lambda: claim(run_dir, cfg, args.resume_anyway, start), info)
+    run = setup(cfg, info, run_dir, changes, notes, config_path=args.config, overrides=args.opt)
+    start.began()
+    fit(run)
 
 
-def claim(run_dir: Path, cfg: Config, resume_anyway: bool) -> tuple[list[tuple[str, Any, Any]], list[str]]:
+def claim(
+    run_dir: Path, cfg: Config, resume_anyway: bool, start: StartUndo
+) -> tuple[list[tuple[str, Any, Any]], list[str]]:
     """Create and lock the run directory (released however the command ends); return the settings accepted
-    with --resume-anyway and the notes to log."""
+    with --resume-anyway and the notes to log. What it creates is removed if the start stops before training
+    (`start`)."""
+    on_exit(start.remove_folders)  # runs last: after the lock's release
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        start.make_folders()
     except OSError as exc:
         raise RunDirError(f"cannot create run directory {run_dir} ({exc.strerror or exc})") from None
     claimed = RunLock.acquire(run_dir)
     on_exit(claimed.release)
+    start.locked(exclusive=not claimed.warning)
+    on_exit(start.remove_files)  # runs first, the lock still held
     notes = []
     if claimed.took_over:
         notes.append(f"took over {LOCK_NAME} from {claimed.took_over}, which has ended")
@@ -353,8 +342,9 @@ def setup(
         torch.use_deterministic_algorithms(True, warn_only=True)
     announce(cfg, info, run_dir, notes, config_path, overrides)
     semi = METHODS[cfg.train.method].uses_unlabeled
-    # Every file of every split is checked before the first iteration (rank 0; a bad file stops all ranks).
-    for warning in run_on_main(lambda: check_data(cfg.data, with_unlabeled=semi), info):
+    # The pretrained file and every file of every split are checked before the first iteration, as
+    # `imas-data check` checks them (rank 0; a bad file stops all ranks).
+    for warning in run_on_main(lambda: check_run(cfg, semi, world_size=info.world_size), info):
         log.warning(warning)
 
     # Every rank builds the same initial weights; the data and augmentation streams then differ per rank.
@@ -379,6 +369,7 @@ def setup(
     writer = RunWriter(run_dir, enabled=info.is_main, purge_step=state.iteration)
     # The settings this attempt runs under (a resume under accepted changes logs its new ones).
     writer.text("config", f"```yaml\n{yaml.safe_dump(to_dict(cfg), sort_keys=False)}```", state.iteration)
+    writer.layout(class_names(cfg.data))  # the custom-scalars dashboard's charts
     shown = range(min(PANEL_ROWS, len(datasets.val)) if info.is_main and cfg.train.image_every > 0 else 0)
     return Run(
         cfg=cfg,
@@ -601,10 +592,6 @@ def record(run: Run, rec: EvalRecord) -> None:
     state, writer, class_list = run.state, run.writer, run.class_names
     others = {label: c for label, c in rec.confusions.items() if label != rec.reported}
     for label, confusion in others.items():
-        scalars = {f"eval/{tag_part(label)}_miou": confusion.miou()}
-        writer.scalars(
-            scalars | iou_scalars(f"eval/{tag_part(label)}/iou", confusion, class_list), rec.iteration
-        )
         log.info("epoch %d %s mIoU %s", rec.epoch, label, format_miou(confusion.miou()))
     reported = rec.confusions[rec.reported]
     best = f"{format_miou(state.best_miou)} at epoch {state.best_epoch}" if state.best_epoch else "none yet"
@@ -617,8 +604,7 @@ def record(run: Run, rec: EvalRecord) -> None:
         format_duration(rec.seconds),
         reported.table(class_list),
     )
-    scalars = {"eval/miou": rec.miou, "eval/best_miou": state.best_miou}
-    writer.scalars(scalars | iou_scalars("eval/iou", reported, class_list), rec.iteration)
+    writer.scalars(eval_scalars(rec.confusions, class_list, state.best_miou), rec.iteration)  # percent
     line = {"epoch": rec.epoch, "iteration": rec.iteration, "model": rec.reported}
     line |= reported.to_dict(class_list) | {"best_miou": state.best_miou}
     line |= {"others": {label: c.to_dict(class_list) for label, c in others.items()}} if others else {}
@@ -671,7 +657,7 @@ def finish(run: Run) -> None:
         "lr": cfg.optim.lr,
         "epochs": cfg.train.epochs,
     }
-    run.writer.hparams(settings, ["eval/best_miou", "eval/miou"])
+    run.writer.hparams(settings, [BEST_MIOU_TAG, MIOU_TAG])
     run.writer.close()
     if run.info.is_main:  # the numbers are metrics.jsonl's, read back, whatever attempts wrote them
         records = read_evaluations(run.run_dir)

@@ -1,5 +1,6 @@
 """imas.cli.run_command, the wrapper of every command's main: a user error is one line and exit 2, Ctrl-C
-130, SIGTERM (where asked for) 143, and what the body registered with on_exit is removed however it ends."""
+130, SIGTERM (where asked for) 143, and what the body registered with on_exit is removed however it ends
+(with failed=True, such as the new folders of discard_new_folders, only where it fails)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imas.cli import on_exit, run_command
+from imas.cli import discard_new_folders, on_exit, run_command
 from imas.errors import ConfigError, UserError
 
 
@@ -159,3 +160,40 @@ def test_nested_commands_clean_up_their_own(tmp_path) -> None:
 
     assert run_command(outer_body) == 0
     assert states == [(True, False)] and not outer.exists()
+
+
+@pytest.mark.parametrize("ending", ["success", "user error", "ctrl-c"])
+def test_on_exit_failed_runs_only_where_the_body_fails(ending) -> None:
+    ran = []
+
+    def body() -> int:
+        on_exit(lambda: ran.append("failed only"), failed=True)
+        on_exit(lambda: ran.append("always"))
+        if ending == "user error":
+            raise UserError("bad input")
+        if ending == "ctrl-c":
+            raise KeyboardInterrupt
+        return 1  # a status, not a failure: e.g. imas-data check finding problems
+
+    run_command(body)
+    assert ran == (["always"] if ending == "success" else ["always", "failed only"])
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_discard_new_folders_removes_what_a_failed_command_made(tmp_path, fails) -> None:
+    """The folders that did not exist are removed innermost first while empty; those that existed or hold
+    a file stay; a command that succeeds keeps all of them."""
+    (tmp_path / "old").mkdir()
+
+    def body() -> None:
+        for out in (tmp_path / "old/new/deep", tmp_path / "kept/deep", tmp_path / "old"):
+            discard_new_folders(out)
+            out.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "kept/file").write_text("x")  # the command wrote here before it failed
+        if fails:
+            raise UserError("refused")
+
+    assert run_command(body) == (2 if fails else 0)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    made = ["old/new", "old/new/deep"] if not fails else []
+    assert left == sorted(["old", "kept", "kept/file", *made] + ([] if fails else ["kept/deep"]))

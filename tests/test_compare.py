@@ -71,6 +71,8 @@ def test_table_holds_the_numbers_of_metrics_jsonl(imas_run, suponly_run, tmp_pat
         assert row["best epoch"] == row_csv["best epoch"] == str(best["epoch"])
         assert row["final mIoU"] == f"{100 * last['miou']:.2f}"
         assert float(row_csv["final mIoU"]) == 100 * last["miou"]
+        assert row["seed"] == row_csv["seed"] == str(config["train"]["seed"])  # runs of other seeds or
+        assert row["precision"] == row_csv["precision"] == config["train"]["precision"]  # precisions apart
         for name in classes:
             assert row[name] == f"{100 * best['iou'][name]:.2f}"
             assert float(row_csv[name]) == 100 * best["iou"][name]

@@ -6,19 +6,25 @@ import re
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+import imas.precision
 from imas.logging import (
     RunWriter,
     WindowMeans,
     banner,
+    eval_scalars,
     format_duration,
     format_miou,
     format_number,
     model_results,
+    scalars_layout,
     summary,
     tag_part,
 )
+from imas.metrics import ConfusionMatrix
+from imas.report import reading
 
 
 def test_window_mean_is_the_mean_of_the_window_steps():
@@ -62,7 +68,9 @@ def test_number_formats():
     assert tag_part("traffic light") == "traffic_light" and tag_part("car/truck") == "car_truck"
 
 
-def test_banner_names_config_method_seed_world_device_precision_and_run_dir(tmp_path):
+def test_banner_names_config_method_seed_world_device_precision_and_run_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     text = banner(
         tmp_path / "run",
         "exps/toy/imas.yaml",
@@ -82,8 +90,22 @@ def test_banner_names_config_method_seed_world_device_precision_and_run_dir(tmp_
     assert fields["method"] == "imas (reported model: teacher; also evaluated: student)"
     assert fields["seed"] == "3"
     assert fields["world size"] == "2 processes on cuda:0, precision bf16"
+    assert "  hardware     NVIDIA H100 80GB HBM3, 4 GPUs" in rows  # the GPU's name and this machine's count
     assert fields["run dir"] == str((tmp_path / "run").resolve())
-    assert fields["tensorboard"] == f"tensorboard --logdir {tmp_path / 'run'}"
+    tensorboard = f"tensorboard --logdir {tmp_path / 'run'}, then open http://localhost:6006/?smoothing=0"
+    assert fields["tensorboard"] == tensorboard  # eval curves unsmoothed: TensorBoard's default is 0.6
+
+
+def test_banner_hardware_row_of_a_cpu_run_is_read_back_from_train_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(imas.precision, "cpu_model", lambda: "Test CPU Model 9000")
+    monkeypatch.setattr(imas.precision, "cpu_description", lambda: "AVX2, no native bf16")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    text = banner(tmp_path, "exps/toy/imas.yaml", [], "supervised", ["student"], 0, 1, "cpu", "fp32")
+    hardware = "Test CPU Model 9000, 3 cores, AVX2, no native bf16"
+    assert f"  hardware     {hardware}" in text.splitlines()
+    # imas-report reads the row back from train.log, where each record starts with a time stamp
+    (tmp_path / "train.log").write_text(f"2026-12-02 10:00:00 INFO {text}\n")
+    assert reading.recorded_hardware(tmp_path) == [hardware]
 
 
 RECORDS = [
@@ -127,7 +149,7 @@ def test_summary_lines(tmp_path):
 def test_run_writer_text_hparams_and_finite_scalars(tmp_path):
     writer = RunWriter(tmp_path, enabled=True)
     writer.text("config", "```yaml\ntrain:\n  seed: 0\n```", 0)
-    writer.scalars({"eval/iou/a": 0.5, "eval/iou/b": float("nan")}, 4)
+    writer.scalars({"eval_iou/a": 50.0, "eval_iou/b": float("nan")}, 4)
     writer.scalars({"eval/best_miou": 0.5}, 4)
     writer.hparams({"method": "imas", "seed": 0, "lr": 0.01, "labeled_split": tmp_path}, ["eval/best_miou"])
     writer.close()
@@ -135,7 +157,7 @@ def test_run_writer_text_hparams_and_finite_scalars(tmp_path):
         p for p in tmp_path.iterdir() if p.is_dir()
     ]
     events = EventAccumulator(str(tmp_path)).Reload()
-    assert set(events.Tags()["scalars"]) == {"eval/iou/a", "eval/best_miou"}  # NaN is not drawn
+    assert set(events.Tags()["scalars"]) == {"eval_iou/a", "eval/best_miou"}  # NaN is not drawn
     (text,) = events.Tensors("config/text_summary")
     assert text.tensor_proto.string_val[0].decode().startswith("```yaml\ntrain:")
     content = events.PluginTagToContent("hparams")
@@ -154,3 +176,97 @@ def test_run_writer_off_rank_0_writes_nothing(tmp_path):
     writer.evaluation({"epoch": 1})
     writer.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def confusion(pred: list[int], target: list[int], classes: int = 3) -> ConfusionMatrix:
+    matrix = ConfusionMatrix(classes, "cpu")
+    matrix.update(torch.tensor([pred]), torch.tensor([target]))
+    return matrix
+
+
+CLASSES = ["background", "traffic light", "sky"]  # sky: in no image, so its IoU is NaN
+# One evaluation of a method with two evaluated networks (CPS: the reported student and the second network)
+TWO = {
+    "student": confusion([0, 1, 1, 1], [0, 0, 1, 1]),
+    "second network": confusion([0, 0, 1, 1], [0, 0, 1, 1]),
+}
+
+
+def test_eval_scalars_are_percent_under_the_group_tags():
+    scalars = eval_scalars(TWO, CLASSES, best_miou=0.6)
+    reported = 100 * (1 / 2 + 2 / 3) / 2  # IoU of background 1/2, of traffic light 2/3
+    assert scalars["eval/miou"] == pytest.approx(reported) and scalars["eval/best_miou"] == pytest.approx(60)
+    assert scalars["eval/second_network_miou"] == pytest.approx(100)
+    assert (
+        scalars["eval_iou/background"] == pytest.approx(50)
+        and scalars["eval_iou/traffic_light/second_network"] == 100
+    )
+    nan = [tag for tag, value in scalars.items() if value != value]
+    assert nan == ["eval_iou/sky", "eval_iou/sky/second_network"]  # skipped by RunWriter.scalars
+    assert len(scalars) == 3 + 2 * len(CLASSES)
+    assert "eval/best_miou" not in eval_scalars(TWO, CLASSES, best_miou=-1.0)  # no defined mIoU yet
+    # TensorBoard's Time Series: one group per first tag component, groups and cards in tag order ('/' first),
+    # the first two groups open: the mIoU cards first, then the per-class cards, each model's beside the other
+    order = sorted([*scalars, "train/loss_x", "train/lr"])
+    assert list(dict.fromkeys(tag.split("/")[0] for tag in order)) == ["eval", "eval_iou", "train"]
+    assert order[:3] == ["eval/best_miou", "eval/miou", "eval/second_network_miou"]
+    assert order[3:5] == ["eval_iou/background", "eval_iou/background/second_network"]
+
+
+def charts_matching(layout: dict, tag: str) -> list[str]:
+    """The charts that draw `tag`: as TensorBoard's custom-scalars backend, re.match of any of its regexes."""
+    return [
+        title
+        for _, charts in layout.values()
+        for title, regexes in charts.items()
+        if any(re.match(regex, tag) for regex in regexes)
+    ]
+
+
+@pytest.mark.parametrize("evaluated", [["student"], ["student", "second network"]])
+def test_custom_scalars_layout_puts_every_networks_miou_in_one_chart(evaluated):
+    confusions = {label: TWO[label] for label in evaluated}
+    train = ["train/loss_x", "train/loss_cps", "train/agreement", "train/lr"]
+    tags = [*eval_scalars(confusions, CLASSES, 0.5), *train]
+    layout = scalars_layout(CLASSES)
+    assert [(title, closed) for title, (closed, _) in layout.items()] == [
+        ("mIoU (%)", False),
+        ("per-class IoU (%)", True),
+        ("training", False),
+    ]
+    (miou_chart,) = layout["mIoU (%)"][1]
+    others = [f"eval/{tag_part(label)}_miou" for label in evaluated[1:]]
+    drawn = {tag for tag in tags if charts_matching(layout, tag) == [miou_chart]}
+    assert drawn == {"eval/miou", "eval/best_miou", *others}
+    for name in CLASSES:  # one chart per class, with every network's IoU of it
+        chart = f"{name} IoU (%)"
+        drawn = {tag for tag in tags if charts_matching(layout, tag) == [chart]}
+        tag = f"eval_iou/{tag_part(name)}"
+        assert drawn == {tag, *(f"{tag}/{tag_part(label)}" for label in evaluated[1:])}
+    assert [charts_matching(layout, tag) for tag in train] == [
+        ["training losses"],
+        ["training losses"],
+        ["other training scalars"],
+        ["learning rate"],
+    ]
+    assert all(len(charts_matching(layout, tag)) == 1 for tag in tags)  # every curve, in one chart
+    assert charts_matching(layout, "eval_iou/traffic_lights") == []  # a class name that merely starts alike
+
+
+def test_run_writer_writes_the_custom_scalars_layout(tmp_path):
+    writer = RunWriter(tmp_path, enabled=True)
+    writer.layout(CLASSES)
+    writer.close()
+    events = EventAccumulator(str(tmp_path)).Reload()
+    (layout_event,) = events.Tensors("custom_scalars__config__")
+    written = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    assert "custom_scalars__config__" in events.PluginTagToContent("custom_scalars")
+    expected = scalars_layout(CLASSES)
+    assert [(c.title, c.closed) for c in written.category] == [
+        (t, closed) for t, (closed, _) in expected.items()
+    ]
+    for category, (_, charts) in zip(written.category, expected.values()):
+        assert {chart.title: list(chart.multiline.tag) for chart in category.chart} == charts
+    off = tmp_path / "off"
+    RunWriter(off, enabled=False).layout(CLASSES)
+    assert not off.exists()

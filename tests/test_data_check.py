@@ -1,4 +1,5 @@
-"""imas-data check: a clean toy passes; each listed problem is found, all in one report."""
+"""imas-data check: a clean toy passes; each listed problem is found, all in one report; training stops on
+what it reports."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import yaml
 from conftest import make_voc, toy_data, write_split
 from PIL import Image
 
+from imas import train as train_cli
 from imas.data.commands import main as imas_data
 from imas.data.toy import make_toy_dataset
+from imas.models import BACKBONES
 
 
-def write_config(tmp_path: Path, root: Path) -> Path:
-    config = {"data": toy_data(root)}
+def write_config(tmp_path: Path, root: Path, **sections: dict) -> Path:
+    # batch 2: the tiny datasets below hold one batch of it (a shorter epoch is a problem of its own)
+    config = {"data": toy_data(root), "train": {"batch_size": 2}} | sections
     path = tmp_path / "check.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -90,3 +94,49 @@ def test_a_config_without_unlabeled_split_is_checked(tmp_path, capsys):
     config.write_text(config.read_text().replace(str(root / "splits/unlabeled.txt"), "''"))
     assert imas_data(["check", str(config)]) == 0
     assert "unlabeled: no split configured" in capsys.readouterr().out
+
+
+TINY_MODEL = {"backbone": "resnet18", "stem": "standard", "backbone_width": 8, "decoder_channels": 16}
+
+
+def test_the_pretrained_file_is_checked(tmp_path, capsys):
+    import torch
+
+    root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 4, "unlabeled": 4, "val": 2})
+    weights = tmp_path / "r18.pth"
+    torch.save(
+        BACKBONES["resnet18"](output_stride=16, multi_grid=False, stem="standard", width=8).state_dict(),
+        weights,
+    )
+    config = write_config(tmp_path, root, model=TINY_MODEL | {"pretrained": str(weights)})
+    assert imas_data(["check", str(config)]) == 0
+    assert f"model.pretrained: {weights}: fills every tensor of resnet18" in capsys.readouterr().out
+
+    assert imas_data(["check", str(config), "--opt", "model.stem=deep"]) == 1
+    out = capsys.readouterr().out
+    assert "- pretrained backbone file: 1" in out and "set model.stem: standard" in out, out
+
+
+def test_training_stops_on_the_sentence_check_reports(tmp_path, capsys):
+    """The template's first stop: a pretrained file that is not there. Check and training name it alike."""
+    root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 4, "unlabeled": 4, "val": 2})
+    missing = tmp_path / "pretrained/resnet18.pth"
+    config = write_config(tmp_path, root, model=TINY_MODEL | {"pretrained": str(missing)})
+    assert imas_data(["check", str(config)]) == 1
+    out = capsys.readouterr().out
+    (reported,) = [line.strip() for line in out.splitlines() if str(missing) in line]
+    assert "does not exist" in reported and "pretrained/README.md" in reported, out
+
+    run_dir = tmp_path / "run"
+    assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {reported}"
+    assert not (run_dir / "latest.pth").exists()
+
+
+def test_an_epoch_shorter_than_one_batch_is_a_problem(tmp_path, capsys):
+    root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 4, "unlabeled": 3, "val": 2})
+    config = write_config(tmp_path, root, train={"batch_size": 4})
+    assert imas_data(["check", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "- epoch shorter than one batch: 1" in out and "an epoch of 3 images" in out, out

@@ -158,3 +158,24 @@ EARLIER_TOY = [
 @pytest.mark.parametrize("path", sorted((EXPS / "toy_w64").glob("*.yaml")), ids=lambda p: p.stem)
 def test_the_earlier_toy_is_todays_toy_with_the_documented_overrides(path: Path) -> None:
     assert to_dict(load_config(EXPS / "toy" / path.name, EARLIER_TOY)) == to_dict(load_config(path))
+
+
+def test_the_custom_templates_say_which_to_pick_and_the_cpu_one_fits_a_cpu() -> None:
+    """exps/custom: imas_cpu.yaml trains on a small CPU as it is; imas.yaml is the 4-GPU VOC recipe."""
+    cpu, gpu = EXPS / "custom" / "imas_cpu.yaml", EXPS / "custom" / "imas.yaml"
+    assert "imas_cpu.yaml" in gpu.read_text().split("\ndata:")[0]
+    assert "imas.yaml" in cpu.read_text().split("\ndata:")[0]
+    c = load_experiment(cpu)
+    assert c.data.dataset.value == "custom" and c.train.method == "imas"
+    assert c.model.backbone in ("resnet18", "resnet50") and c.train.precision.value == "fp32"
+    # No file to fetch first: random weights, or a file the checkout holds.
+    assert c.model.pretrained == "" or (EXPS.parent / c.model.pretrained).is_file()
+    assert c.data.num_workers <= 1 and c.data.crop_size <= 321 and c.train.batch_size <= 4
+    assert "pretrained/README.md" in cpu.read_text() and "tools/convert_pretrained.py" in cpu.read_text()
+    # The same data section but for the sizes, so a dataset set up for one runs with the other.
+    g = load_experiment(gpu)
+    sizes = {"crop_size", "long_side", "num_workers"}
+    assert {k: v for k, v in to_dict(c)["data"].items() if k not in sizes} == {
+        k: v for k, v in to_dict(g)["data"].items() if k not in sizes
+    }
+    assert g.model.backbone == "resnet101" and g.model.pretrained == "pretrained/resnet101.pth"

@@ -145,7 +145,7 @@ def test_exif_orientation_raw_for_training_applied_on_request(tmp_path):
 
 def test_data_check_reports_float_and_bomb_and_reads_16bit(tmp_path, monkeypatch, capsys):
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 3, "unlabeled": 2, "val": 2})
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": toy_data(root)}))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"data": toy_data(root), "train": {"batch_size": 2}}))
     images = root / "JPEGImages"
     # A 16-bit copy of labeled_0000 (PNG data under the .jpg name: Pillow reads the content).
     original = np.asarray(Image.open(images / "labeled_0000.jpg").convert("L"))

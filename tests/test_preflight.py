@@ -1,4 +1,5 @@
-"""imas.data.preflight.check_data: every split's files are checked before the first iteration."""
+"""imas.data.preflight: the pretrained file, the class names, every split's files and the epoch's length are
+checked before the first iteration."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from conftest import make_voc, write_split
 from PIL import Image
 
-from imas.config import DataConfig
-from imas.data.preflight import check_data
-from imas.errors import DataError
+from imas.config import Config, DataConfig, ModelConfig, Stem, TrainConfig
+from imas.data.preflight import check_data, check_pretrained, check_run
+from imas.errors import CheckpointError, DataError
+from imas.models import BACKBONES
 
 
 def data_error(cfg: DataConfig, with_unlabeled: bool = True) -> str:
@@ -125,3 +127,88 @@ def test_classes_in_no_label_are_a_warning(tmp_path):
     )
     (warning,) = check_data(cfg, with_unlabeled=False)
     assert "data.num_classes is 21" in warning and "3 (bird)" in warning and "20 (tvmonitor)" in warning
+
+
+# ------------------------------------------------------------- the pretrained file and the whole run
+
+
+def tiny_model(pretrained: str = "", stem: Stem = Stem.standard) -> ModelConfig:
+    return ModelConfig(backbone="resnet18", stem=stem, backbone_width=8, pretrained=pretrained)
+
+
+def save_backbone(path: Path, stem: str = "standard") -> Path:
+    import torch
+
+    backbone = BACKBONES["resnet18"](output_stride=16, multi_grid=False, stem=stem, width=8)
+    torch.save({"state_dict": backbone.state_dict()}, path)
+    return path
+
+
+def test_a_fitting_pretrained_file_or_none_passes(tmp_path):
+    import torch
+
+    assert check_pretrained(tiny_model()) is None
+    path = save_backbone(tmp_path / "r18.pth")
+    state = torch.get_rng_state()
+    assert check_pretrained(tiny_model(str(path))) is None
+    assert torch.equal(torch.get_rng_state(), state)  # the backbone it builds leaves the caller's RNG alone
+
+
+@pytest.mark.parametrize(
+    ("damage", "needles"),
+    [
+        (
+            "missing",
+            ["nope.pth", "does not exist", "pretrained/README.md", "tools/convert_pretrained.py", "''"],
+        ),
+        ("folder", ["is a folder", "pretrained/README.md"]),
+        ("not_a_checkpoint", ["not a PyTorch checkpoint", "pretrained/README.md"]),
+        ("other_stem", ["has bn1.weight of shape", "set model.stem: standard"]),
+        ("other_width", ["of shape", "the model expects"]),
+    ],
+)
+def test_a_bad_pretrained_file_is_one_sentence_naming_it(tmp_path, damage, needles):
+    path = tmp_path / "nope.pth"
+    if damage == "folder":
+        path = tmp_path
+    elif damage == "not_a_checkpoint":
+        path.write_text("these are not weights")
+    elif damage in ("other_stem", "other_width"):
+        save_backbone(path)
+    model = tiny_model(str(path), stem=Stem.deep if damage == "other_stem" else Stem.standard)
+    if damage == "other_width":
+        model.backbone_width = 16
+    message = check_pretrained(model)
+    assert message is not None and message.startswith("model.pretrained: ") and "\n" not in message
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_training_checks_the_pretrained_file_before_the_data(tmp_path):
+    # The data root is missing too: the pretrained file is named first (it costs seconds, the data minutes).
+    cfg = Config(data=DataConfig(root=str(tmp_path / "nowhere")), model=tiny_model(str(tmp_path / "w.pth")))
+    with pytest.raises(CheckpointError, match="w.pth does not exist"):
+        check_run(cfg, with_unlabeled=True)
+
+
+@pytest.mark.parametrize(("batch_size", "world_size", "fails"), [(4, 1, False), (4, 4, True), (16, 1, True)])
+def test_an_epoch_shorter_than_one_batch_stops_training(voc_cfg, batch_size, world_size, fails):
+    # 13 unlabeled images make an epoch: 16 per iteration would run no iteration at all.
+    cfg = Config(data=voc_cfg, model=tiny_model(), train=TrainConfig(batch_size=batch_size))
+    if not fails:
+        assert check_run(cfg, with_unlabeled=True, world_size=world_size) == []
+        return
+    with pytest.raises(DataError) as info:
+        check_run(cfg, with_unlabeled=True, world_size=world_size)
+    message = str(info.value)
+    assert "an epoch of 13 images" in message and "global batch of 16" in message, message
+    assert f"{batch_size} per device x {world_size} device" in message and "train.batch_size" in message
+
+
+@pytest.mark.parametrize(("names", "needle"), [(["a", "b"], "lists 2 class names"), (["a"] * 21, "twice")])
+def test_a_class_names_file_that_does_not_fit_stops_training(voc_cfg, names, needle):
+    # Found whether or not some class is absent from the labels (build_datasets reads the file either way).
+    (Path(voc_cfg.root) / "class_names.txt").write_text("\n".join(names) + "\n")
+    message = data_error(voc_cfg)
+    assert "class_names.txt" in message and needle in message, message

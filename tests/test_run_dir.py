@@ -518,11 +518,11 @@ def new_form_run(run_dir: Path) -> Path:
         "2026-01-01 10:00:01 INFO epoch 1/2 it 2/8 1.0 it/s eta 0:00:06 lr 0.01 loss 9.0\n"
     )
     header = "image_id,epoch,iteration,"
-    rows = [("u1", 0, 0, 0.9), ("u2", 0, 1, 0.2), ("u1", 1, 4, 0.7), ("u1", 1, 5, 0.5), ("u,3", 1, 5, 0.1)]
+    rows = [("u1", 1, 0, 0.9), ("u2", 1, 1, 0.2), ("u1", 2, 4, 0.7), ("u1", 2, 5, 0.5), ("u,3", 2, 5, 0.1)]
     body = "".join(f"{i},{e},{it},{v}\n" for i, e, it, v in rows)
-    (run_dir / "hardness.csv").write_text(header + "hardness\n" + body + "u2,1,7,0.")  # a torn last row
-    (run_dir / "margin.csv").write_text(header + "margin\n" + "u1,0,0,3.5\nu2,1,4,-1.0\n")
-    (run_dir / "other.csv").write_text(header + "margin\nu1,0,0,1.0\n")  # its quantity is not its name
+    (run_dir / "hardness.csv").write_text(header + "hardness\n" + body + "u2,2,7,0.")  # a torn last row
+    (run_dir / "margin.csv").write_text(header + "margin\n" + "u1,1,0,3.5\nu2,2,4,-1.0\n")
+    (run_dir / "other.csv").write_text(header + "margin\nu1,1,0,1.0\n")  # its quantity is not its name
     (run_dir / "table.csv").write_text("class,iou\na,0.5\n")
     (run_dir / "empty.csv").write_text(header + "empty\n")  # a quantity never measured
     return run_dir
@@ -540,10 +540,10 @@ def test_read_run_of_the_new_form(tmp_path) -> None:
     assert (run.wall_s, run.wall_source) == (95.0, "metrics.jsonl")  # the last evaluation ends the run
     assert sorted(run.per_image) == ["hardness", "margin"]
     hardness = run.per_image["hardness"]
-    assert hardness.ids == ["u1", "u2", "u,3"] and hardness.last_epoch == 1
+    assert hardness.ids == ["u1", "u2", "u,3"] and hardness.last_epoch == 2
     assert hardness.iteration.tolist() == [0, 1, 4, 5, 5]
-    assert {e: v.tolist() for e, v in hardness.by_epoch().items()} == {0: [0.9, 0.2], 1: [0.7, 0.5, 0.1]}
-    assert hardness.image_values(1) == {"u1": [0.7, 0.5], "u,3": [0.1]}
+    assert {e: v.tolist() for e, v in hardness.by_epoch().items()} == {1: [0.9, 0.2], 2: [0.7, 0.5, 0.1]}
+    assert hardness.image_values(2) == {"u1": [0.7, 0.5], "u,3": [0.1]}
     assert run.per_image["margin"].value.tolist() == [3.5, -1.0]
     assert read_run(tmp_path / "run", per_image=False).per_image == {}
 
@@ -587,8 +587,8 @@ def test_read_run_of_a_committed_run_written_before_train_scalars() -> None:
     rows = (LEGACY_RUN / "hardness.csv").read_text().splitlines()[1:]
     hardness = run.per_image["hardness"]
     assert (
-        len(hardness.value) == len(rows) and hardness.last_epoch == 7 and list(run.per_image) == ["hardness"]
-    )
+        len(hardness.value) == len(rows) and hardness.last_epoch == 8 and list(run.per_image) == ["hardness"]
+    )  # the file counts its 8 epochs from 0; read from 1
     cps = read_run(REPO / "training-imas-logs/toy_methods/cps/seed0", per_image=False)
     assert [epoch for epoch, _ in cps.others["second network"]] == [8, 16, 24, 32, 40]
 
@@ -669,10 +669,10 @@ def test_per_image_history_is_cut_back_to_the_checkpoint(tmp_path):
     path = tmp_path / "hardness.csv"
     path.write_text(
         "image_id,epoch,iteration,hardness\n"
-        "a,0,0,0.50000\nb,0,1,0.25000\nnot a row\nc,1,2,0.12500\nd,1,3,0.1"  # the last row cut short
+        "a,1,0,0.50000\nb,1,1,0.25000\nnot a row\nc,2,2,0.12500\nd,2,3,0.1"  # the last row cut short
     )
     assert truncate_per_image(tmp_path, "hardness", 2) == 3
-    assert path.read_text() == "image_id,epoch,iteration,hardness\na,0,0,0.50000\nb,0,1,0.25000\n"
+    assert path.read_text() == "image_id,epoch,iteration,hardness\na,1,0,0.50000\nb,1,1,0.25000\n"
     assert not (tmp_path / "hardness.csv.tmp").exists()
     assert truncate_per_image(tmp_path, "easiness", 0) == 0
     assert (tmp_path / "easiness.csv").read_text() == "image_id,epoch,iteration,easiness\n"

@@ -41,7 +41,7 @@ from imas.rundir import (
 )
 
 HEADER = "image_id,epoch,iteration,hardness\n"
-ROWS = "u1,0,0,0.50000\nu2,0,1,0.25000\n"
+ROWS = "u1,1,0,0.50000\nu2,1,1,0.25000\n"
 NO_SPACE = "no space left on device"
 
 
@@ -128,6 +128,19 @@ def test_the_cut_back_is_atomic_and_a_failed_rewrite_leaves_the_file(tmp_path, m
     assert path.read_text() == HEADER + ROWS and path.stat().st_ino != inode  # replaced by a rename
     inode = path.stat().st_ino
     assert truncate_per_image(tmp_path, "hardness", 2) == 0 and path.stat().st_ino == inode  # no rewrite
+
+
+def test_a_history_counting_epochs_from_0_reads_from_1_and_is_renumbered_on_resume(tmp_path):
+    """Files written before per-image histories counted epochs from 1 (as the console does): the reader
+    shifts them, and the cut-back on resume renumbers them once, so rows appended after it agree."""
+    path = tmp_path / "hardness.csv"
+    path.write_text(HEADER + "u1,0,0,0.50000\nu2,0,1,0.25000\nu3,1,2,0.12500\n")
+    assert read_per_image(path).epoch.tolist() == [1, 1, 2]
+    assert truncate_per_image(tmp_path, "hardness", 3) == 0
+    assert path.read_text() == HEADER + "u1,1,0,0.50000\nu2,1,1,0.25000\nu3,2,2,0.12500\n"
+    assert read_per_image(path).epoch.tolist() == [1, 1, 2]
+    assert truncate_per_image(tmp_path, "hardness", 2) == 1  # counted from 1 now: not shifted again
+    assert path.read_text() == HEADER + ROWS
 
 
 def test_a_cut_last_line_is_not_damage(tmp_path):

@@ -1,6 +1,5 @@
 """End-to-end: train + evaluate on a small toy subset, resume, bad input, torchrun with gloo."""
 
-import importlib
 import json
 import re
 import runpy
@@ -163,8 +162,7 @@ def test_bad_val_file_stops_before_the_first_iteration(tmp_path, toy, capsys):
     run_dir = tmp_path / "r"
     assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 2
     assert "val_missing" in one_error_line(capsys)
-    assert "epoch 1/" not in (run_dir / "train.log").read_text()
-    assert not (run_dir / "latest.pth").exists()
+    assert not run_dir.exists()  # stopped before training began: that start leaves no files
 
 
 def test_bad_config_is_one_sentence(tmp_path, toy, capsys):
@@ -274,7 +272,8 @@ def test_precision_warning_names_the_fix(monkeypatch):
     assert mixed_precision.precision_warning(Precision.fp32, cpu) is None
     monkeypatch.setattr(mixed_precision, "cpu_has_native", lambda precision: precision is Precision.fp32)
     message = mixed_precision.precision_warning(Precision.bf16, cpu)
-    assert "bf16" in message and "--opt train.precision=fp32" in message
+    assert "bf16" in message and "train.precision: fp32" in message and " train.precision=fp32" in message
+    assert "--opt" not in message  # single_run.sh takes the override without it
     assert mixed_precision.cpu_description().endswith(", no native bf16")
     cuda = torch.device("cuda")
     assert mixed_precision.precision_warning(Precision.bf16, cuda) is None  # CUDA: native or refused
@@ -328,20 +327,24 @@ def test_imas_trains_and_reports_the_teacher(tmp_path, toy):
     # 4 images a row (batch 4), 5 columns (weak, intensity, CutMix, pseudo-label, prediction) of 64 px
     # crops shown as 128 px cells, with header, notes and legend (tests/test_visualize.py: the layout)
     assert panels[0].height > 4 * 128 and panels[0].width > 5 * 128
-    # Per-class IoU of both models at each evaluation (every class the toy's val images hold has one).
+    # mIoU and per-class IoU of both models at each evaluation (every class the toy's val images hold has
+    # one), in percent where metrics.jsonl keeps fractions.
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for record in records:
+        step = record["iteration"]
         for name, iou in record["iou"].items():
             if iou is not None:
-                assert scalars_at(events, f"eval/iou/{name}")[record["iteration"]] == pytest.approx(iou)
+                assert scalars_at(events, f"eval_iou/{name}")[step] == pytest.approx(100 * iou)
         for name, iou in record["others"]["student"]["iou"].items():
             if iou is not None:
-                assert scalars_at(events, f"eval/student/iou/{name}")[record["iteration"]] == pytest.approx(
-                    iou
-                )
-        student_miou = scalars_at(events, "eval/student_miou")[record["iteration"]]
-        assert record["others"]["student"]["miou"] == pytest.approx(student_miou)
-    assert "eval/iou/background" in tags["scalars"] and "eval/student/iou/background" in tags["scalars"]
+                student_iou = scalars_at(events, f"eval_iou/{name}/student")[step]
+                assert student_iou == pytest.approx(100 * iou)
+        assert scalars_at(events, "eval/miou")[step] == pytest.approx(100 * record["miou"])
+        assert scalars_at(events, "eval/best_miou")[step] == pytest.approx(100 * record["best_miou"])
+        student_miou = scalars_at(events, "eval/student_miou")[step]
+        assert student_miou == pytest.approx(100 * record["others"]["student"]["miou"])
+    assert "eval_iou/background" in tags["scalars"] and "eval_iou/background/student" in tags["scalars"]
+    assert "custom_scalars__config__" in tags["tensors"]  # the custom-scalars dashboard's layout
     # The validation panel at each evaluation: 4 val images x (image, ground truth, teacher, student).
     val_panels = events.Images("eval/views")
     assert [p.step for p in val_panels] == [4, 8]
@@ -473,20 +476,31 @@ COMMANDS = {
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"] if tomllib else {}
 
 
-def test_commands_and_checkout_scripts_run_the_same_main():
-    """pyproject.toml's console commands each call one package module's main(), and the checkout's scripts
-    (which torchrun and single_run.sh run) call the same main(), so the tests of the modules cover both."""
+def test_commands_and_checkout_scripts_run_the_same_main(monkeypatch):
+    """pyproject.toml's console commands each call a function of imas.entry, which parses the command line
+    (before torch is imported) and hands the same arguments to one package module's main(); the checkout's
+    scripts (which torchrun and single_run.sh run) call the same functions, so the tests of the modules cover
+    both."""
+    import imas.entry
+
     if not SCRIPTS:
         pytest.skip("tomllib needs Python 3.11+")
     assert set(COMMANDS) <= set(SCRIPTS)
     for target in SCRIPTS.values():
         module_name, function = target.split(":")
-        assert module_name.startswith("imas.") and function == "main"
-        assert callable(importlib.import_module(module_name).main)
+        assert module_name == "imas.entry" and callable(getattr(imas.entry, function))
+    argvs = {
+        "imas-train": ["--config", "c.yaml"],
+        "imas-eval": ["--config", "c.yaml", "--checkpoint", "best.pth"],
+        "imas-predict": ["--checkpoint", "best.pth", "--input", "x"],
+    }
     for command, (module, script) in COMMANDS.items():
-        assert importlib.import_module(SCRIPTS[command].split(":")[0]) is module
+        entry = getattr(imas.entry, SCRIPTS[command].split(":")[1])
         # run_path's module name is not "__main__": the script only imports
-        assert runpy.run_path(str(REPO / script))["main"] is module.main
+        assert runpy.run_path(str(REPO / script))["main"] is entry
+        given = []
+        monkeypatch.setattr(module, "main", lambda argv, given=given: given.append(argv) or 7)
+        assert entry(argvs[command]) == 7 and given == [argvs[command]]
 
 
 @pytest.mark.slow

@@ -17,15 +17,17 @@ cityscapes: writes <name>_gtFine_labelTrainIds.png (19 classes 0..18, 255 = igno
   plain line every 10 s otherwise).
 splits: labeled / unlabeled / val lists of the published protocols and a manifest (imas.data.split_lists).
   It replaces only lists its manifest records as written by it and unchanged since; --force replaces others.
-check: every file a config will read, all problems at once (training stops at the first): the split files
-  read; every image exists and decodes; every label (labeled and val) exists, decodes, is a class-index image
-  with values in [0, data.num_classes) or 255 and has its image's size; no split's labels are all 255; no id
-  is listed twice in a split, and no val id is in the labeled or unlabeled split. Classes of
-  data.num_classes that appear in no labeled or val label are a warning. The checks are training's preflight
-  (imas.data.preflight), made exhaustive.
+check: everything a run of the config reads before its first iteration, all problems at once (training
+  stops at the first): model.pretrained, when set, exists, is read by torch.load and fills every tensor of
+  model.backbone; a class_names.txt under data.root fits data.num_classes; the split files read; every image
+  exists and decodes; every label (labeled and val) exists, decodes, is a class-index image with values in
+  [0, data.num_classes) or 255 and has its image's size; no split's labels are all 255; no id is listed
+  twice in a split, and no val id is in the labeled or unlabeled split; an epoch holds one batch of
+  train.batch_size (on one device). Classes of data.num_classes that appear in no labeled or val label are a
+  warning. The checks are training's preflight (imas.data.preflight), made exhaustive.
 
-Exit status: 0; 1 when check finds problems in the data; 2 with one sentence on stderr for bad input (a
-missing folder, a bad config, a split that cannot be drawn).
+Exit status: 0; 1 when check finds problems (in the data or the pretrained file); 2 with one sentence on
+stderr for bad input (a missing folder, a bad config, a split that cannot be drawn).
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from imas.cli import on_exit, run_command
+from imas.arguments import parse_data
+from imas.cli import discard_new_folders, on_exit, run_command
 from imas.data import split_lists
 from imas.data.cityscapes import convert_cityscapes
 from imas.data.io import check_writable_dir
-from imas.data.preflight import ABSENT_CLASSES, scan_data
 from imas.data.sbd import convert_sbd
 from imas.errors import DataError
 from imas.experiment import load_experiment
@@ -47,45 +49,8 @@ from imas.progress import ImageProgress
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="imas-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = p.add_subparsers(dest="command", required=True, metavar="{sbd,cityscapes,splits,check}")
-    sbd = commands.add_parser("sbd", help="SBD + VOC labels -> VOC2012/SegmentationClassAug")
-    sbd.add_argument("--sbd", required=True, help="SBD's dataset folder (holding cls/, train.txt, val.txt)")
-    sbd.add_argument("--voc", required=True, help="the VOC2012 folder (holding SegmentationClass/)")
-    sbd.add_argument("--overwrite", action="store_true", help="rewrite existing SegmentationClassAug files")
-    city = commands.add_parser("cityscapes", help="Cityscapes gtFine labelIds -> labelTrainIds PNGs")
-    city.add_argument("root", help="Cityscapes root holding gtFine/ and leftImg8bit/")
-    city.add_argument("--overwrite", action="store_true", help="rewrite existing labelTrainIds files")
-    splits = commands.add_parser(
-        "splits",
-        help="split lists of the published protocols",
-        description=split_lists.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    splits.add_argument("dataset", choices=["pascal", "cityscapes"])
-    splits.add_argument("--voc", type=Path, help="pascal: the VOC2012 folder (JPEGImages/, ImageSets/, ...)")
-    splits.add_argument("--sbd", type=Path, help="pascal: SBD's dataset folder (train.txt, val.txt, cls/)")
-    splits.add_argument("--root", type=Path, help="cityscapes: the folder holding leftImg8bit/ and gtFine/")
-    splits.add_argument("--out", type=Path, help="output folder (default: splits/<dataset>)")
-    splits.add_argument("--seed", type=int, default=0)
-    sizes = split_lists.PASCAL_SIZES
-    splits.add_argument("--classic", type=int, nargs="+", default=sizes["classic"], metavar="N")
-    splits.add_argument("--blended", type=int, nargs="+", default=sizes["blended"], metavar="N")
-    splits.add_argument(
-        "--sizes", type=int, nargs="+", default=split_lists.CITYSCAPES_SIZES, metavar="N", help="cityscapes"
-    )
-    splits.add_argument(
-        "--force",
-        action="store_true",
-        help="replace lists and a manifest in --out that imas-data splits did not write (or edited since)",
-    )
-    check = commands.add_parser("check", help="check every file a config reads, all problems at once")
-    check.add_argument("config")
-    check.add_argument("--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
-    check.add_argument("--max-listed", type=int, default=5, help="problems printed per kind (default 5)")
-    return p.parse_args(argv)
+    """The command line (imas.arguments: parsed there without torch for `imas-data --help`)."""
+    return parse_data(argv)
 
 
 def progress_printer(label: str) -> Callable[[int, int, Path], None]:
@@ -102,6 +67,7 @@ def progress_printer(label: str) -> Callable[[int, int, Path], None]:
 
 
 def sbd(args: argparse.Namespace) -> int:
+    discard_new_folders(Path(args.voc) / "SegmentationClassAug")  # e.g. scipy missing: no empty folder
     written, skipped = convert_sbd(
         args.sbd, args.voc, overwrite=args.overwrite, progress=progress_printer("sbd")
     )
@@ -123,21 +89,23 @@ def cityscapes(args: argparse.Namespace) -> int:
 
 def splits(args: argparse.Namespace) -> int:
     out = args.out or Path("splits") / args.dataset
+    discard_new_folders(out)  # a refusal below leaves no empty folder
     check_writable_dir(out, "--out")  # before the pools are read, not after the first list
     if args.dataset == "pascal":
         if args.voc is None:
             raise DataError("pascal splits need --voc, the VOC2012 folder")
-        sizes = {"classic": args.classic, "blended": args.blended}
+        pascal = split_lists.PASCAL_SIZES
+        sizes = {"classic": args.classic or pascal["classic"], "blended": args.blended or pascal["blended"]}
     else:
         if args.root is None:
             raise DataError("cityscapes splits need --root, the folder holding leftImg8bit/")
-        sizes = {"": args.sizes}
+        sizes = {"": args.sizes or split_lists.CITYSCAPES_SIZES}
     # Before anything is read or drawn: the files this run would replace must be its own (or --force).
     earlier = split_lists.check_out(out, split_lists.list_names(sizes), args.force)
     if args.dataset == "pascal":
         manifest, lists = split_lists.make_pascal(args.voc, args.sbd, args.seed, sizes)
     else:
-        manifest, lists = split_lists.make_cityscapes(args.root, args.seed, args.sizes)
+        manifest, lists = split_lists.make_cityscapes(args.root, args.seed, sizes[""])
     split_lists.write_lists(out, lists, manifest)
     if earlier:
         manifest["earlier_lists"] = earlier
@@ -148,11 +116,17 @@ def splits(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
+    from imas.data.preflight import ABSENT_CLASSES, PRETRAINED, scan_run
+
     cfg = load_experiment(args.config, args.opt)
-    # The same checks as training's preflight (imas.data.preflight), but every image decoded, every finding
-    # kept, and duplicates and val overlap counted as problems rather than warnings.
+    # Training's preflight (imas.data.preflight.check_run), but every image decoded, every finding kept,
+    # and duplicates and val overlap counted as problems rather than warnings.
     with_unlabeled = bool(cfg.data.unlabeled_split)
-    scan = scan_data(cfg.data, with_unlabeled, decode_unlabeled=True, progress=print, progress_every_s=10)
+    scan = scan_run(cfg, with_unlabeled, decode_unlabeled=True, progress=print, progress_every_s=10)
+    if not cfg.model.pretrained:
+        print("model.pretrained: none set, the backbone starts from random weights")
+    elif not any(finding.kind == PRETRAINED for finding in scan.findings):
+        print(f"model.pretrained: {cfg.model.pretrained}: fills every tensor of {cfg.model.backbone}")
     for split in scan.splits:
         print(f"{split.name}: {split.path}: {split.entries} entries, {split.findings} problem(s)")
     if not with_unlabeled:

@@ -1,8 +1,15 @@
-"""Check every file the config's splits name before the first iteration, so bad data never costs an epoch.
+"""Check everything a run reads before its first iteration, so a bad file never costs an epoch: the
+pretrained backbone file, the class names, every file the config's splits name, and an epoch that holds a
+batch.
 
-``check_data`` is what training calls: it raises one DataError sentence for the first problem (with a count
-of the others), and returns warnings for findings that a run survives. ``scan_data`` does the work and keeps
-every finding; `imas-data check` prints all of them.
+``check_run`` is what training calls: it raises one sentence for the first problem (with a count of the
+others where there are more in the data), and returns warnings for findings that a run survives.
+``scan_run`` does the same work and keeps every finding; `imas-data check` prints all of them. Both check
+the pretrained file first: it is one file, where the data are thousands.
+
+The pretrained file is read as training reads it (imas.models.pretrained) and matched against the config's
+backbone (shapes and keys, nothing copied): it exists, torch.load reads it, and it fills every backbone
+tensor.
 
 What is read, per split (the cost per entry is measured by `tools/benchmark.py --mode preflight`, see
 docs/reliability.md):
@@ -30,15 +37,18 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-from imas.config import DataConfig
+from imas.config import Config, DataConfig, ModelConfig
 from imas.data.classes import IGNORE_INDEX
 from imas.data.datasets import class_names
 from imas.data.io import check_same_size, read_image, read_label
 from imas.data.layouts import Entry, check_paths, resolve_entries
 from imas.data.splits import read_split
-from imas.errors import DataError, user_message
+from imas.errors import CheckpointError, DataError, user_message
+from imas.models import BACKBONES
+from imas.models.pretrained import match_backbone_weights, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,15 @@ DUPLICATE = "id listed twice in a split"
 VAL_IN_LABELED = "val id also in labeled"
 VAL_IN_UNLABELED = "val id also in unlabeled"
 ABSENT_CLASSES = "classes in no label"
+PRETRAINED = "pretrained backbone file"
+SHORT_EPOCH = "epoch shorter than one batch"
+
+# What to do about a pretrained file that is missing or unreadable (one that does not fit says why itself).
+PRETRAINED_HELP = (
+    "point model.pretrained at ImageNet weights for model.backbone (the repository's pretrained/README.md; "
+    "its tools/convert_pretrained.py checks and converts a torchvision or timm file), or set it to '' to "
+    "train from random weights"
+)
 
 # Findings a run survives, so training only warns. Duplicates can be deliberate oversampling (and only
 # reweight the images); val ids in a training split make val mIoU optimistic but the run itself is sound;
@@ -112,6 +131,92 @@ def problem_kind(message: str) -> str:
     return OTHER
 
 
+def check_run(
+    cfg: Config,
+    with_unlabeled: bool,
+    world_size: int = 1,
+    progress: Callable[[str], None] | None = None,
+    progress_every_s: float = 10.0,
+) -> list[str]:
+    """What training checks before its first iteration, on `world_size` processes: the pretrained backbone
+    file (CheckpointError), then the data (check_data), then that an epoch holds one global batch (DataError).
+
+    Raises one sentence for the first problem; returns check_data's warnings.
+    """
+    problem = check_pretrained(cfg.model)
+    if problem:
+        raise CheckpointError(problem)
+    warnings = check_data(cfg.data, with_unlabeled, progress=progress, progress_every_s=progress_every_s)
+    problem = short_epoch(cfg, world_size)
+    if problem:
+        raise DataError(problem)
+    return warnings
+
+
+def scan_run(
+    cfg: Config,
+    with_unlabeled: bool,
+    world_size: int = 1,
+    decode_unlabeled: bool = False,
+    progress: Callable[[str], None] | None = None,
+    progress_every_s: float = 10.0,
+) -> DataScan:
+    """Every finding check_run would stop on or warn about (scan_data's, with the pretrained file's first and
+    a too short epoch's last). A missing data root or split file raises DataError at once, as in scan_data."""
+    pretrained = check_pretrained(cfg.model)
+    scan = scan_data(
+        cfg.data, with_unlabeled, decode_unlabeled, progress=progress, progress_every_s=progress_every_s
+    )
+    if pretrained:
+        scan.findings.insert(0, Finding(PRETRAINED, "", pretrained))
+    epoch = short_epoch(cfg, world_size)
+    if epoch:
+        scan.findings.append(Finding(SHORT_EPOCH, "", epoch))
+    return scan
+
+
+def check_pretrained(model: ModelConfig) -> str | None:
+    """None when model.pretrained is "" or a file that fills every tensor of model.backbone (as training
+    will load it), else one sentence naming the file, what is wrong and what to do."""
+    if not model.pretrained:
+        return None
+    try:
+        tensors = read_state_dict(model.pretrained)
+    except CheckpointError as exc:
+        return f"model.pretrained: {user_message(exc)}; {PRETRAINED_HELP}"
+    # Built on the CPU (on the meta device the first random init imports torch's compiler, seconds), its
+    # random init drawn from a forked stream: the caller's RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        backbone = BACKBONES[model.backbone](
+            output_stride=model.output_stride,
+            multi_grid=model.multi_grid,
+            stem=model.stem.value,
+            width=model.backbone_width,
+        )
+    try:
+        match_backbone_weights(backbone.state_dict(), tensors, model.pretrained)
+    except CheckpointError as exc:
+        return f"model.pretrained: {user_message(exc)}"
+    return None
+
+
+def short_epoch(cfg: Config, world_size: int = 1) -> str | None:
+    """One sentence when an epoch (the unlabeled split's length where one is named, else the labeled
+    split's) is shorter than one global batch, so training would run no iteration; else None. The split
+    files must be readable (scan_data checks that first)."""
+    batch = cfg.train.batch_size * world_size
+    split = cfg.data.unlabeled_split or cfg.data.labeled_split
+    length = len(read_split(split))
+    if length >= batch:
+        return None
+    key = "data.unlabeled_split" if cfg.data.unlabeled_split else "data.labeled_split"
+    devices = f"{world_size} device{'s' if world_size > 1 else ''}"
+    return (
+        f"an epoch of {length} images ({key} {split}) is smaller than one global batch of {batch} "
+        f"({cfg.train.batch_size} per device x {devices}); list more images or lower train.batch_size"
+    )
+
+
 def check_data(
     cfg: DataConfig,
     with_unlabeled: bool,
@@ -160,6 +265,10 @@ def scan_data(
     check_paths(cfg, with_unlabeled)
     workers = workers or min(8, os.cpu_count() or 1)
     scan = DataScan()
+    try:
+        class_names(cfg)  # a class_names.txt under the root that does not fit stops build_datasets
+    except DataError as exc:
+        scan.findings.append(Finding(CLASS_NAMES, "", user_message(exc)))
     ids: dict[str, list[str]] = {}
     present = np.zeros(256, dtype=bool)  # label values seen in the labeled and val labels
     for name in SPLITS:
@@ -275,8 +384,8 @@ def _absent_classes(cfg: DataConfig, present: np.ndarray) -> list[Finding]:
         return []
     try:
         names = class_names(cfg)
-    except DataError as exc:
-        return [Finding(CLASS_NAMES, "", user_message(exc))]
+    except DataError:  # a finding of its own already (scan_data): name the classes by index
+        names = [f"class {c}" for c in range(cfg.num_classes)]
     shown = 30  # bounds the sentence; K can be up to 255
     listed = ", ".join(f"{c} ({names[c]})" for c in absent[:shown])
     if len(absent) > shown:

@@ -81,17 +81,17 @@ def mismatch_hint(model_keys: Mapping[str, Tensor], ckpt: Mapping[str, Tensor]) 
     return "check that model.backbone (resnet18/50/101) matches the network the file was saved from"
 
 
-def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
-    """Copy every backbone tensor from ``path`` into ``backbone`` or raise CheckpointError.
+def match_backbone_weights(
+    expected: Mapping[str, Tensor], ckpt: Mapping[str, Tensor], path: str
+) -> LoadReport:
+    """Which of `ckpt`'s tensors fill a backbone whose state_dict is `expected` (shapes are all that is read:
+    meta tensors will do), or CheckpointError naming the first that does not fit and the likely cause.
 
     ``fc.*`` keys (the ImageNet classifier) are ignored; extra ``layer*`` keys (a deeper ResNet) are an error;
-    other extra keys are reported and logged, not fatal.
-    ``num_batches_tracked`` counters may be absent (converted checkpoints often lack them).
+    other extra keys are reported, not fatal. ``num_batches_tracked`` counters may be absent (converted
+    checkpoints often lack them).
     """
-    ckpt = read_state_dict(path)
-    expected = backbone.state_dict()
     report = LoadReport()
-
     mismatched = [k for k in expected if k in ckpt and ckpt[k].shape != expected[k].shape]
     if mismatched:
         k = mismatched[0]
@@ -116,6 +116,14 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
             f"pretrained backbone file {path} has {len(extra_blocks)} ResNet block tensors the model lacks "
             f"(e.g. {extra_blocks[0]}); check that model.backbone matches the network the file was saved from"
         )
+    return report
+
+
+def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
+    """Copy every backbone tensor from ``path`` into ``backbone`` or raise CheckpointError
+    (match_backbone_weights says which files fit)."""
+    ckpt = read_state_dict(path)
+    report = match_backbone_weights(backbone.state_dict(), ckpt, path)
     backbone.load_state_dict({k: ckpt[k] for k in report.loaded}, strict=False)
     if report.unexpected:
         log.warning(

@@ -1,5 +1,5 @@
 import sys
 
-from imas.report.command import main
+from imas.entry import report
 
-sys.exit(main())
+sys.exit(report())

@@ -10,12 +10,16 @@ The page (every plot and image embedded as a base64 PNG; no script, no other fil
 - the training losses, and the easiness, confident-pixel ratio and CutMix rate: each epoch's mean, drawn over
   the means over logging windows that the loop logs;
 - the per-class IoU of the reported model at the last and at the best evaluation;
+- a summary: method, data, epochs, best and final mIoU, seed and precision (config.yaml), the hardware
+  (train.log's banner rows, one per start or resume) and the wall time the run records;
 - for each per-image quantity the run records (iMAS and the mean teacher: the hardness), its distribution
   in each epoch, and galleries of the unlabeled images of highest and of lowest value in the last epoch of
-  its history (for the hardness: the hardest and the easiest; an image drawn more than once in that epoch
-  counts with its mean), each with the teacher's pseudo-label (pixels below the method's confidence
-  threshold white, as training ignores them) and the student's prediction, both computed on the whole
-  image by the models of latest.pth with the config's eval settings.
+  its history (for the hardness: the hardest and the easiest; each image's mean over the random crops of it
+  that training scored in that epoch; no image in both, fewer than 2 x --gallery images are split), each
+  with the teacher's pseudo-label (pixels below the method's confidence threshold white, as training
+  ignores them) and the student's prediction, both computed on the whole image by the models of
+  latest.pth with the config's eval settings; for the hardness, the whole image scored from those two
+  predictions by training's hardness function and settings, beside the training value.
 
 A section the run has nothing for (SupOnly has no unlabeled data and no per-image history, FixMatch no
 teacher, a folder copied without checkpoints no predictions) is replaced by one line saying why.
@@ -39,7 +43,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from imas.cli import run_command
+from imas.arguments import parse_report
+from imas.cli import discard_new_folders, run_command
 from imas.data.io import check_writable_file
 from imas.dist import init_distributed
 from imas.errors import UserError
@@ -50,30 +55,8 @@ from imas.report.reading import load_report, say
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="imas-report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("run_dir", help="a training run directory (holds config.yaml, metrics.jsonl, ...)")
-    p.add_argument("--out", default=None, help="the HTML file to write (default: RUN_DIR/report.html)")
-    p.add_argument("--force", action="store_true", help="replace an --out file imas-report did not write")
-    p.add_argument(
-        "--device",
-        default="cpu",
-        choices=["cpu", "cuda", "auto"],
-        help="where the gallery's predictions run (default: cpu)",
-    )
-    p.add_argument("--gallery", type=int, default=8, help="images in each gallery (default 8)")
-    p.add_argument(
-        "--opt",
-        nargs="*",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides of the run's config, e.g. data.root=/data/voc when the run was made elsewhere",
-    )
-    return p.parse_args(argv)
+    """The command line (imas.arguments: parsed there without torch for `imas-report --help`)."""
+    return parse_report(argv)
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -86,6 +69,7 @@ def run(args: argparse.Namespace) -> Path:
     subject = f"--out {out}" if args.out else f"the report {out}"  # the user did not name the default
     check_output(out, COMMAND, subject, force=args.force)
     if run_dir.is_dir():  # a missing run directory is said by load_report, not as an unwritable page
+        discard_new_folders(out.parent)  # a failure before the page is written leaves no empty folder
         check_writable_file(out, "--out" if args.out else "the report")
     report = load_report(run_dir, args.opt)
     page = render(report, args.gallery, device)

@@ -1,5 +1,6 @@
 """The galleries' pictures: an unlabeled image, the teacher's pseudo-label and the student's prediction on
-it, predicted by the models of the run's latest.pth with the config's eval settings."""
+it, predicted by the models of the run's latest.pth with the config's eval settings; and, for the hardness,
+the whole image scored from those two predictions by the hardness function training uses."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from imas.data.layouts import resolve_entries
 from imas.data.splits import read_split
 from imas.dist import DistInfo
 from imas.errors import UserError, user_message
+from imas.hardness import instance_hardness
 from imas.inference import inference_options, predict
 from imas.networks import load_trained_model
 from imas.normalization import normalize
@@ -94,25 +96,66 @@ def colour_labels(labels: torch.Tensor, colours: list[tuple[int, int, int]]) -> 
     return colorize(labels.cpu(), colours)[0].permute(1, 2, 0).numpy()
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """The settings training scores the hardness with (the method's section: imas, mean_teacher)."""
+
+    section: str
+    threshold: float
+    class_weighted: bool
+    ignore_class0: bool
+
+    @classmethod
+    def of(cls, cfg: Config) -> Scoring | None:
+        """The run's settings; None for a method that measures no hardness."""
+        settings = getattr(cfg, cfg.train.method, None)
+        if not all(hasattr(settings, key) for key in ("threshold", "class_weighted", "ignore_class0")):
+            return None
+        return cls(cfg.train.method, settings.threshold, settings.class_weighted, settings.ignore_class0)
+
+    def describe(self) -> str:
+        weights = "class-weighted IoU" if self.class_weighted else "mean IoU over the classes present"
+        background = ", background left out" if self.class_weighted and self.ignore_class0 else ""
+        return f"{self.section}.threshold {self.threshold:g}, {weights}{background}"
+
+    def score(self, student: torch.Tensor, teacher: torch.Tensor) -> float:
+        """The hardness of one image from the student's and the teacher's class probabilities [1, K, H, W]
+        (their logarithms are logits whose softmax gives them back)."""
+        args = (self.threshold, self.class_weighted, self.ignore_class0)
+        return float(instance_hardness(student.log(), teacher.log(), *args)[0])
+
+
+@torch.no_grad()
 def gallery_panels(
-    path: Path, models: Models, cfg: Config, colours: list[tuple[int, int, int]], threshold: float | None
-) -> list[tuple[str, str]]:
-    """(title, PNG data URI) of the image, the teacher's pseudo-label and the student's prediction."""
+    path: Path,
+    models: Models,
+    cfg: Config,
+    colours: list[tuple[int, int, int]],
+    threshold: float | None,
+    scoring: Scoring | None = None,
+) -> tuple[list[tuple[str, str]], float | None]:
+    """(title, PNG data URI) of the image, the teacher's pseudo-label and the student's prediction; and the
+    whole image's hardness from those two predictions where `scoring` is given and both models are there
+    (else None)."""
     pixels = np.array(read_image(path))
     panels = [("image", png_uri(pixels, nearest=False))]
     if not models.nets:
-        return panels
+        return panels, None
     x = normalize(torch.from_numpy(pixels).permute(2, 0, 1)[None].to(models.device))
     options = inference_options(cfg)
-    if "teacher" in models.nets:
-        confidence, label = predict(models.nets["teacher"], x, **options).max(dim=1)
+    probs = {which: predict(net, x, **options) for which, net in models.nets.items()}
+    if "teacher" in probs:
+        confidence, label = probs["teacher"].max(dim=1)
         if threshold is not None:
             label[confidence < threshold] = 255
         panels.append(("pseudo-label", png_uri(colour_labels(label, colours), nearest=True)))
-    if "student" in models.nets:
-        label = predict(models.nets["student"], x, **options).argmax(dim=1)
+    if "student" in probs:
+        label = probs["student"].argmax(dim=1)
         panels.append(("student", png_uri(colour_labels(label, colours), nearest=True)))
-    return panels
+    whole = None
+    if scoring is not None and len(probs) == 2:
+        whole = scoring.score(probs["student"], probs["teacher"])
+    return panels, whole
 
 
 def unlabeled_paths(cfg: Config) -> dict[str, Path]:

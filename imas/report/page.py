@@ -13,8 +13,9 @@ import torch
 
 from imas.data import palette
 from imas.errors import UserError, user_message
+from imas.logging import format_duration
 from imas.outputs import text_mark
-from imas.report.gallery import Models, gallery_panels, load_models, unlabeled_paths
+from imas.report.gallery import Models, Scoring, gallery_panels, load_models, unlabeled_paths
 from imas.report.plots import (
     VIOLIN_EPOCHS,
     plot_classes,
@@ -24,7 +25,18 @@ from imas.report.plots import (
     plot_series,
     pyplot,
 )
-from imas.report.reading import HARDNESS, Report, Wording, image_means, rank_images, say, tie_note
+from imas.report.reading import (
+    HARDNESS,
+    Report,
+    Wording,
+    describe_hardware,
+    draw_counts,
+    image_means,
+    rank_images,
+    recorded_hardware,
+    say,
+    tie_note,
+)
 from imas.rundir import UNSAVED, PerImageHistory, best_record, miou_of
 from imas.visualize import IGNORE_COLOUR
 
@@ -100,6 +112,13 @@ def unsaved(r: Report, record: dict[str, Any]) -> str:
     return f"; {UNSAVED}" if r.record.unsaved(record) else ""
 
 
+def wall_time(r: Report) -> str:
+    """The run's training time as it records it (resumed attempts summed), or 'not recorded'."""
+    if r.record.wall_s is None:
+        return "not recorded"
+    return f"{format_duration(r.record.wall_s)} (h:mm:ss, from {r.record.wall_source})"
+
+
 def summary_section(r: Report) -> str:
     best, last = best_record(r.records), r.records[-1]
     sources = f"metrics.jsonl; training scalars: {r.record.scalars_source}"
@@ -112,6 +131,10 @@ def summary_section(r: Report) -> str:
         ("reported model", r.reported),
         ("best mIoU", f"{fmt_percent(miou_of(best))} (epoch {best['epoch']}{unsaved(r, best)})"),
         ("final mIoU", f"{fmt_percent(miou_of(last))} (epoch {last['epoch']})"),
+        ("seed", str(r.cfg.train.seed)),
+        ("precision", r.cfg.train.precision.value),
+        ("hardware", describe_hardware(recorded_hardware(r.run_dir))),
+        ("wall time", wall_time(r)),
         ("sources", sources),
     ]
     body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
@@ -180,10 +203,14 @@ def distribution_sections(plt: Any, r: Report) -> list[str]:
         wording = Wording(history.name)
         by_epoch = history.by_epoch()
         shape = "violin and box" if len(by_epoch) <= VIOLIN_EPOCHS else "box"
+        measured = (
+            "each crop's hardness as training scored it"
+            if wording.is_hardness
+            else f"every image's {history.name} as each iteration measured it"
+        )
         text = (
-            f"Every image's {history.name} as each iteration measured it ({len(history.value)} values in "
-            f"{history.path.name}): {shape} (median, quartiles, whiskers at 1.5 IQR) per epoch, the mean in "
-            "red."
+            f"{measured[:1].upper()}{measured[1:]} ({len(history.value)} values in {history.path.name}): "
+            f"{shape} (median, quartiles, whiskers at 1.5 IQR) per epoch, the mean in red."
         )
         png = plot_distribution(plt, by_epoch, history.name)
         out.append(
@@ -216,17 +243,28 @@ def legend(names: list[str], colours: list[tuple[int, int, int]]) -> str:
     return f'<div class="legend">{spans}</div>'
 
 
-def card(image_id: str, name: str, value: float, draws: int, panels: list[tuple[str, str]]) -> str:
+def card(
+    image_id: str, name: str, value: float, draws: int, panels: list[tuple[str, str]], whole: float | None
+) -> str:
+    """One image of a gallery: its panels, its value in training and, for the hardness, the whole image's
+    score (`whole`, None where there is none)."""
     cells = "".join(
         f'<div><img class="{"image" if title == "image" else "labels"}" alt="{esc(title)}" src="{uri}">'
         f"{esc(title)}</div>"
         for title, uri in panels
     )
-    drawn = f", drawn {draws} times" if draws > 1 else ""
+    if name == HARDNESS:
+        crops = f"mean of {draws} crops" if draws > 1 else "1 crop"
+        caption = f"{esc(name)} {value:.3f} in training ({crops})"
+    else:
+        caption = f"{esc(name)} {value:.3f}" + (f" (mean of {draws} values)" if draws > 1 else "")
+    attributes = f'data-image-id="{esc(image_id)}" data-value="{value:.6f}"'
+    if whole is not None:
+        caption += f"<br>whole image, latest.pth: {esc(name)} {whole:.3f}"
+        attributes += f' data-whole="{whole:.6f}"'
     return (
-        f'<figure class="card" data-image-id="{esc(image_id)}" data-value="{value:.6f}">'
-        f'<div class="panels">{cells}</div>'
-        f"<figcaption><b>{esc(image_id)}</b> {esc(name)} {value:.3f}{drawn}</figcaption></figure>"
+        f'<figure class="card" {attributes}><div class="panels">{cells}</div>'
+        f"<figcaption><b>{esc(image_id)}</b> {caption}</figcaption></figure>"
     )
 
 
@@ -242,6 +280,7 @@ class Pictures:
     problem: str = ""
     models: Models | None = None
     threshold: float | None = None  # the method's confidence threshold, where it has one
+    scoring: Scoring | None = None  # how training scores the hardness, where the method measures it
     colours: list[tuple[int, int, int]] = field(default_factory=list)
     done: int = 0
 
@@ -255,24 +294,40 @@ class Pictures:
             say(f"{self.r.run_dir}: loading latest.pth for the galleries")
             self.models = load_models(self.r.cfg, self.r.run_dir, self.device)
         self.threshold = getattr(getattr(self.r.cfg, self.r.method, None), "threshold", None)
+        self.scoring = Scoring.of(self.r.cfg)
         self.colours = palette(self.r.cfg.data)
 
-    def panels(self, image_id: str) -> list[tuple[str, str]]:
+    @property
+    def scored(self) -> bool:
+        """Whether the cards of the hardness show the whole image's score (both models are there)."""
+        return self.scoring is not None and len(self.models.nets) == 2
+
+    def panels(self, image_id: str, score: bool) -> tuple[list[tuple[str, str]], float | None]:
+        """The image's panels, and with `score` its whole-image hardness (None where there is none)."""
         panels: list[tuple[str, str]] = []
+        whole = None
         if image_id in self.paths:
+            scoring = self.scoring if score else None
             try:
-                panels = gallery_panels(
-                    self.paths[image_id], self.models, self.r.cfg, self.colours, self.threshold
+                panels, whole = gallery_panels(
+                    self.paths[image_id], self.models, self.r.cfg, self.colours, self.threshold, scoring
                 )
             except UserError as exc:
                 self.problem = self.problem or user_message(exc)
         self.done += 1
         if self.done % max(1, self.total // 4) == 0 or self.done == self.total:
             say(f"{self.r.run_dir}: gallery {self.done}/{self.total} images")
-        return panels
+        return panels, whole
 
-    def notes(self) -> list[str]:
+    def notes(self, hardness: bool) -> list[str]:
+        """What the pictures show (for the hardness, what the whole image's score is) and why any are
+        missing."""
         notes = [self.models.describe(self.r.method, self.threshold)] if self.paths else []
+        if hardness and self.scored and self.paths:
+            notes.append(
+                "Whole image: scored at report time from these two predictions by training's hardness "
+                f"function and settings ({self.scoring.describe()})."
+            )
         if self.problem:
             notes.append(
                 f"Images not shown: {self.problem} (give --opt data.root=... if the data lies elsewhere)."
@@ -280,21 +335,62 @@ class Pictures:
         return notes
 
 
+def ranking_notes(
+    history: PerImageHistory, values: dict[str, list[float]], count: int, pictures: Pictures
+) -> list[str]:
+    """What both galleries of one quantity say about their ranking: how the values were measured, what a
+    hardness of 1 means, and a split of few images."""
+    epoch, name = history.last_epoch, history.name
+    if name != HARDNESS:
+        how = (
+            f"Ranked by each image's mean {name} over the values measured in epoch {epoch}, the last of "
+            f"{history.path.name} ({draw_counts(values, 'value')})."
+        )
+        return [how, split_note(values, count, epoch)]
+    scoring = pictures.scoring
+    if scoring is None or (scoring.class_weighted and scoring.ignore_class0):
+        zero = (
+            "one of the models predicted background alone there (background is left out of the IoU), the two "
+            "shared no foreground class, or neither had a confident pixel"
+        )
+    else:
+        zero = "the two models shared no class there, or neither had a confident pixel"
+    how = (
+        f"Ranked by each image's hardness in epoch {epoch}, the last of {history.path.name}: the mean over "
+        f"the crops of it that training scored in that epoch ({draw_counts(values, 'crop')}), a crop being "
+        "the weak view (random scale, crop and flip). A score of exactly 1 means easiness 0 on each of those "
+        f"crops: {zero}; it says nothing about the rest of the image."
+    )
+    return [how, split_note(values, count, epoch)]
+
+
+def split_note(values: dict[str, list[float]], count: int, epoch: int) -> str:
+    """Where the last epoch has fewer than 2 x count images, that rank_images splits them."""
+    if len(values) >= 2 * count:
+        return ""
+    return (
+        f"Epoch {epoch} measured {len(values)} images, fewer than twice --gallery {count}: they are split "
+        "between the two galleries, so that no image is in both."
+    )
+
+
 def quantity_galleries(history: PerImageHistory, count: int, pictures: Pictures) -> list[str]:
     """The images of highest and of lowest mean value of one quantity in the last epoch of its history."""
     r, wording, name = pictures.r, Wording(history.name), history.name
     values = history.image_values(history.last_epoch)
     means = image_means(values)
+    highest, lowest = rank_images(means, count)
+    about = ranking_notes(history, values, count, pictures)
     out = []
-    for order, anchor, title, chosen in zip(
-        ("highest", "lowest"), wording.anchors[1:], wording.titles[1:], rank_images(means, count)
+    for order, anchor, title, chosen, elsewhere in zip(
+        ("highest", "lowest"), wording.anchors[1:], wording.titles[1:], (highest, lowest), (None, highest)
     ):
-        cards = [card(i, name, value, len(values[i]), pictures.panels(i)) for i, value in chosen]
-        text = (
-            f"The {len(chosen)} images of {order} {name} in epoch {history.last_epoch + 1}, the last of "
-            f"{history.path.name} (an image drawn more than once counts with its mean)."
-        )
-        notes = [text, tie_note(chosen, means, name), *pictures.notes()]
+        cards = []
+        for image_id, value in chosen:
+            panels, whole = pictures.panels(image_id, score=wording.is_hardness)
+            cards.append(card(image_id, name, value, len(values[image_id]), panels, whole))
+        text = f"The {len(chosen)} images of {order} {name} in epoch {history.last_epoch}."
+        notes = [text, tie_note(chosen, means, name, elsewhere), *about, *pictures.notes(wording.is_hardness)]
         body = "".join(note(t) for t in notes if t)
         if pictures.models.nets:
             body += legend(r.names, pictures.colours)
@@ -311,7 +407,7 @@ def gallery_sections(r: Report, count: int, device: torch.device) -> list[str]:
     if count <= 0:
         pairs = [zip(Wording(n).anchors[1:], Wording(n).titles[1:]) for n in r.per_image]
         return [absent(a, t, "left out by --gallery 0") for pair in pairs for a, t in pair]
-    total = sum(min(count, len(h.image_values(h.last_epoch))) * 2 for h in r.per_image.values())
+    total = sum(min(2 * count, len(h.image_values(h.last_epoch))) for h in r.per_image.values())
     pictures = Pictures(r, device, total)
     return [text for history in r.per_image.values() for text in quantity_galleries(history, count, pictures)]
 

@@ -26,7 +26,8 @@ def pyplot() -> Any:
         import matplotlib
     except ImportError:
         raise UserError(
-            'the report draws its plots with matplotlib, which is not installed: pip install -e ".[report]"'
+            "the report draws its plots with matplotlib, which is not installed: pip install matplotlib "
+            '(in a checkout of the repository: pip install -e ".[report]")'
         ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -56,10 +57,16 @@ def new_axes(plt: Any, height: float = 3.6) -> tuple[Any, Any]:
 
 
 def epoch_ticks(ax: Any) -> None:
-    """Whole epochs on the x axis (a run of a few epochs would otherwise get ticks at 1.2, 1.4, ...)."""
+    """Whole epochs on the x axis, also where the axis spans one epoch or less (one evaluation, one epoch of
+    history): matplotlib's integer locator falls back to ticks at 5.95, 5.97, ... unless told that a single
+    whole tick will do. An axis narrower than one epoch is widened to half an epoch each side."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    low, high = ax.get_xlim()
+    if high - low < 1:
+        middle = (low + high) / 2
+        ax.set_xlim(middle - 0.5, middle + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def plot_miou(
@@ -110,7 +117,6 @@ def draw_series(
     epochs = sorted(by_epoch)
     means = [float(np.mean(by_epoch[e])) for e in epochs]
     ax.plot(epochs, means, marker="o", markersize=4, color=colour, label=label)
-    epoch_ticks(ax)
 
 
 def plot_series(
@@ -120,6 +126,7 @@ def plot_series(
     fig, ax = new_axes(plt)
     for index, (name, points) in enumerate(series.items()):
         draw_series(ax, points, iters_per_epoch, name, f"C{index}")
+    epoch_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
@@ -140,20 +147,22 @@ def plot_panels(plt: Any, series: dict[str, list[tuple[int, float]]], iters_per_
         name, points = list(series.items())[index]
         style_axes(ax)
         draw_series(ax, points, iters_per_epoch, name, f"C{index}")
+        epoch_ticks(ax)
         ax.set_title(name, fontsize=10)
-        if index >= len(series) - columns:
-            ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.set_ylabel("loss", fontsize=9)
     fig.tight_layout()
     return figure_png(plt, fig)
 
 
 def plot_distribution(plt: Any, by_epoch: dict[int, np.ndarray], name: str) -> str:
-    """Per epoch (0-based keys, drawn 1-based as the console counts), a box (median, quartiles, whiskers at
-    1.5 IQR) over a violin of one per-image quantity's values (boxes alone, filled, beyond VIOLIN_EPOCHS
-    epochs), and the mean. A quantity within [0, 1] (the hardness) is drawn on that whole range."""
+    """Per epoch (PerImageHistory's epochs, 1-based as the console counts), a box (median, quartiles,
+    whiskers at 1.5 IQR) over a violin of one per-image quantity's values (boxes alone, filled, beyond
+    VIOLIN_EPOCHS epochs), and the mean. A quantity within [0, 1] (the hardness) is drawn on that whole
+    range."""
     fig, ax = new_axes(plt)
     data = list(by_epoch.values())
-    positions = [e + 1 for e in by_epoch]
+    positions = list(by_epoch)
     violins = len(positions) <= VIOLIN_EPOCHS
     # A violin needs a spread (the first iterations often give every image hardness 1): its box shows it.
     spread = [(p, d) for p, d in zip(positions, data) if np.ptp(d) > 0] if violins else []
@@ -178,8 +187,8 @@ def plot_distribution(plt: Any, by_epoch: dict[int, np.ndarray], name: str) -> s
         capprops={"color": "#555555"},
     )
     ax.plot(positions, [float(np.mean(d)) for d in data], color="#d62728", marker=".", label="mean")
-    epoch_ticks(ax)
     ax.set_xlim(min(positions) - 0.6, max(positions) + 0.6)
+    epoch_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(name)
     if all(d.min() >= 0 and d.max() <= 1 for d in data):
@@ -200,6 +209,7 @@ def plot_classes(plt: Any, names: list[str], bars: list[tuple[str, dict[str, Any
     ax.set_xticklabels(
         names, rotation=45 if len(names) > 8 else 0, ha="right" if len(names) > 8 else "center"
     )
+    ax.set_xlabel("class")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
     ax.legend(loc="upper right")

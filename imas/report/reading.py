@@ -3,6 +3,8 @@ images of each per-image quantity."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,22 +88,83 @@ def image_means(values: dict[str, list[float]]) -> dict[str, float]:
 
 
 def rank_images(means: dict[str, float], count: int) -> tuple[list[tuple[str, float]], ...]:
-    """(highest, lowest): the `count` images of highest and of lowest mean value, ties by image id."""
-    highest = sorted(means.items(), key=lambda item: (-item[1], item[0]))[:count]
-    lowest = sorted(means.items(), key=lambda item: (item[1], item[0]))[:count]
+    """(highest, lowest): the `count` images of highest and of lowest mean value, ties by image id. No image
+    is in both: the lowest are taken from the images not among the highest, and with fewer than 2 × count
+    images they are split between the two (the middle one of an odd number to the highest)."""
+    order = sorted(means.items(), key=lambda item: (-item[1], item[0]))
+    high = min(count, (len(order) + 1) // 2)
+    highest = order[:high]
+    lowest = sorted(order[high:], key=lambda item: (item[1], item[0]))[: min(count, len(order) - high)]
     return highest, lowest
 
 
-def tie_note(chosen: list[tuple[str, float]], means: dict[str, float], name: str = HARDNESS) -> str:
-    """Where the cut falls among equal values (early in training many images have hardness 1): say so."""
+def tie_note(
+    chosen: list[tuple[str, float]],
+    means: dict[str, float],
+    name: str = HARDNESS,
+    elsewhere: list[tuple[str, float]] | None = None,
+) -> str:
+    """Where the cut falls among equal values (early in training many images have hardness 1): say so.
+    elsewhere: the images of the other gallery, chosen first (the highest, for the lowest)."""
     if not chosen:
         return ""
     edge = chosen[-1][1]
     tied = sum(1 for value in means.values() if value == edge)
     shown = sum(1 for _, value in chosen if value == edge)
-    if tied <= shown:
+    before = sum(1 for _, value in elsewhere or [] if value == edge)
+    if tied <= shown + before:
         return ""
-    return f"{tied} images have {name} {edge:.3f}: the {shown} shown of them are the first by image id."
+    after = f" after the {before} in the other gallery" if before else ""
+    return (
+        f"{tied} images have {name} {edge:.3f}: the {shown} shown of them are the first by image id{after}."
+    )
+
+
+def draw_counts(values: dict[str, list[float]], unit: str) -> str:
+    """How many values each image has, most common first: '1 crop for 598 images, 2 for 2'."""
+    counts = Counter(len(v) for v in values.values())
+    parts = []
+    for index, (draws, images) in enumerate(sorted(counts.items(), key=lambda item: (-item[1], item[0]))):
+        what = f"{unit}{'' if draws == 1 else 's'} " if index == 0 else ""
+        parts.append(f"{draws} {what}for {images} image{'' if images == 1 else 's'}")
+    return ", ".join(parts)
+
+
+# A start or resume of training logs one record, "YYYY-MM-DD HH:MM:SS INFO run ...", whose continuation
+# lines are indented "key  value" rows, among them "  hardware     <what the run ran on>".
+_STAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ (.*)$")
+_HARDWARE_ROW = re.compile(r"^\s+hardware\s{2,}(\S.*?)\s*$")
+
+
+def recorded_hardware(run_dir: Path) -> list[str | None]:
+    """The hardware row of each start or resume of the run in its train.log, in order (None for a start
+    whose banner has none); [] without a train.log or a start in it."""
+    path = run_dir / "train.log"
+    starts: list[str | None] = []
+    in_banner = False
+    if not path.is_file():
+        return starts
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            stamped = _STAMPED.match(line)
+            if stamped:
+                in_banner = stamped.group(1).startswith("run ")
+                if in_banner:
+                    starts.append(None)
+                continue
+            row = _HARDWARE_ROW.match(line) if in_banner else None
+            if row:
+                starts[-1] = row.group(1)
+    return starts
+
+
+def describe_hardware(starts: list[str | None]) -> str:
+    """The summary's hardware: the distinct recorded values in order, and how many starts recorded none."""
+    known = list(dict.fromkeys(value for value in starts if value is not None))
+    if not known:
+        return "not recorded"
+    missing = starts.count(None)
+    return "; ".join(known) + (f" (not recorded for {missing} of {len(starts)} starts)" if missing else "")
 
 
 @dataclass(frozen=True)
