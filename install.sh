@@ -16,19 +16,30 @@ TORCH=${TORCH:-auto}
 CPU_INDEX=https://download.pytorch.org/whl/cpu
 start=$(date +%s)
 case "$TORCH" in
-    auto)
-        if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then TORCH=cuda; else TORCH=cpu; fi ;;
+    auto)  # PyPI's torch for macOS is already the CPU (and MPS) build
+        if [ "$(uname -s)" = Darwin ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+        then TORCH=cuda; else TORCH=cpu; fi ;;
     cpu|cuda) ;;
     *) echo "error: TORCH must be cpu, cuda or auto, got '$TORCH'" >&2; exit 2 ;;
 esac
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+if ! "$PYTHON" -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null; then
+    echo "error: $PYTHON is not Python 3.10 or newer; give one with PYTHON=python3.11 sh install.sh" >&2
+    exit 2
+fi
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then  # none yet, or one a failed attempt left
+    rm -rf .venv
+    if ! "$PYTHON" -m venv .venv; then
+        rm -rf .venv
+        echo "error: $PYTHON -m venv failed; on Debian or Ubuntu install the python3-venv package first" >&2
+        exit 2
+    fi
+fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$TORCH" = cpu ] && ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-    if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('$CPU_INDEX/torch/', timeout=15)" 2>/dev/null; then
-        echo "no NVIDIA GPU found: installing PyTorch's CPU build from $CPU_INDEX"
-        .venv/bin/python -m pip install --quiet torch torchvision --index-url "$CPU_INDEX"
-    else
-        echo "warning: $CPU_INDEX cannot be reached; torch comes from PyPI (with CUDA libraries, several GB)" >&2
+    echo "no NVIDIA GPU found: installing PyTorch's CPU build from $CPU_INDEX"
+    if ! .venv/bin/python -m pip install --quiet --retries 0 --timeout 20 torch torchvision \
+        --index-url "$CPU_INDEX" 2>.venv/torch-cpu.log; then
+        echo "warning: that failed (.venv/torch-cpu.log says why); torch comes from PyPI, with its CUDA libraries (several GB)" >&2
     fi
 fi
 TARGET=.

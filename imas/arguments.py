@@ -1,6 +1,6 @@
 """The command lines of every command, without torch: `--help` and a usage error answer at once, before the
-command's module (and torch) is imported (imas.entry). Each help fits one screen and shows one example; the
-manual is the repository's README.md and docs/.
+command's module (and torch) is imported (imas.entry). Each help fits one 80 x 24 terminal and shows one
+example; the manual is the repository's README.md and docs/.
 
 A command's module parses with the same function (imas.train.parse_args -> parse_train, ...), so there is one
 definition of each command line."""
@@ -8,6 +8,7 @@ definition of each command line."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,9 +29,24 @@ def _parser(description: str, example: str, prog: str | None = None) -> argparse
     )
 
 
+class _Wrapping(argparse.HelpFormatter):
+    """Each line of the description and epilog is a paragraph wrapped to the terminal; a line that starts with
+    whitespace (an example command) is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if not line or line[0].isspace():
+                lines.append(indent + line if line else "")
+                continue
+            wrap = textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False)
+            lines.extend(indent + part for part in wrap)
+        return "\n".join(lines)
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    """The description as written; an option's help on its line where the option fits in 34 columns."""
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34)
+    """Text wrapped to the terminal; an option's help on its line where the option fits in 34 columns."""
+    return _Wrapping(prog, max_help_position=34)
 
 
 def _opt(parser: argparse.ArgumentParser, help: str = "config overrides, e.g. eval.flip=true") -> None:
@@ -56,15 +72,13 @@ def _force(parser: argparse.ArgumentParser, what: str, command: str) -> None:
 
 def train_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Train a segmentation model with the method its config names (train.method). A run directory that\n"
-        "holds a checkpoint resumes from it; a start that stops before training leaves no files.",
+        "Train a segmentation model with the method its config names (train.method). A run directory "
+        "that holds a checkpoint resumes from it; a start that stops before training leaves no files.",
         "example, in a checkout of the repository (its exps/; sh single_run.sh makes the toy data):\n"
         "  imas-train --config exps/toy/imas.yaml --opt train.epochs=2",
     )
-    p.add_argument(
-        "--config", required=True, help="experiment YAML, e.g. the repository's exps/toy/imas.yaml"
-    )
-    _opt(p, "config overrides, e.g. optim.lr=0.01 train.epochs=2")
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. from the repository's exps/")
+    _opt(p, "config overrides, e.g. optim.lr=0.01")
     p.add_argument(
         "--run-dir",
         metavar="DIR",
@@ -75,7 +89,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume-anyway",
         action="store_true",
-        help="resume a run directory whose checkpoint has other result-changing settings",
+        help="resume even where the checkpoint's result-changing settings differ",
     )
     return p
 
@@ -92,16 +106,16 @@ def parse_train(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def eval_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Evaluate a checkpoint on its config's val split: the per-class IoU table, the mIoU and a JSON file\n"
-        "(also under torchrun, each val image counted once).",
+        "Evaluate a checkpoint on its config's val split: the per-class IoU table, the mIoU and a JSON "
+        "file (also under torchrun, each val image counted once).",
         "example, with a config from the repository's exps/ and the run it trained:\n"
-        "  imas-eval --config exps/toy/imas.yaml --checkpoint runs/toy/imas/best.pth --mode sliding",
+        "  imas-eval --config exps/toy/imas.yaml --checkpoint runs/toy/imas/best.pth",
     )
     p.add_argument("--config", required=True, help="experiment YAML of the checkpoint's run")
     p.add_argument("--checkpoint", required=True, metavar="PTH", help="latest.pth or best.pth of a run")
     _model_mode(p)
     _opt(p)
-    p.add_argument("--output", metavar="JSON", help="result file (default: <checkpoint>.<model>.eval.json)")
+    p.add_argument("--output", metavar="JSON", help="default: <checkpoint>.<model>.eval.json")
     _force(p, "an --output", "imas-eval")
     _device(p)
     return p
@@ -112,18 +126,23 @@ def parse_eval(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def default_predictions(checkpoint: str) -> Path:
-    """imas-predict's output folder when --output is not given: runs/predictions/<run>_<checkpoint name>,
-    e.g. runs/toy/imas/best.pth -> runs/predictions/imas_best."""
-    path = Path(checkpoint)
-    run = path.absolute().parent.name
+    """imas-predict's output folder when --output is not given, below runs/predictions: a checkpoint under
+    runs/ keeps its path there (runs/toy/imas/best.pth -> runs/predictions/toy/imas/best), so two runs'
+    predictions never share a folder; any other gets <its folder>_<its name> (x/imas/best.pth ->
+    runs/predictions/imas_best)."""
+    path = Path(checkpoint).absolute()
+    runs = PREDICTIONS.parent.absolute()
+    if path.is_relative_to(runs) and not path.is_relative_to(PREDICTIONS.absolute()):
+        return PREDICTIONS / path.relative_to(runs).with_suffix("")
+    run = path.parent.name
     return PREDICTIONS / (f"{run}_{path.stem}" if run else path.stem)
 
 
 def predict_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Segment images with a trained checkpoint: per image <name>.png (class indices), <name>_overlay.jpg\n"
-        "(the classes blended into the photo), and legend.png (index, colour and name of each class).",
-        "example, with a checkpoint of your training (writes runs/predictions/imas_best):\n"
+        "Segment images with a checkpoint: per image <name>.png (class indices) and <name>_overlay.jpg "
+        "(classes over the photo); legend.png names the colours.",
+        "example, for a run you trained (writes runs/predictions/toy/imas/best):\n"
         "  imas-predict --checkpoint runs/toy/imas/best.pth --input photos/",
     )
     p.add_argument("--checkpoint", required=True, metavar="PTH", help="latest.pth or best.pth of a run")
@@ -131,9 +150,9 @@ def predict_parser() -> argparse.ArgumentParser:
         "--input",
         required=True,
         metavar="IMAGES",
-        help="a folder (not recursive), a quoted glob or one image",
+        help="folder (not recursive), quoted glob or one image",
     )
-    p.add_argument("--output", metavar="DIR", help="default: runs/predictions/<run folder>_<checkpoint name>")
+    p.add_argument("--output", metavar="DIR", help="default: a folder below runs/predictions/")
     p.add_argument("--config", help="default: the config stored in the checkpoint")
     _model_mode(p)
     _opt(p)
@@ -143,7 +162,7 @@ def predict_parser() -> argparse.ArgumentParser:
         metavar="A",
         help=f"overlay: 0 the photo .. 1 the colours ({OVERLAY_ALPHA})",
     )
-    _force(p, "files in --output", "imas-predict")
+    _force(p, "output files", "imas-predict")
     _device(p)
     return p
 
@@ -157,18 +176,27 @@ def parse_predict(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def pseudo_labels_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "How good would a checkpoint's pseudo-labels be? Per ground-truth class, the share of its pixels\n"
-        "where the model is confident (coverage) and the share of those it labels correctly.",
+        "Pseudo-label quality per class: coverage (confident pixels) and correct share.",
         "example, with a config from the repository's exps/ and the run it trained:\n"
-        "  imas-pseudo-labels --config exps/toy/imas.yaml --checkpoint runs/toy/imas/latest.pth",
+        "  imas-pseudo-labels --config exps/toy/imas.yaml --checkpoint runs/toy/imas/best.pth",
         prog="imas-pseudo-labels",
     )
     p.add_argument("--config", required=True, help="experiment YAML of the checkpoint's run")
     p.add_argument("--checkpoint", required=True, metavar="PTH", help="latest.pth or best.pth of a run")
     p.add_argument(
-        "--model", choices=[m.value for m in EvalModel], default="teacher", help="default: teacher"
+        "--model",
+        choices=[m.value for m in EvalModel],
+        default="teacher",
+        metavar="MODEL",
+        help="teacher (default) or student",
     )
-    p.add_argument("--split", choices=["val", "unlabeled", "labeled"], default="val")
+    p.add_argument(
+        "--split",
+        choices=["val", "unlabeled", "labeled"],
+        default="val",
+        metavar="SPLIT",
+        help="val (default), unlabeled or labeled",
+    )
     p.add_argument(
         "--threshold", type=float, metavar="TAU", help="confidence threshold (default: imas.threshold)"
     )
@@ -177,7 +205,7 @@ def pseudo_labels_parser() -> argparse.ArgumentParser:
     )
     _opt(p)
     p.add_argument("--output", metavar="JSON", help="also write the numbers as JSON here")
-    _force(p, "an --output", "imas-pseudo-labels")
+    _force(p, "an --output", "this command")
     _device(p)
     return p
 
@@ -191,17 +219,17 @@ def parse_pseudo_labels(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def report_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "One self-contained HTML page about a training run: mIoU, losses, per-class IoU, the per-image\n"
+        "One self-contained HTML page about a training run: mIoU, losses, per-class IoU, the per-image "
         "history and galleries of its hardest and easiest images. Needs matplotlib (pip install matplotlib).",
         "example, for a run of your training:\n  imas-report runs/toy/imas   (-> runs/toy/imas/report.html)",
         prog="imas-report",
     )
-    p.add_argument("run_dir", help="a training run directory (holds config.yaml, metrics.jsonl, ...)")
+    p.add_argument("run_dir", help="a training run's folder (config.yaml, ...)")
     p.add_argument("--out", metavar="HTML", help="the page to write (default: RUN_DIR/report.html)")
     _force(p, "an --out file", "imas-report")
-    _device(p, default="cpu", help="where the galleries' predictions run (default: cpu)")
+    _device(p, default="cpu", help="where gallery predictions run (default: cpu)")
     p.add_argument("--gallery", type=int, default=8, metavar="N", help="images in each gallery (default 8)")
-    _opt(p, "overrides of the run's config, e.g. data.root=/data/voc where the data moved")
+    _opt(p, "run config overrides, e.g. data.root=/data/voc")
     return p
 
 
@@ -211,7 +239,7 @@ def parse_report(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def compare_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "One markdown table comparing training runs: method, config, best and final mIoU, seed, precision,\n"
+        "One markdown table comparing training runs: method, config, best and final mIoU, seed, precision, "
         "per-class IoU at the best evaluation and wall time, a row per run in the order given.",
         "example, for runs of your training:\n"
         "  imas-compare runs/toy/suponly runs/toy/imas --csv compare.csv",
@@ -240,35 +268,42 @@ def data_parser() -> argparse.ArgumentParser:
     )
     commands = p.add_subparsers(dest="command", required=True, metavar="{sbd,cityscapes,splits,check}")
 
-    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
-        epilog = f"example:\n  imas-data {name} {example}\n{MANUAL}"
-        description = summary[0].upper() + summary[1:] + "."
+    def command(name: str, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+        """`summary` in imas-data's list; `description` and `example` in the command's own help."""
+        epilog = f"example: imas-data {name} {example}\n{MANUAL}"
         return commands.add_parser(
             name, help=summary, description=description, epilog=epilog, formatter_class=_formatter
         )
 
     sbd = command(
         "sbd",
-        "SBD + VOC labels -> VOC2012/SegmentationClassAug (needs scipy)",
+        "SBD + VOC labels -> SegmentationClassAug",
+        "SBD + VOC labels -> VOC2012/SegmentationClassAug (needs scipy). VOC2012 and SBD are downloads "
+        "(docs/data.md of the repository).",
         "--sbd data/benchmark_RELEASE/dataset --voc data/VOC2012",
     )
     sbd.add_argument("--sbd", required=True, help="SBD's dataset folder (holding cls/, train.txt, val.txt)")
     sbd.add_argument("--voc", required=True, help="the VOC2012 folder (holding SegmentationClass/)")
     sbd.add_argument("--overwrite", action="store_true", help="rewrite existing SegmentationClassAug files")
     city = command(
-        "cityscapes", "Cityscapes gtFine labelIds -> labelTrainIds PNGs, beside them", "data/cityscapes"
+        "cityscapes",
+        "gtFine labelIds -> labelTrainIds PNGs",
+        "Cityscapes gtFine labelIds -> labelTrainIds PNGs, beside them. Cityscapes is a download "
+        "(docs/data.md of the repository).",
+        "data/cityscapes",
     )
     city.add_argument("root", help="Cityscapes root holding gtFine/ and leftImg8bit/")
     city.add_argument("--overwrite", action="store_true", help="rewrite existing labelTrainIds files")
     splits = command(
         "splits",
-        "the split lists of the published protocols, and a manifest",
-        "pascal --voc data/VOC2012 --sbd data/benchmark_RELEASE/dataset",
+        "split lists of the published protocols",
+        "The split lists of the published protocols, and a manifest.",
+        "pascal --voc data/VOC2012",
     )
     splits.add_argument("dataset", choices=["pascal", "cityscapes"])
-    splits.add_argument("--voc", type=Path, help="pascal: the VOC2012 folder (JPEGImages/, ImageSets/, ...)")
-    splits.add_argument("--sbd", type=Path, help="pascal: SBD's dataset folder (train.txt, val.txt, cls/)")
-    splits.add_argument("--root", type=Path, help="cityscapes: the folder holding leftImg8bit/ and gtFine/")
+    splits.add_argument("--voc", type=Path, help="pascal: the VOC2012 folder (JPEGImages/, ...)")
+    splits.add_argument("--sbd", type=Path, help="pascal: SBD's dataset folder (cls/, ...)")
+    splits.add_argument("--root", type=Path, help="cityscapes: the folder of leftImg8bit/, gtFine/")
     splits.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: splits/<dataset>)")
     splits.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the draw (default 0)")
     for flag, which in (
@@ -279,15 +314,14 @@ def data_parser() -> argparse.ArgumentParser:
         splits.add_argument(
             flag, type=int, nargs="+", metavar="N", help=f"{which} sizes (default: the paper's)"
         )
-    splits.add_argument(
-        "--force", action="store_true", help="replace lists in --out that imas-data splits did not write"
-    )
+    splits.add_argument("--force", action="store_true", help="replace lists in --out imas-data did not write")
     check = command(
         "check",
-        "check every file a config reads, all problems at once",
-        "exps/toy/imas.yaml   (a config from the repository's exps/, or your own)",
+        "check every file a config reads",
+        "Check every file a config reads, all problems at once.",
+        "exps/toy/imas.yaml",
     )
-    check.add_argument("config", help="experiment YAML")
+    check.add_argument("config", help="experiment YAML, e.g. from the repository's exps/, or your own")
     _opt(check, "config overrides, e.g. data.root=/data/voc")
     check.add_argument("--max-listed", type=int, default=5, metavar="N", help="problems shown per kind (5)")
     return p

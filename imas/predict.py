@@ -1,6 +1,6 @@
 """Segment arbitrary images with a trained checkpoint: an index PNG and a colour overlay per image.
 
-    imas-predict --checkpoint runs/toy/imas/best.pth --input photos/   (-> runs/predictions/imas_best/)
+    imas-predict --checkpoint runs/toy/imas/best.pth --input photos/   (-> runs/predictions/toy/imas/best/)
     imas-predict --checkpoint ... --input "shots/*.jpg" --mode sliding --opt eval.flip=true
     imas-predict --checkpoint ... --config exps/toy/imas.yaml --model student --input one.png
     imas-predict --checkpoint ... --input photos/ --alpha 0.7

@@ -13,13 +13,13 @@ its training records (imas.report.reading.recorded_hardware reads the banners' h
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
 import math
 import os
 import re
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -178,6 +178,9 @@ class StartUndo:
                 folder.mkdir()
             except FileExistsError:
                 continue
+            except FileNotFoundError:  # a parent another failed start removed meanwhile: made again
+                folder.mkdir(parents=True, exist_ok=True)
+                continue
             self.made.append(folder)
 
     def locked(self, exclusive: bool) -> None:
@@ -193,18 +196,16 @@ class StartUndo:
         self.armed = False
 
     def remove_files(self) -> None:
-        """The entries added to the run directory since `locked` (the lock is still held)."""
+        """The run's own files added to the run directory since `locked` (the lock is still held): only
+        names training writes (start_file), never a folder, so that what another program put there during
+        the start stays."""
         if not self.armed or self.found is None:
             return
         for path in self.run_dir.iterdir():
-            if path.name not in self.found:
-                try:
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink()
-                except OSError:
-                    pass  # a leftover, not a reason to hide the error that stopped the start
+            if path.name not in self.found and start_file(path):
+                # A file that cannot go is a leftover, not a reason to hide the error that stopped the start.
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def remove_folders(self) -> None:
         """The folders this start made, innermost first, each only while empty (after the lock's release)."""
@@ -215,6 +216,28 @@ class StartUndo:
                 folder.rmdir()
             except OSError:
                 return  # not empty (another run's files, a user's) or gone: it and those above it stay
+
+
+# The files a start writes in its run directory before training begins (with the TensorBoard events and the
+# per-image histories, recognised by name and header below).
+START_FILES = frozenset({"config.yaml", "train.log", LOCK_NAME, "metrics.jsonl", "train_scalars.jsonl"})
+
+
+def start_file(path: Path) -> bool:
+    """Whether `path` is a plain file of a name a start of training writes: one of START_FILES, a TensorBoard
+    event file, or a per-image history (<name>.csv under its header)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path.name in START_FILES or path.name.startswith("events.out.tfevents."):
+        return True
+    if path.suffix != ".csv":
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.readline(200).decode("utf-8", errors="replace").rstrip("\r\n")
+    except OSError:
+        return False
+    return head == ",".join([*PER_IMAGE_COLUMNS, path.stem])
 
 
 # ------------------------------------------------------------------------------ settings of a resume

@@ -1,5 +1,5 @@
 """docs/data.md's walk-through of a custom dataset, run as written: the commands of its marked blocks, one by
-one with /bin/sh, in a folder holding the tiny dataset the walk-through describes and the CPU template."""
+one with /bin/sh, in a folder holding the CPU template (the first command writes the tiny dataset)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imas.data.example import LABELED, NEW, SIDE, UNLABELED
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "data.md"
 MARK = "<!-- walk-through:"  # the HTML comment before each block that is run
-LABELED, UNLABELED, NEW = 12, 4, 2  # images with masks (8 labeled + 4 val), without masks, to predict
-SIDE = 64
 
 
 def walkthrough_blocks(text: str) -> list[str]:
@@ -43,38 +43,9 @@ def commands(block: str) -> list[str]:
     return out
 
 
-def scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A 64 x 64 field: soil-brown background (class 0), a green disk (1, crop) and a red square (2, weed)."""
-    label = np.zeros((SIDE, SIDE), np.uint8)
-    yy, xx = np.mgrid[:SIDE, :SIDE]
-    cy, cx, r = (int(v) for v in rng.integers((14, 14, 6), (50, 50, 12)))
-    label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
-    top, left, side = (int(v) for v in rng.integers((4, 4, 8), (44, 44, 16)))
-    label[top : top + side, left : left + side] = 2
-    colours = np.array([[120, 90, 60], [40, 170, 60], [200, 50, 40]], np.int16)
-    image = colours[label] + rng.integers(-20, 21, size=(SIDE, SIDE, 3))
-    return np.clip(image, 0, 255).astype(np.uint8), label
-
-
-def make_tiny_dataset(folder: Path) -> None:
-    """The walk-through's layout: data/mine/images/img01.jpg ... img16.jpg, data/mine/masks/img01.png ...
-    img12.png (0 background, 1 crop, 2 weed), new_photos/photo1.jpg, photo2.jpg."""
-    rng = np.random.default_rng(0)
-    images, masks, photos = folder / "data/mine/images", folder / "data/mine/masks", folder / "new_photos"
-    for path in (images, masks, photos):
-        path.mkdir(parents=True)
-    for n in range(1, LABELED + UNLABELED + 1):
-        image, label = scene(rng)
-        Image.fromarray(image).save(images / f"img{n:02d}.jpg", quality=95)
-        if n <= LABELED:
-            Image.fromarray(label, mode="L").save(masks / f"img{n:02d}.png")
-    for n in range(1, NEW + 1):
-        Image.fromarray(scene(rng)[0]).save(photos / f"photo{n}.jpg", quality=95)
-
-
 def test_the_walkthrough_is_marked_and_posix() -> None:
     text = DOC.read_text(encoding="utf-8")
-    # The layout the walk-through shows is the one make_tiny_dataset writes.
+    # The layout the walk-through shows is the one its first command (imas.data.example) writes.
     for name in (
         f"data/mine/images/img01.jpg ... img{LABELED + UNLABELED:02d}.jpg",
         f"data/mine/masks/img01.png ... img{LABELED:02d}.png",
@@ -83,7 +54,14 @@ def test_the_walkthrough_is_marked_and_posix() -> None:
         assert name in text, name
     blocks = walkthrough_blocks(text)
     script = "\n".join(c for block in blocks for c in commands(block))
-    for needed in ("imas-data check", "imas-train", "imas-eval", "imas-predict", "exps/custom/imas_cpu.yaml"):
+    needed_commands = (
+        "python -m imas.data.example",
+        "imas-data check",
+        "imas-train",
+        "imas-eval",
+        "imas-predict",
+    )
+    for needed in (*needed_commands, "imas-predict", "exps/custom/imas_cpu.yaml"):
         assert needed in script, needed
     # bash-only syntax (process substitution, [[ ]], $RANDOM, brace ranges, source) and GNU-only shuf
     for pattern in (r"<\(", r">\(", r"\[\[", r"\bshuf\b", r"\$RANDOM", r"\{\d+\.\.", r"^source "):
@@ -98,7 +76,6 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     template = tmp_path / "exps/custom/imas_cpu.yaml"
     template.parent.mkdir(parents=True)
     shutil.copy(REPO / "exps/custom/imas_cpu.yaml", template)
-    make_tiny_dataset(tmp_path)
     # The installed commands (imas-train, ...) of this interpreter, one thread each.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = dict(os.environ, PATH=path, OMP_NUM_THREADS="1")
@@ -119,6 +96,21 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "runs/mine/best.pth").is_file()
     assert (tmp_path / "runs/mine/best.pth.teacher.eval.json").is_file()
     for n in range(1, NEW + 1):
-        prediction = tmp_path / f"runs/predictions/mine_best/photo{n}.png"
+        prediction = tmp_path / f"runs/predictions/mine/best/photo{n}.png"
         assert Image.open(prediction).size == (SIDE, SIDE)
-        assert (tmp_path / f"runs/predictions/mine_best/photo{n}_overlay.jpg").is_file()
+        assert (tmp_path / f"runs/predictions/mine/best/photo{n}_overlay.jpg").is_file()
+
+
+def test_the_example_dataset_is_written_once_and_never_over_yours(tmp_path: Path, capsys) -> None:
+    from imas.data.example import main
+
+    assert main([str(tmp_path)]) == 0
+    masks = sorted(p.name for p in (tmp_path / "data/mine/masks").iterdir())
+    assert masks == [f"img{n:02d}.png" for n in range(1, LABELED + 1)]
+    assert len(list((tmp_path / "data/mine/images").iterdir())) == LABELED + UNLABELED
+    mask = np.asarray(Image.open(tmp_path / "data/mine/masks/img01.png"))
+    assert mask.shape == (SIDE, SIDE) and set(np.unique(mask)) == {0, 1, 2}
+    before = (tmp_path / "data/mine/images/img01.jpg").read_bytes()
+    assert main([str(tmp_path)]) == 2
+    assert "data/mine exists already; move it or give another folder" in capsys.readouterr().err
+    assert (tmp_path / "data/mine/images/img01.jpg").read_bytes() == before

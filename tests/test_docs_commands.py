@@ -72,7 +72,7 @@ NETWORK = "installs packages from the network into the environment the tests run
 SUITE = "runs the test suite, this test included"
 CLONE = "clones the checkout and runs .ci/run there (a new virtualenv from the network, the suite: ~7.5 min)"
 SOURCE = "an excerpt of the package's source, shown to explain it"
-INSTALL = "install.sh makes .venv and installs into it from the network (the tests run in a made one)"
+INSTALL = "install.sh makes .venv and installs into it from the network (.ci/run runs sh install.sh dev)"
 TOY_PROGRESS = r"it \d+/\d+ [\d.]+ it/s"  # a training's progress line (imas.logging)
 BOTH_LOGS = ("runs/toy/suponly/train.log", "runs/toy/imas/train.log")
 TRAINING = r"^\[3/3\] training"  # the quick start's third phase has started both trainings
@@ -110,7 +110,7 @@ COMMANDS: dict[str, Run | Mark] = {
     "TORCH=cpu sh install.sh": Mark(INSTALL, check=False),
     "time sh install.sh": Mark(INSTALL, check=False),
     "sh install.sh dev": Mark(INSTALL, check=False),
-    "sh install.sh report": Mark(INSTALL, check=False),
+    "sh install.sh analysis": Mark(INSTALL, check=False),
     "python3 -m venv .venv": Mark(
         "makes a virtual environment; here .venv is the one the tests run in", False
     ),
@@ -161,7 +161,6 @@ COMMANDS: dict[str, Run | Mark] = {
     "python eval.py": named("= imas-eval"),
     "python predict.py": named("= imas-predict"),
     'pip install -e ".[report]"': Mark(NETWORK, check=False),
-    'pip install -e ".[analysis]"': Mark(NETWORK, check=False),
     "pip install scipy": Mark(NETWORK, check=False),
     "python -m tools.quick_start --seed 1": QUICK_START_PHASE,
     "sh single_run.sh exps/toy/imas.yaml": Run(until=TOY_PROGRESS, fresh=True),

@@ -173,12 +173,35 @@ def test_start_undo_removes_only_new_entries_and_empty_folders(tmp_path):
     assert start.made == [tmp_path / "a/b", run_dir]
     start.locked(exclusive=True)
     (run_dir / "config.yaml").write_text("x")
-    (run_dir / "sub").mkdir()
-    (run_dir / "sub/f").write_text("x")
+    (run_dir / "events.out.tfevents.1.host.2.0").write_text("x")
+    (run_dir / "hardness.csv").write_text("image_id,epoch,iteration,hardness\n")
     (tmp_path / "a/b/sibling").write_text("another run's")  # made meanwhile beside the run directory
     start.remove_files()
     start.remove_folders()
     assert tree(tmp_path) == {"a": None, "a/b": None, "a/b/sibling": b"another run's"}
+
+
+def test_start_undo_leaves_what_another_program_added_during_the_start(tmp_path):
+    """Only files of the names training writes go: a folder, a user's file or a CSV of another header that
+    appeared in the run directory while the start ran stay, and with them the run directory."""
+    run_dir = tmp_path / "run"
+    start = StartUndo(run_dir)
+    start.make_folders()
+    start.locked(exclusive=True)
+    (run_dir / "train.log").write_text("x")
+    (run_dir / "sub").mkdir()
+    (run_dir / "sub/f").write_text("x")
+    (run_dir / "notes.txt").write_text("mine")
+    (run_dir / "table.csv").write_text("class,iou\n")
+    start.remove_files()
+    start.remove_folders()
+    assert tree(tmp_path) == {
+        "run": None,
+        "run/sub": None,
+        "run/sub/f": b"x",
+        "run/notes.txt": b"mine",
+        "run/table.csv": b"class,iou\n",
+    }
 
 
 @pytest.mark.parametrize("why", ["a checkpoint", "no exclusive lock", "training began"])

@@ -12,7 +12,7 @@ from conftest import make_voc, write_split
 from PIL import Image
 
 from imas.config import Config, DataConfig, ModelConfig, Stem, TrainConfig
-from imas.data.preflight import check_data, check_pretrained, check_run
+from imas.data.preflight import check_data, check_pretrained, check_run, scan_run
 from imas.errors import CheckpointError, DataError
 from imas.models import BACKBONES
 
@@ -212,3 +212,21 @@ def test_a_class_names_file_that_does_not_fit_stops_training(voc_cfg, names, nee
     (Path(voc_cfg.root) / "class_names.txt").write_text("\n".join(names) + "\n")
     message = data_error(voc_cfg)
     assert "class_names.txt" in message and needle in message, message
+
+
+def test_a_missing_toy_backbone_names_the_command_that_makes_it(tmp_path):
+    """The toy configs' backbone is made, not downloaded: its hint names the commands that make it."""
+    message = check_pretrained(tiny_model(str(tmp_path / "data/toy/pretrained/resnet18_w32.pth")))
+    assert message is not None and "does not exist" in message
+    assert "sh single_run.sh CONFIG" in message and "tools.toy_pretrain --config CONFIG --ensure" in message
+    assert "ImageNet" not in message
+
+
+def test_a_missing_data_root_and_a_bad_pretrained_file_are_said_together(tmp_path):
+    cfg = Config()
+    cfg.data.root = str(tmp_path / "no_such_data")
+    cfg.model = tiny_model(str(tmp_path / "nope.pth"))
+    with pytest.raises(DataError) as info:
+        scan_run(cfg, with_unlabeled=False)
+    message = str(info.value)
+    assert "no_such_data" in message and "; also model.pretrained: " in message and "nope.pth" in message

@@ -176,7 +176,8 @@ def test_galleries_hold_the_hardest_and_easiest_images_of_the_history(imas_page,
         )
         assert "A score of exactly 1 means easiness 0" in notes
         assert "the two models shared no class there," in notes  # the tiny run's unweighted IoU
-        assert "Whole image: scored at report time from these two predictions by training's hardness" in notes
+        assert "Whole image: scored at report time by training's hardness function and settings" in notes
+        assert "from one forward of each model on the whole image, at one scale and unflipped" in notes
     # beside each training value, the whole image's score, as training's function gives it
     card = imas_page.cards["hardest"][0]
     assert card["whole"] == pytest.approx(whole_image_hardness(imas_run, card["data-image-id"]), abs=1e-5)

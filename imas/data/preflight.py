@@ -76,6 +76,10 @@ PRETRAINED_HELP = (
     "its tools/convert_pretrained.py checks and converts a torchvision or timm file), or set it to '' to "
     "train from random weights"
 )
+TOY_PRETRAINED_HELP = (  # the toy configs' backbone is made, not downloaded
+    "the toy's backbone is made by sh single_run.sh CONFIG, or by python -m tools.toy_pretrain --config "
+    "CONFIG --ensure (both in the repository)"
+)
 
 # Findings a run survives, so training only warns. Duplicates can be deliberate oversampling (and only
 # reweight the images); val ids in a training split make val mIoU optimistic but the run itself is sound;
@@ -164,9 +168,14 @@ def scan_run(
     """Every finding check_run would stop on or warn about (scan_data's, with the pretrained file's first and
     a too short epoch's last). A missing data root or split file raises DataError at once, as in scan_data."""
     pretrained = check_pretrained(cfg.model)
-    scan = scan_data(
-        cfg.data, with_unlabeled, decode_unlabeled, progress=progress, progress_every_s=progress_every_s
-    )
+    try:
+        scan = scan_data(
+            cfg.data, with_unlabeled, decode_unlabeled, progress=progress, progress_every_s=progress_every_s
+        )
+    except DataError as exc:  # the data cannot be read at all: the pretrained file's problem is said too
+        if pretrained:
+            raise DataError(f"{user_message(exc)}; also {pretrained}") from None
+        raise
     if pretrained:
         scan.findings.insert(0, Finding(PRETRAINED, "", pretrained))
     epoch = short_epoch(cfg, world_size)
@@ -183,7 +192,8 @@ def check_pretrained(model: ModelConfig) -> str | None:
     try:
         tensors = read_state_dict(model.pretrained)
     except CheckpointError as exc:
-        return f"model.pretrained: {user_message(exc)}; {PRETRAINED_HELP}"
+        toy = Path(model.pretrained).parent.as_posix().endswith("toy/pretrained")
+        return f"model.pretrained: {user_message(exc)}; {TOY_PRETRAINED_HELP if toy else PRETRAINED_HELP}"
     # Built on the CPU (on the meta device the first random init imports torch's compiler, seconds), its
     # random init drawn from a forked stream: the caller's RNG state is left as it was.
     with torch.random.fork_rng(devices=[]):

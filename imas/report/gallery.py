@@ -154,8 +154,15 @@ def gallery_panels(
         panels.append(("student", png_uri(colour_labels(label, colours), nearest=True)))
     whole = None
     if scoring is not None and len(probs) == 2:
+        # Training scores one forward of each model at one scale, unflipped: so is the whole image, whatever
+        # the eval settings the panels follow.
+        if options | PLAIN != options:
+            probs = {which: predict(net, x, **(options | PLAIN)) for which, net in models.nets.items()}
         whole = scoring.score(probs["student"], probs["teacher"])
     return panels, whole
+
+
+PLAIN = {"mode": "whole", "scales": [1.0], "flip": False}  # one forward of the whole image
 
 
 def unlabeled_paths(cfg: Config) -> dict[str, Path]:

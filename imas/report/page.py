@@ -325,8 +325,9 @@ class Pictures:
         notes = [self.models.describe(self.r.method, self.threshold)] if self.paths else []
         if hardness and self.scored and self.paths:
             notes.append(
-                "Whole image: scored at report time from these two predictions by training's hardness "
-                f"function and settings ({self.scoring.describe()})."
+                "Whole image: scored at report time by training's hardness function and settings "
+                f"({self.scoring.describe()}) from one forward of each model on the whole image, at one "
+                "scale and unflipped, as training scores its crops."
             )
         if self.problem:
             notes.append(
