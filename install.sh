@@ -7,7 +7,7 @@
 # https://download.pytorch.org/whl/cpu, a few hundred MB instead of several GB of CUDA libraries; where
 # that index cannot be reached it says so and takes PyPI's build.
 #   EXTRAS  optional extras, comma-separated: dev (tests, ruff), report (matplotlib), analysis (pandas)
-#   TORCH=cpu|cuda|auto (environment; default auto) forces the CPU build, or PyPI's build, of torch
+#   TORCH=cpu|pypi|auto (environment; default auto) forces the CPU build, or PyPI's build, of torch
 #   PYTHON  the interpreter that creates .venv (default python3; Python >= 3.10)
 set -eu
 cd "$(dirname "$0")"
@@ -18,9 +18,9 @@ start=$(date +%s)
 case "$TORCH" in
     auto)  # PyPI's torch for macOS is already the CPU (and MPS) build
         if [ "$(uname -s)" = Darwin ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
-        then TORCH=cuda; else TORCH=cpu; fi ;;
-    cpu|cuda) ;;
-    *) echo "error: TORCH must be cpu, cuda or auto, got '$TORCH'" >&2; exit 2 ;;
+        then TORCH=pypi; else TORCH=cpu; fi ;;
+    cpu|pypi) ;;
+    *) echo "error: TORCH must be cpu, pypi or auto, got '$TORCH'" >&2; exit 2 ;;
 esac
 if ! "$PYTHON" -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null; then
     echo "error: $PYTHON is not Python 3.10 or newer; give one with PYTHON=python3.11 sh install.sh" >&2
@@ -40,6 +40,10 @@ if [ "$TORCH" = cpu ] && ! .venv/bin/python -c "import torch" >/dev/null 2>&1; t
     if ! .venv/bin/python -m pip install --quiet --retries 0 --timeout 20 torch torchvision \
         --index-url "$CPU_INDEX" 2>.venv/torch-cpu.log; then
         echo "warning: that failed (.venv/torch-cpu.log says why); torch comes from PyPI, with its CUDA libraries (several GB)" >&2
+    elif ! .venv/bin/python -c "import torch, torchvision" 2>>.venv/torch-cpu.log; then
+        # e.g. a pip configured with other indexes too, mixing builds: PyPI's pair instead
+        echo "warning: the torch and torchvision installed do not import together (.venv/torch-cpu.log); taking PyPI's" >&2
+        .venv/bin/python -m pip uninstall --quiet --yes torch torchvision
     fi
 fi
 TARGET=.

@@ -106,7 +106,7 @@ COMMANDS: dict[str, Run | Mark] = {
     # ---------------------------------------------------------------- README.md
     "sh install.sh": Mark(INSTALL, check=False),
     "sh single_run.sh": Run(until=TOY_PROGRESS, watch=BOTH_LOGS, fresh=True),
-    "TORCH=cuda sh install.sh": Mark(INSTALL, check=False),
+    "TORCH=pypi sh install.sh": Mark(INSTALL, check=False),
     "TORCH=cpu sh install.sh": Mark(INSTALL, check=False),
     "time sh install.sh": Mark(INSTALL, check=False),
     "sh install.sh dev": Mark(INSTALL, check=False),
