@@ -171,7 +171,7 @@ def test_shape_mismatch_is_an_error():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batch_without_host_sync():
-    """On CUDA the whole batch is computed on the device with no host synchronisation (issue 3, point 1),
+    """On CUDA the whole batch is computed on the device with no host synchronisation,
     and gives the CPU's numbers."""
     student = torch.randn(4, 21, 65, 65)
     teacher = student + torch.randn_like(student)
