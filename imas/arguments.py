@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from imas.config import EvalMode, EvalModel
+from imas.config import EvalMode
 
 MANUAL = "Manual: README.md and docs/ of the repository."
 PREDICTIONS = Path("runs", "predictions")  # imas-predict's default output folders go below it
@@ -54,8 +54,9 @@ def _opt(parser: argparse.ArgumentParser, help: str = "config overrides, e.g. ev
 
 
 def _model_mode(parser: argparse.ArgumentParser) -> None:
-    models, modes = [m.value for m in EvalModel], [m.value for m in EvalMode]
-    parser.add_argument("--model", choices=models, default=None, help="default: eval.model")
+    modes = [m.value for m in EvalMode]
+    help = "teacher, student, ... (default: eval.model)"
+    parser.add_argument("--model", default=None, metavar="NAME", help=help)
     parser.add_argument("--mode", choices=modes, default=None, help="default: eval.mode")
 
 
@@ -185,10 +186,9 @@ def pseudo_labels_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="PTH", help="latest.pth or best.pth of a run")
     p.add_argument(
         "--model",
-        choices=[m.value for m in EvalModel],
         default="teacher",
-        metavar="MODEL",
-        help="teacher (default) or student",
+        metavar="NAME",
+        help="teacher (default), student, ...",
     )
     p.add_argument(
         "--split",
@@ -198,7 +198,7 @@ def pseudo_labels_parser() -> argparse.ArgumentParser:
         help="val (default), unlabeled or labeled",
     )
     p.add_argument(
-        "--threshold", type=float, metavar="TAU", help="confidence threshold (default: imas.threshold)"
+        "--threshold", type=float, metavar="TAU", help="confidence threshold (default: the method's)"
     )
     p.add_argument(
         "--limit", type=int, default=0, metavar="N", help="the first N images of the split (0: all)"

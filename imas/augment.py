@@ -498,3 +498,163 @@ def adapt(
     raise ValueError(
         f"unknown adaptation mode {mode!r}; valid modes: mix, select, none (magnitude: see docs)"
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AugSeg's random intensity view (Zhao et al., CVPR 2023). The released code drew it per image with PIL in
+# the unlabeled loader's workers (augseg/dataset/augs_TIBA.py, class strong_img_aug): k ops drawn uniformly
+# with replacement from an 11-op pool (no invert), k ~ U{1, ..., num_augs} per image when
+# flag_use_random_num_sampling is on (the released configs: num_augs 3, sampling on), each op at its own
+# uniform draw u ~ U[0, 1) mapped to the op's range as below. Blur is one of the pool's ops, not a separate
+# step, and there is no cutout: the only other perturbation of the unlabeled view is the label-aided CutMix.
+
+AUGSEG_OPS: tuple[str, ...] = (
+    "identity",
+    "autocontrast",
+    "equalize",
+    "blur",
+    "contrast",
+    "brightness",
+    "color",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "hue",
+)
+AUGSEG_NUM_OPS = 3  # num_augs of every released config (VOC and Cityscapes)
+# ImageEnhance factor range of contrast, brightness, color and sharpness; the factor is hi − (hi − lo)·u.
+AUGSEG_ENHANCE_RANGE = (0.05, 0.95)
+AUGSEG_HUE_MAX = 0.5  # hue shift ±u·0.5 of the circle, the sign a fair coin
+# Smallest u that solarize sees: the released threshold 256 − max(1, ⌈255·u⌉) never reaches 256 (no-op),
+# and every u in (0, 1/255] already gives ⌈255·u⌉ = 1, so clamping u here reproduces max(1, ·) exactly.
+_SOLARIZE_MIN_U = 1.0 / 512
+
+
+def _augseg_enhance_factor(u: Tensor) -> Tensor:
+    """ImageEnhance factor of AugSeg's draw u: 0.95 − 0.9·u ∈ (0.05, 0.95], float64 [B]."""
+    lo, hi = AUGSEG_ENHANCE_RANGE
+    return hi - (hi - lo) * u
+
+
+def _augseg_apply(name: str, x: Tensor, u: Tensor, sign: Tensor) -> Tensor:
+    """AugSeg's op `name` on x: uint8 [B, 3, H, W] with draws u float64 [B] and hue signs int64 [B].
+
+    u → op parameter, as the released op functions map it:
+      blur       GaussianBlur σ = 0.1 + 1.9·u                     (the pool op `_blur` at s = u)
+      contrast, brightness, color, sharpness   factor 0.95 − 0.9·u  (ImageEnhance, PIL formulas)
+      posterize  keep 8 − max(1, ⌈4·u⌉) bits (4..7)              (`_posterize` at s = u)
+      solarize   threshold 256 − max(1, ⌈255·u⌉) (1..255)        (`_solarize`, u clamped, see above)
+      hue        H += trunc(±0.5·u·255) mod 256                   (np.uint8 of the shift truncates)
+      identity, autocontrast, equalize: no parameter.
+    """
+    if name == "blur":
+        # Blur computes its kernel weights on the host: hand it host draws, so nothing waits for the device.
+        return _blur(x, u.detach().cpu().to(torch.float64), sign)
+    u = u.to(x.device, torch.float64)
+    sign = sign.to(x.device, torch.int64)
+    if name in ("identity", "autocontrast", "equalize", "posterize"):
+        return _OP_FNS[name](x, u, sign)
+    if name == "solarize":
+        return _solarize(x, u.clamp(min=_SOLARIZE_MIN_U), sign)
+    if name == "hue":
+        shift = torch.trunc(sign.to(torch.float64) * (AUGSEG_HUE_MAX * u) * 255.0)
+        return _hue_shift(x, shift.to(torch.int64))
+    factor = _augseg_enhance_factor(u)
+    if name == "contrast":
+        return _contrast_by(x, factor)
+    if name == "brightness":
+        return _brightness_by(x, factor)
+    if name == "color":
+        return _color_by(x, factor)
+    if name == "sharpness":
+        return _blend(_smooth(x), x, factor)
+    raise ValueError(f"unknown AugSeg op {name!r}; valid names: {', '.join(AUGSEG_OPS)}")
+
+
+def augseg_op(
+    name: str,
+    image: Tensor,
+    u: float,
+    *,
+    sign: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Apply one op of AugSeg's pool at the uniform draw u ∈ [0, 1] (mapped per op, see `_augseg_apply`).
+
+    image: uint8 [3, H, W] or [B, 3, H, W] -> uint8, same shape. `sign` (±1) fixes hue's direction;
+    otherwise one sign per image is drawn from `generator` (CPU generator).
+    """
+    if name not in AUGSEG_OPS:
+        raise ValueError(f"unknown AugSeg op {name!r}; valid names: {', '.join(AUGSEG_OPS)}")
+    if image.dtype != torch.uint8 or image.dim() not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(
+            f"image must be uint8 [3, H, W] or [B, 3, H, W], got {image.dtype} {tuple(image.shape)}"
+        )
+    if not 0.0 <= u <= 1.0:
+        raise ValueError(f"u must lie in [0, 1], got {u}")
+    if sign is not None and sign not in (-1, 1):
+        raise ValueError(f"sign must be -1 or 1, got {sign}")
+    single = image.dim() == 3
+    x = image.unsqueeze(0) if single else image
+    b = x.shape[0]
+    draws = torch.full((b,), float(u), dtype=torch.float64)
+    signs = torch.full((b,), sign, dtype=torch.int64) if sign is not None else _random_signs(b, generator)
+    out = _augseg_apply(name, x, draws, signs)
+    return out.squeeze(0) if single else out
+
+
+def draw_augseg_ops(
+    batch: int,
+    num_ops: int = AUGSEG_NUM_OPS,
+    random_num: bool = True,
+    pool_size: int = len(AUGSEG_OPS),
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The random choices of AugSeg's intensity view, on the CPU, all made up front in a fixed order.
+
+    Returns (op indices into the pool int64 [num_ops, B], draws u ~ U[0, 1) float64 [num_ops, B], hue signs
+    ±1 int64 [num_ops, B], active bool [num_ops, B]). Image i runs steps 0 .. k_i − 1 (active[step, i]),
+    k_i ~ U{1, ..., num_ops} when `random_num` (flag_use_random_num_sampling), else k_i = num_ops.
+    """
+    if num_ops < 1:
+        raise ValueError(f"num_ops must be at least 1, got {num_ops}")
+    if random_num:
+        count = torch.randint(1, num_ops + 1, (batch,), generator=generator)
+    else:
+        count = torch.full((batch,), num_ops, dtype=torch.int64)
+    op_idx = torch.randint(0, pool_size, (num_ops, batch), generator=generator)
+    draws = torch.rand(num_ops, batch, generator=generator, dtype=torch.float64)
+    signs = _random_signs(num_ops * batch, generator).view(num_ops, batch)
+    active = torch.arange(num_ops)[:, None] < count[None, :]
+    return op_idx, draws, signs, active
+
+
+def augseg_strong_view(
+    images: Tensor,
+    num_ops: int = AUGSEG_NUM_OPS,
+    random_num: bool = True,
+    pool: tuple[str, ...] = AUGSEG_OPS,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """AugSeg's random intensity view: per image, k ops drawn uniformly with replacement from `pool`
+    (k ~ U{1, ..., num_ops} when `random_num`, else num_ops), each at its own draw u ~ U[0, 1), in sequence.
+
+    images: uint8 [B, 3, H, W] -> uint8 [B, 3, H, W], a new tensor. The draws come from `generator` on the
+    CPU (`draw_augseg_ops`), so the result depends only on its seed and the batch size, on any device; the
+    images sharing an op at a step run together, and nothing waits for the device.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    unknown = [name for name in pool if name not in AUGSEG_OPS]
+    if unknown or not pool:
+        raise ValueError(f"unknown AugSeg ops {unknown} (or an empty pool); valid: {', '.join(AUGSEG_OPS)}")
+    op_idx, draws, signs, active = draw_augseg_ops(images.shape[0], num_ops, random_num, len(pool), generator)
+    out = images.clone()
+    for step in range(num_ops):
+        for k in torch.unique(op_idx[step][active[step]]).tolist():
+            if pool[k] == "identity":
+                continue
+            sel = (active[step] & (op_idx[step] == k)).nonzero().squeeze(1)
+            dev_sel = sel.to(images.device)
+            out[dev_sel] = _augseg_apply(pool[k], out[dev_sel], draws[step, sel], signs[step, sel])
+    return out

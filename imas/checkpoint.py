@@ -205,8 +205,10 @@ def save_training_state(
     optimizer: torch.optim.Optimizer | None,
     scaler: torch.amp.GradScaler | None,
     rng_states: list[dict[str, Any]] | None,
+    method_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a checkpoint (rank 0 only calls this). best.pth omits optimiser and RNG state."""
+    """Write a checkpoint (rank 0 only calls this). best.pth omits optimiser, RNG and method state
+    (`method_state`: what the method keeps that is not a network, e.g. memory queues)."""
     payload: dict[str, Any] = {
         "epoch": state.epoch,
         "iteration": state.iteration,
@@ -226,7 +228,29 @@ def save_training_state(
         payload["scaler"] = scaler.state_dict()
     if rng_states is not None:
         payload["rng"] = rng_states
+    if method_state:
+        payload["method_state"] = method_state
     save_checkpoint(payload, path)
+
+
+def method_state(path: Path, ckpt: dict[str, Any], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The method's own state in latest.pth (`ckpt`, read from `path`), checked against the `fresh` state a
+    new method holds: the same names and shapes, or one CheckpointError sentence. A checkpoint without it
+    (a method that keeps none, or a run resumed as another method with --resume-anyway) gives `fresh`."""
+    stored = ckpt.get("method_state")
+    if not fresh:
+        return {}
+    if stored is None:
+        log.warning("checkpoint %s holds no method state: it starts afresh", path)
+        return fresh
+    shapes = {k: tuple(v.shape) for k, v in stored.items()}
+    expected = {k: tuple(v.shape) for k, v in fresh.items()}
+    if shapes != expected:
+        raise CheckpointError(
+            f"checkpoint {path} holds a method state of other names or sizes than this config makes "
+            f"({sorted(shapes.items())[:3]} vs {sorted(expected.items())[:3]}); use another train.run_dir"
+        )
+    return stored
 
 
 def saved_state_tensors(
@@ -270,7 +294,9 @@ def repair_best(best: Path, latest: Path, ckpt: dict[str, Any], state: TrainStat
     if held == state.best_epoch:
         return
     if state.best_epoch == state.epoch:
-        save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng")}, best)
+        save_checkpoint(
+            {k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng", "method_state")}, best
+        )
         log.warning(
             "%s did not hold the best epoch %d (a stop between two checkpoint writes): rewritten from %s",
             best,

@@ -1,4 +1,5 @@
-"""Adaptive CutMix (method.md §5): trigger, easy↔hard pairing, boxes, mixing of image / label / confidence.
+"""Adaptive CutMix (method.md §5): trigger, easy↔hard pairing, boxes, mixing of image / label / confidence;
+and the CutMix boxes of the baselines (UniMatch's and FixMatch's redraw sampler, CPS's box masks).
 
 Everything is batched on the device and never synchronises with the host, so a training step can queue
 the CutMix work behind the forward pass. The released runs decided trigger, pairing and box per GPU on its
@@ -12,17 +13,30 @@ and seeded tests are deterministic.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
 PairingMode = Literal["easy_hard", "random"]
 BoxMode = Literal["imas", "beta"]
+# "released": iMAS's released box geometry; "exact": a box of exactly ⌊H·v⌋ rows (see cutmix_boxes).
+BoxGeometry = Literal["released", "exact"]
+# "redraw": UniMatch's released sampler (redraw until the box fits); "clamp": one draw, sides clamped.
+BoxSampler = Literal["redraw", "clamp"]
 
 # Side ratio range of the iMAS box (method.md §5).
 V_MIN, V_MAX = 0.1, 0.9
 # Shape of the classic CutMix Beta(α, α) area prior; an integer, so Gamma(α) is a sum of α exponentials.
 BETA_ALPHA = 4
+# UniMatch's box: area fraction U[0.02, 0.4], aspect ratio h/w ~ U[0.3, 1/0.3].
+AREA_MIN, AREA_MAX = 0.02, 0.4
+RATIO_MIN, RATIO_MAX = 0.3, 1 / 0.3
+# Candidates per image of the vectorised redraw loop. One candidate of UniMatch's loop fits with probability
+# >= 0.0593 at every area on a square crop of any size (least at area 0.4: 0.0607 for 513 pixels, 0.0603 for
+# 769, 0.0593 in the limit of large crops; tests/test_cutmix.py recomputes it), so all 256 miss with
+# probability <= 0.9407^256 ≈ 1.6e-7: the fallback box, and with it any difference from the released loop's
+# distribution, is that rare.
+REDRAW_CANDIDATES = 256
 
 
 # ------------------------------------------------------------------------------------------ random draws
@@ -153,24 +167,32 @@ def cutmix_boxes(
     scale: torch.Tensor | None = None,
     box: BoxMode = "imas",
     device: torch.device | str | None = None,
+    geometry: BoxGeometry = "released",
 ) -> torch.Tensor:
     """Box masks, True inside the box to paste: BoolTensor [B, H, W] on `device` (default: generator's).
 
-    box "imas" (method.md §5): per group one side ratio v ~ U[0.1, 0.9]; box ⌊H·v⌋ × ⌊W·v⌋ (rows
-    [cy − ⌊h/2⌋, cy − ⌊h/2⌋ + h)); centre per image uniform over [⌊H/16⌋, H) × [⌊W/16⌋, W); clipped to the
-    image, so the pasted area is ≤ v²HW. box "beta": classic CutMix, v = sqrt(λ) with λ ~ Beta(4, 4) per
-    group and the centre uniform over the whole image. scale: optional [num_groups] factor on v (option
-    "v scaled by mean e"), e.g. the group's mean easiness.
+    box "imas" (method.md §5): per group one side ratio v ~ U[0.1, 0.9]; h = ⌊H·v⌋, w = ⌊W·v⌋; centre per
+    image uniform over [⌊H/16⌋, H) × [⌊W/16⌋, W). box "beta": v = sqrt(λ) with λ ~ Beta(4, 4) per group.
+    scale: optional [num_groups] factor on v (option "v scaled by mean e"), e.g. the group's mean easiness.
+    Every box is clipped to the image.
+
+    geometry "released" (default), as iMAS's released rand_bbox_by_v / rand_bbox: rows
+    [cy − ⌊h/2⌋, cy + ⌊h/2⌋), i.e. 2·⌊h/2⌋ rows before clipping, one fewer than h when h is odd (columns
+    alike); the "beta" centre is uniform over [⌊H/8⌋, H) × [⌊W/8⌋, W). geometry "exact": rows
+    [cy − ⌊h/2⌋, cy − ⌊h/2⌋ + h), exactly h before clipping, and the "beta" centre over the whole image.
+    Both draw the same random numbers in the same order, so with one generator state they differ only there.
     """
     if device is None and scale is not None:
         device = scale.device
+    if geometry not in ("released", "exact"):
+        raise ValueError(f"unknown CutMix box geometry {geometry!r}; valid: 'released', 'exact'")
     num_groups = _check_groups(batch, group_size)
     if box == "imas":
         v = V_MIN + (V_MAX - V_MIN) * _uniform((num_groups,), generator, device)
         low_y, low_x = height // 16, width // 16
     elif box == "beta":
         v = _beta_side_ratio(num_groups, generator, device)
-        low_y, low_x = 0, 0
+        low_y, low_x = (height // 8, width // 8) if geometry == "released" else (0, 0)
     else:
         raise ValueError(f"unknown CutMix box mode {box!r}; valid: 'imas', 'beta'")
     if scale is not None:
@@ -185,12 +207,77 @@ def cutmix_boxes(
     cx = _randint(low_x, width, (batch,), generator, device)
     top = cy - box_h // 2
     left = cx - box_w // 2
-    rows = torch.arange(height, device=cy.device)
-    cols = torch.arange(width, device=cx.device)
-    # Comparing against the unclipped edges clips for free: rows outside [0, H) do not exist.
-    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])  # [B, H]
-    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])  # [B, W]
-    return in_rows[:, :, None] & in_cols[:, None, :]
+    if geometry == "released":
+        # The released box ends at c + ⌊h/2⌋ (both ends from the centre), not at c − ⌊h/2⌋ + h.
+        box_h = 2 * (box_h // 2)
+        box_w = 2 * (box_w // 2)
+    inside = _rectangles(height, width, top[:, None], left[:, None], box_h[:, None], box_w[:, None])
+    return inside[:, 0]
+
+
+class BoxParams(NamedTuple):
+    """Axis-aligned boxes, one per image, each an int64 tensor [B]: rows [top, top + height), columns
+    [left, left + width); fallback (bool [B]): the box came from the redraw sampler's fallback."""
+
+    top: torch.Tensor
+    left: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+    fallback: torch.Tensor
+
+
+def redraw_box_params(
+    batch: int,
+    height: int,
+    width: int,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    candidates: int = REDRAW_CANDIDATES,
+) -> BoxParams:
+    """UniMatch's released CutMix box (dataset/transform.py, obtain_cutmix_box), batched and without a loop.
+
+    Released, per image: with probability p a box; its area A = U[0.02, 0.4]·H·W is drawn once; then, until
+    the box fits, a ratio r ~ U[0.3, 1/0.3], w = ⌊sqrt(A / r)⌋, h = ⌊sqrt(A·r)⌋ and a corner
+    x ~ U{0, …, W − 1}, y ~ U{0, …, H − 1} are redrawn; it fits when x + w <= W and y + h <= H. Redrawing
+    weights each ratio by its number of fitting corners, which favours squares at large areas.
+
+    Here every image draws `candidates` (r, x, y) triples at once and keeps the first that fits: the same
+    distribution as the loop's first fitting triple, because the triples are i.i.d. and A stays fixed, as in
+    the loop. When none fits (probability <= 1.6e-7 per box with the default 256, see REDRAW_CANDIDATES), the
+    box is the square of side ⌊sqrt(A)⌋ (clamped to the image; the ratio that fits most often) at a uniformly
+    drawn fitting corner, so the total-variation distance to the released distribution is at most that
+    probability. Images without a box get height = width = 0. Never synchronises with the host.
+    """
+    if candidates < 1:
+        raise ValueError(f"the redraw sampler needs at least one candidate, got {candidates}")
+    u = _uniform((4, batch), generator, device)  # fire, area, fallback row, fallback column
+    ratio = RATIO_MIN + (RATIO_MAX - RATIO_MIN) * _uniform((batch, candidates), generator, device)
+    cand_y = _randint(0, height, (batch, candidates), generator, device)  # [B, K]
+    cand_x = _randint(0, width, (batch, candidates), generator, device)
+    fire = u[0] < p
+    area = (AREA_MIN + (AREA_MAX - AREA_MIN) * u[1]) * (height * width)  # [B]
+    cand_w = torch.sqrt(area[:, None] / ratio).long()  # [B, K]; floor, as int() of a positive number
+    cand_h = torch.sqrt(area[:, None] * ratio).long()
+    fits = (cand_x + cand_w <= width) & (cand_y + cand_h <= height)  # [B, K]
+    # argmax returns the first maximal index: the first candidate that fits (0 when none does).
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # [B, 1]
+    found = fits.any(dim=1)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(1, first).squeeze(1)
+
+    side = torch.sqrt(area).long()
+    square_h, square_w = side.clamp(max=height), side.clamp(max=width)
+    # Uniform over the fitting corners [0, H − h]; the clamp guards float rounding of u·(H − h + 1).
+    square_top = torch.minimum((u[2] * (height - square_h + 1)).long(), height - square_h)
+    square_left = torch.minimum((u[3] * (width - square_w + 1)).long(), width - square_w)
+    top = torch.where(found, pick(cand_y), square_top)
+    left = torch.where(found, pick(cand_x), square_left)
+    zero = torch.zeros_like(side)
+    box_h = torch.where(fire, torch.where(found, pick(cand_h), square_h), zero)
+    box_w = torch.where(fire, torch.where(found, pick(cand_w), square_w), zero)
+    return BoxParams(top, left, box_h, box_w, fire & ~found)
 
 
 def single_boxes(
@@ -200,23 +287,34 @@ def single_boxes(
     p: float,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    sampler: BoxSampler = "redraw",
+    candidates: int = REDRAW_CANDIDATES,
 ) -> torch.Tensor:
-    """UniMatch's CutMix box, one per image with probability p: area U[0.02, 0.4]·HW, aspect ratio
-    h/w ~ U[0.3, 1/0.3], placed uniformly where it fits inside the image. BoolTensor [B, H, W].
+    """UniMatch's CutMix box, one per image with probability p: area U[0.02, 0.4]·HW, aspect ratio h/w in
+    [0.3, 1/0.3], inside the image. BoolTensor [B, H, W].
 
-    (UniMatch redraws a box until it fits; clamping the sides to the image and drawing the corner among the
-    fitting positions keeps the same sizes for every box that fits at once, which most do.)
+    sampler "redraw" (default): the released sampler, which redraws ratio and corner until the box fits
+    (`redraw_box_params`); the ratios it keeps lean towards 1. sampler "clamp": one draw, the ratio uniform,
+    the sides clamped to the image and the corner uniform among the fitting ones (same size for every box
+    that fits at once, but a uniform ratio rather than the released loop's). `candidates`: redraw only.
     """
-    u = _uniform((5, batch), generator, device)
-    fire = u[0] < p
-    area = (0.02 + 0.38 * u[1]) * height * width
-    ratio = 0.3 + (1 / 0.3 - 0.3) * u[2]
-    box_w = torch.sqrt(area / ratio).long().clamp(max=width)
-    box_h = torch.sqrt(area * ratio).long().clamp(max=height)
-    top = (u[3] * (height - box_h + 1)).long()
-    left = (u[4] * (width - box_w + 1)).long()
+    if sampler == "redraw":
+        boxes = redraw_box_params(batch, height, width, p, generator, device, candidates)
+        top, left, box_h, box_w = boxes.top, boxes.left, boxes.height, boxes.width
+    elif sampler == "clamp":
+        u = _uniform((5, batch), generator, device)
+        fire = u[0] < p
+        area = (AREA_MIN + (AREA_MAX - AREA_MIN) * u[1]) * height * width
+        ratio = RATIO_MIN + (RATIO_MAX - RATIO_MIN) * u[2]
+        box_w = torch.sqrt(area / ratio).long().clamp(max=width)
+        box_h = torch.sqrt(area * ratio).long().clamp(max=height)
+        top = (u[3] * (height - box_h + 1)).long()
+        left = (u[4] * (width - box_w + 1)).long()
+        box_h, box_w = box_h * fire, box_w * fire
+    else:
+        raise ValueError(f"unknown CutMix box sampler {sampler!r}; valid: 'redraw', 'clamp'")
     inside = _rectangles(height, width, top[:, None], left[:, None], box_h[:, None], box_w[:, None])
-    return inside[:, 0] & fire[:, None, None]
+    return inside[:, 0]
 
 
 def multi_box_masks(
@@ -256,6 +354,24 @@ def _rectangles(
     in_rows = (rows >= top[..., None]) & (rows < (top + box_h)[..., None])  # [B, n, H]
     in_cols = (cols >= left[..., None]) & (cols < (left + box_w)[..., None])  # [B, n, W]
     return in_rows[..., :, None] & in_cols[..., None, :]
+
+
+def half_area_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """U2PL's CutMix box, one per image: width w ~ U{floor(W/2) + 1, ..., W - 1}, height round(H·W / 2 / w)
+    (half the image's area), the corner uniform among those where it fits. BoolTensor [B, H, W]."""
+    u = _uniform((3, batch), generator, device)
+    low = width // 2 + 1
+    box_w = low + (u[0] * max(width - low, 1)).long()
+    box_h = torch.round(height * width / 2 / box_w.float()).long().clamp(max=height)
+    top = (u[1] * (height - box_h + 1)).long()
+    left = (u[2] * (width - box_w + 1)).long()
+    return _rectangles(height, width, top, left, box_h, box_w)
 
 
 def other_image(

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
     info = init_distributed(args.device)
     log = setup_logging(None, info.is_main)
     ckpt = load_checkpoint(args.checkpoint)
-    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
+    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model, info)
     output = Path(args.output or f"{args.checkpoint}.{which}.eval.json")
     # Checked on every rank (not only the one that writes) so that all of them stop before evaluating,
     # instead of a traceback after the whole evaluation or ranks waiting on one that stopped.
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> dict:
     processes = f" on {info.world_size} processes" if info.world_size > 1 else ""
     log.info(
         "evaluating %s on %d val images, %s inference%s",
-        describe_model(ckpt, args.checkpoint, which, cfg.eval.model.value),
+        describe_model(ckpt, args.checkpoint, which, cfg.eval.model),
         len(datasets.val),
         cfg.eval.mode.value,
         processes,

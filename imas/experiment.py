@@ -1,6 +1,7 @@
 """A config checked against the code: what every command that runs a config loads.
 
-imas.config checks keys, types and ranges without importing torch or the code a config names. The names of
+imas.config checks keys, types and ranges without importing torch or the code a config names. The section
+of train.method is built here from the method's own settings class (imas.methods.SETTINGS); the names of
 methods and backbones, and what a method needs of a config (a batch its forwards work with, an unlabeled
 split), are checked here, by functions that sit beside the one list of each (imas.methods.METHODS,
 imas.models.BACKBONES).
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imas.config import Config, from_dict, load_config
-from imas.methods import check_method
+from imas.methods import SETTINGS, check_method
 from imas.models import check_backbone
 
 
@@ -25,7 +26,7 @@ def check_experiment(cfg: Config) -> None:
 
 def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
     """imas.config.load_config, then check_experiment: a config file (and "a.b=c" overrides) to run."""
-    cfg = load_config(path, overrides)
+    cfg = load_config(path, overrides, SETTINGS)
     check_experiment(cfg)
     return cfg
 
@@ -33,6 +34,6 @@ def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ())
 def experiment_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
     """imas.config.from_dict, then check_experiment: a stored config (a checkpoint's, a run's config.yaml),
     with overrides, to run."""
-    cfg = from_dict(data, overrides)
+    cfg = from_dict(data, overrides, SETTINGS)
     check_experiment(cfg)
     return cfg

@@ -26,10 +26,10 @@ MODES = ("whole", "sliding")
 
 
 def _probs(model: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
-    """Softmax of model(x) in float32: x [N, 3, h, w] → [N, K, h, w]."""
-    logits = model(x)
-    if isinstance(logits, (tuple, list)):
-        raise TypeError("the model returned a tuple (train mode with an aux head?); call model.eval() first")
+    """Softmax of model(x) in float32: x [N, 3, h, w] → [N, K, h, w]. The model returns a SegOutput (a
+    segmentor) or the logits themselves (any callable)."""
+    out = model(x)
+    logits = out if isinstance(out, torch.Tensor) else out.logits
     if logits.shape[-2:] != x.shape[-2:]:
         raise ValueError(
             f"model logits {tuple(logits.shape)} are not at the input size {tuple(x.shape[-2:])}"

@@ -93,8 +93,8 @@ SUPERVISED_LOSSES = ("ce", "ohem")
 class SupervisedLoss(nn.Module):
     """L_x of method.md §7: a per-pixel loss on the main logits, plus aux_weight × it on the aux logits.
 
-    forward(outputs, target): outputs is logits [B, K, H, W] or a pair (logits, aux_logits) as the model
-    returns in train mode with an aux head; target [B, H, W]. Returns a float32 scalar.
+    forward(logits, target, aux_logits=None): the main (and aux) head's logits [B, K, H, W], target [B, H, W].
+    Returns a float32 scalar.
     """
 
     def __init__(
@@ -122,12 +122,13 @@ class SupervisedLoss(nn.Module):
         return cross_entropy(logits, target, self.ignore_index)
 
     def forward(
-        self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor
+        self, logits: torch.Tensor, target: torch.Tensor, aux_logits: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if isinstance(outputs, (tuple, list)):
-            logits, aux_logits = outputs
-            return self.pixel_loss(logits, target) + self.aux_weight * self.pixel_loss(aux_logits, target)
-        return self.pixel_loss(outputs, target)
+        """logits (and aux_logits, where the model has an aux head) [B, K, H, W], target [B, H, W]."""
+        loss = self.pixel_loss(logits, target)
+        if aux_logits is not None:
+            loss = loss + self.aux_weight * self.pixel_loss(aux_logits, target)
+        return loss
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, aux_weight={self.aux_weight}"
@@ -201,3 +202,9 @@ def confident_pixel_loss(
     nll = _pixel_nll(logits, pseudo_label, IGNORE_INDEX)
     mask = (confidence.detach() >= threshold) & valid
     return (nll * mask.float()).sum() / valid.sum().clamp(min=1)
+
+
+def confident_share(confidence: torch.Tensor, threshold: float, valid: torch.Tensor) -> torch.Tensor:
+    """The share of non-padding pixels whose confidence [B, H, W] is >= threshold (what the released codes
+    log as the confident ratio), a 0-d tensor; valid [B, H, W] is False on crop padding."""
+    return ((confidence >= threshold) & valid).sum() / valid.sum().clamp(min=1)

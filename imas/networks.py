@@ -1,9 +1,9 @@
 """The networks a training checkpoint holds, what each is called, and loading one for inference.
 
-A checkpoint keeps each network under the same key whatever the method, so that imas-eval and imas-predict
-read any run's checkpoint: "model" (the student, or the first of two networks), "teacher" (an EMA teacher)
-and "model2" (CPS's second network). The methods (imas.methods) declare which keys they train and
-evaluate; this module names them in logs and sentences.
+A checkpoint keeps each network under the key its method declares (imas.methods.base.Network): "model"
+(the student, or the first of two networks), "teacher" (an EMA teacher), "model2" (CPS's second network).
+This module reads those declarations for a checkpoint: which network it reports, what a sentence calls
+each, and which one a `--model` name picks.
 """
 
 from __future__ import annotations
@@ -18,31 +18,56 @@ from imas.checkpoint import load_model_state
 from imas.config import Config
 from imas.dist import DistInfo
 from imas.errors import CheckpointError
+from imas.methods import METHODS
+from imas.methods.base import STUDENT, Network
 from imas.models import build_model
 
-# What training logs and metrics call each checkpoint key ("student mIoU"), whatever the method.
-LABELS = {"model": "student", "teacher": "teacher", "model2": "second network"}
+
+def declared(ckpt: dict[str, Any]) -> tuple[Network, ...]:
+    """The networks the checkpoint's method declares; for a checkpoint that names no known method, those of
+    the first method whose networks are exactly the ones it holds."""
+    method = ckpt.get("config", {}).get("train", {}).get("method")
+    if method in METHODS:
+        return METHODS[method].networks
+    known = {n.key for m in METHODS.values() for n in m.networks}
+    held = {key for key in known if key in ckpt}
+    for m in METHODS.values():
+        if {n.key for n in m.networks} == held:
+            return m.networks
+    return (STUDENT,)
 
 
 def model_label(ckpt: dict[str, Any], key: str) -> str:
-    """What to call the network under checkpoint key `key` ("teacher", "model", "model2") in a sentence.
-
-    "model" is the student beside a teacher, the first network beside a second (CPS), else the run's only
-    network (supervised, FixMatch, UniMatch): "student" would be wrong there, as no teacher exists."""
-    if key == "teacher":
-        return "teacher"
-    if key == "model2":
-        return "second network"
-    if "teacher" in ckpt:
-        return "student"
-    return "first network" if "model2" in ckpt else "network"
+    """What to call the network under checkpoint key `key` in a sentence ("teacher", "student", "second
+    network"; "network" where it is the run's only one, "first network" beside CPS's second)."""
+    network = {n.key: n for n in declared(ckpt)}.get(key)
+    if network is None:
+        return key
+    return network.noun or network.label
 
 
 def reported_key(ckpt: dict[str, Any]) -> str:
-    """The checkpoint key of the model whose val mIoU training recorded (best_miou): the teacher where the
-    checkpoint holds one, else the first network. Every method reports by this rule (its `evaluated[0]`;
-    tests/test_methods.py checks it), so a checkpoint says it without the method's class."""
-    return "teacher" if "teacher" in ckpt else "model"
+    """The checkpoint key of the model whose val mIoU training recorded (best_miou): its method's first
+    evaluated network, so a checkpoint says it without the method's class."""
+    return next(n.key for n in declared(ckpt) if n.evaluated)
+
+
+def model_names(ckpt: dict[str, Any]) -> list[str]:
+    """What `--model` (eval.model) accepts for this checkpoint: its networks' names."""
+    return [n.name for n in declared(ckpt) if n.key in ckpt]
+
+
+def resolve_model(ckpt: dict[str, Any], checkpoint: str | Path, asked: str) -> str:
+    """The checkpoint key of the network named `asked` (eval.model): a network its method declares by name
+    ("teacher", "student", "second_network"); "teacher" on a run without one is its reported network, as
+    the default eval.model reads every run. A name the checkpoint lacks is one CheckpointError sentence."""
+    by_name = {n.name: n.key for n in declared(ckpt) if n.key in ckpt}
+    if asked in by_name:
+        return by_name[asked]
+    if asked == "teacher" and "teacher" not in ckpt:
+        return reported_key(ckpt)
+    valid = ", ".join(by_name) or "none"
+    raise CheckpointError(f"checkpoint {checkpoint} holds no {asked!r} network; its networks: {valid}")
 
 
 def describe_model(ckpt: dict[str, Any], path: str | Path, key: str, asked: str) -> str:
@@ -79,15 +104,11 @@ def load_trained_model(
     """The model of a training checkpoint `ckpt` (read from `checkpoint` by load_checkpoint), ready for
     inference (eval mode, on info.device).
 
-    which: "teacher" or "student"; a supervised run's checkpoint has no teacher, so its "model" is used.
-    Returns (model, the checkpoint key that was loaded). A checkpoint without those weights or with another
-    class count than the config is a CheckpointError naming the file.
+    which: a network's name (`resolve_model`). Returns (model, the checkpoint key that was loaded). A
+    checkpoint without those weights or with another class count than the config is a CheckpointError
+    naming the file.
     """
-    key = {"teacher": "teacher", "student": "model"}[which]
-    if key not in ckpt and which == "teacher" and "model" in ckpt:
-        key = "model"  # a supervised run: its only model
-    if key not in ckpt:
-        raise CheckpointError(f"checkpoint {checkpoint} holds no {which!r} weights")
+    key = resolve_model(ckpt, checkpoint, which)
     stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
     if stored_classes is not None and stored_classes != cfg.data.num_classes:
         raise CheckpointError(

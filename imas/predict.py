@@ -435,7 +435,7 @@ def run(args: argparse.Namespace) -> Summary:
     cfg = resolve_config(args, ckpt)
     use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))
-    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model.value, info)
+    model, which = load_trained_model(cfg, ckpt, args.checkpoint, cfg.eval.model, info)
     colours = np.array(palette(cfg.data), dtype=np.uint8)
     flat_palette = colours.flatten().tolist()
     classes = class_names(cfg.data)
@@ -443,7 +443,7 @@ def run(args: argparse.Namespace) -> Summary:
     log.info(
         "predicting %d images with %s, %s inference on %s",
         len(files),
-        describe_model(ckpt, args.checkpoint, which, cfg.eval.model.value),
+        describe_model(ckpt, args.checkpoint, which, cfg.eval.model),
         cfg.eval.mode.value,
         info.device.type,
     )

@@ -38,6 +38,7 @@ from imas.dist import init_distributed
 from imas.errors import UserError
 from imas.experiment import load_experiment
 from imas.inference import inference_options, predict
+from imas.methods.imas import ImasSettings
 from imas.networks import load_trained_model
 from imas.normalization import normalize
 from imas.outputs import MARK_KEY, check_output, write_text_atomic
@@ -91,7 +92,9 @@ def summarize(confusion: np.ndarray, gt_count: np.ndarray, names: list[str]) -> 
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_experiment(args.config, args.opt)
-    threshold = cfg.imas.threshold if args.threshold is None else args.threshold
+    # The method's own threshold where it has one (imas, mean_teacher, fixmatch, ...), else iMAS's default.
+    own = getattr(cfg.method_settings, "threshold", ImasSettings.threshold)
+    threshold = own if args.threshold is None else args.threshold
     if not 0 < threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {threshold}")
     if args.limit < 0:

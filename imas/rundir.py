@@ -258,7 +258,9 @@ def result_changes(stored: dict[str, Any], cfg: Config) -> list[tuple[str, Any, 
     result, as (key, old, new). A key the checkpoint predates counts as its default value."""
     old = _flatten(upgrade_stored(stored))
     new = _flatten(to_dict(cfg))
-    default = _flatten(to_dict(Config(), all_sections=True))
+    settings = cfg.method_settings
+    default = to_dict(Config()) | ({cfg.train.method: to_dict(type(settings)())} if settings else {})
+    default = _flatten(default)
     changes = []
     for key, value in new.items():
         if key.startswith(RESULT_NEUTRAL_KEYS):

@@ -39,6 +39,7 @@ from imas.checkpoint import (
     TrainState,
     gather_rng_states,
     load_checkpoint,
+    method_state,
     repair_best,
     resume_training_state,
     rng_untouched,
@@ -84,9 +85,9 @@ from imas.logging import (
 )
 from imas.losses import build_supervised_loss
 from imas.methods import METHODS, Method, StepOutput
+from imas.methods import Progress as StepProgress  # where training is; imas.logging's Progress prints it
 from imas.metrics import ConfusionMatrix
 from imas.models import build_model
-from imas.networks import LABELS
 from imas.panels import PANEL_ROWS, val_panel
 from imas.precision import make_grad_scaler, optimizer_step, precision_warning
 from imas.rundir import (
@@ -237,7 +238,7 @@ def build_trainer(cfg: Config, info: DistInfo, pretrained: bool = True) -> Train
     global RNG then moves to this rank's step stream."""
     method_class = METHODS[cfg.train.method]
     trained: dict[str, nn.Module] = {}
-    for index, name in enumerate(method_class.trained):
+    for index, name in enumerate(method_class.trained_keys()):
         if index:  # a second network (CPS): what is not pretrained starts from another seed
             torch.manual_seed(cfg.train.seed + index)
         trained[name] = build_model(cfg, info, pretrained=pretrained)
@@ -266,14 +267,13 @@ def train_step(
     trainer: Trainer,
     labeled: dict[str, torch.Tensor],
     unlabeled: dict[str, torch.Tensor] | None,
-    iteration: int,
-    epoch: int,
+    progress: StepProgress,
     keep_views: bool = False,
 ) -> StepOutput:
     """One iteration: the method's step, the optimiser step (under the gradient scaler) and after_step."""
-    out = trainer.method.step(trainer.nets, labeled, unlabeled, keep_views=keep_views)
+    out = trainer.method.step(trainer.nets, labeled, unlabeled, progress, keep_views=keep_views)
     optimizer_step(out.loss, trainer.optimizer, trainer.scaler)
-    trainer.method.after_step(iteration, epoch)
+    trainer.method.after_step(progress)
     return out
 
 
@@ -282,7 +282,7 @@ def train_step(
 
 def labels_of(method_class: type[Method]) -> list[str]:
     """The labels of the models a method evaluates, the reported one first."""
-    return [LABELS[name] for name in method_class.evaluated]
+    return [network.label for network in method_class.evaluated()]
 
 
 @dataclass
@@ -423,6 +423,7 @@ def resume(
         ckpt = load_checkpoint(latest)
         models = trainer.method.models
         state = resume_training_state(latest, ckpt, cfg, info, models, trainer.optimizer, trainer.scaler)
+        trainer.method.load_state_dict(method_state(latest, ckpt, trainer.method.state_dict()))
         saved_epoch = state.epoch
         log.info("resumed from %s: %d epochs done, iteration %d", latest, state.epoch, state.iteration)
         if changes:
@@ -493,9 +494,8 @@ def train_one_epoch(run: Run, epoch: int) -> None:
         u_batch = to_device(unlabeled, info.device, cfg.train.channels_last) if semi else None
         # A panel every `every` iterations and at the last one, to show what training ended on.
         due = every > 0 and (state.iteration % every == 0 or state.iteration + 1 == run.total_iters)
-        out = train_step(
-            trainer, batch, u_batch, state.iteration, epoch, keep_views=semi and info.is_main and due
-        )
+        progress = StepProgress(state.iteration, epoch, run.loaders.iters_per_epoch, cfg.train.epochs)
+        out = train_step(trainer, batch, u_batch, progress, keep_views=semi and info.is_main and due)
         run.guard.watch(out.loss)
         if out.per_image.keys() != set(trainer.method.per_image):  # the same on every rank: none waits
             declared = trainer.method.per_image
@@ -578,11 +578,12 @@ def evaluate(run: Run) -> EvalRecord:
     """Evaluate every model the method evaluates on the val split (the reported one last, as it always
     was)."""
     start = time.perf_counter()
-    models, evaluated = run.method.models, run.method.evaluated
+    models, evaluated = run.method.models, run.method.evaluated()
     confusions = {}
-    for name in (*evaluated[1:], evaluated[0]):
-        confusions[LABELS[name]] = evaluate_model(run.cfg, models[name], run.val_loader, run.info.device)
-    reported = LABELS[evaluated[0]]
+    for network in (*evaluated[1:], evaluated[0]):
+        model = models[network.key]
+        confusions[network.label] = evaluate_model(run.cfg, model, run.val_loader, run.info.device)
+    reported = evaluated[0].label
     ordered = {reported: confusions.pop(reported)} | confusions
     return EvalRecord(run.state.epoch, run.state.iteration, ordered, time.perf_counter() - start)
 
@@ -610,7 +611,7 @@ def record(run: Run, rec: EvalRecord) -> None:
     line |= {"others": {label: c.to_dict(class_list) for label, c in others.items()}} if others else {}
     writer.evaluation(line | {"time": time.time(), "wall_s": run.wall_s()})
     if run.val_samples:
-        shown = {LABELS[name]: run.method.models[name] for name in run.method.evaluated}
+        shown = {network.label: run.method.models[network.key] for network in run.method.evaluated()}
         columns, rows = val_panel(run.cfg, shown, run.val_samples, run.colours, run.info.device)
         writer.panel("eval/views", columns, run.colours, rec.iteration, class_list, rows, legend=True)
 
@@ -626,10 +627,19 @@ def save_checkpoints(run: Run, new_best: bool) -> None:
         models, trainer = run.method.models, run.trainer
         # latest.pth first: it names the best epoch, so a stop before best.pth is written is repaired
         # on resume from latest.pth's own weights (imas.checkpoint.repair_best).
-        save_training_state(latest, run.cfg, state, models, trainer.optimizer, trainer.scaler, rng_states)
+        save_training_state(
+            latest,
+            run.cfg,
+            state,
+            models,
+            trainer.optimizer,
+            trainer.scaler,
+            rng_states,
+            run.method.state_dict(),
+        )
         if new_best:
             save_training_state(best, run.cfg, state, models, None, None, None)
-            label = LABELS[run.method.reported]
+            label = run.method.reported().label
             log.info(
                 "new best: %s mIoU %s at epoch %d -> %s",
                 label,

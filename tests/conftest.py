@@ -188,6 +188,18 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+# What each method's few toy steps need beyond small_config: teacher-student thresholds that leave some
+# pixels confident and whole CutMix groups; U2PL's representation head, and queues that fill in a few steps.
+FEW_STEP_SECTIONS: dict[str, dict[str, dict]] = {
+    "imas": {"imas": {"threshold": 0.5, "group_size": 2}},
+    "mean_teacher": {"mean_teacher": {"threshold": 0.5, "group_size": 2}},
+    "u2pl": {
+        "model": {"representation": 16},
+        "u2pl": {"sup_only_epochs": 0, "queue_size": 64, "queue_size_class0": 64, "num_queries": 16},
+    },
+}
+
+
 def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     cfg = {
         "data": toy_data(toy, "small_", crop_size=64, long_side=[64, 96], num_workers=0),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import toy_data
+from conftest import FEW_STEP_SECTIONS, toy_data
 
 from imas import train as train_cli
 
@@ -21,6 +21,8 @@ from imas import train as train_cli
 METHOD_SECTIONS = {
     name: {"threshold": 0.182, "group_size": 2, "class_weighted": False} for name in ("imas", "mean_teacher")
 }
+# U2PL's representation head and queues that fill in a few steps.
+MODEL_SECTIONS = {"u2pl": FEW_STEP_SECTIONS["u2pl"]}
 
 
 def tiny_config(folder: Path, toy: Path, method: str) -> Path:
@@ -40,6 +42,8 @@ def tiny_config(folder: Path, toy: Path, method: str) -> Path:
     }
     if method in METHOD_SECTIONS:
         cfg[method] = METHOD_SECTIONS[method]
+    for section, values in MODEL_SECTIONS.get(method, {}).items():
+        cfg.setdefault(section, {}).update(values)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{method}.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -112,5 +112,5 @@ def test_every_method_trains_compiled(tmp_path, toy, monkeypatch, method, opts):
             r"torch\.compile: (\d+) graphs compiled", (tmp_path / "run" / "train.log").read_text()
         )
     ]
-    assert graphs and 1 <= graphs[-1] <= 2 * len(METHODS[method].trained)
+    assert graphs and 1 <= graphs[-1] <= 2 * len(METHODS[method].trained_keys())
     assert sum(counters["graph_break"].values()) == 0

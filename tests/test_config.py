@@ -208,7 +208,7 @@ def test_bad_numbers_name_the_key(tmp_path, text, needles):
 )
 def test_non_finite_overrides(tmp_path, override, needle):
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, ""), [override])
+        load_experiment(write(tmp_path, ""), ["train.method=imas", "data.unlabeled_split=u.txt", override])
     assert f"{needle} must be a finite number" in str(info.value)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imas.config import Config, CutMixTrigger, from_dict, load_config, to_dict
+from imas.config import CORE_SECTIONS, Config, from_dict, load_config, to_dict
 from imas.config import schema as schema_module
 from imas.config.checks import SEED_RANGE
 from imas.config.convert import field_types
@@ -19,6 +19,8 @@ from imas.data.commands import main as imas_data
 from imas.data.splits import read_split
 from imas.errors import CheckpointError, ConfigError, DataError
 from imas.experiment import load_experiment
+from imas.methods import SETTINGS
+from imas.methods.imas import CutMixTrigger, ImasSettings
 
 IMAS = "train:\n  method: imas\ndata:\n  unlabeled_split: u.txt\nimas:\n"
 SLIDING = "eval:\n  mode: sliding\n  window: 512\n"
@@ -143,9 +145,11 @@ def test_strings_that_yaml_1_1_read_as_booleans_stay_strings(tmp_path):
 
 
 def _enum_fields() -> list[tuple[str, type[enum.Enum]]]:
-    """(dotted key, enum) of every enum-typed key in the schema."""
+    """(dotted key, enum) of every enum-typed key in the schema and in every method's settings."""
     found = []
-    for section, hint in field_types(Config).items():
+    sections = {name: field_types(Config)[name] for name in CORE_SECTIONS}
+    sections |= {name: cls for name, cls in SETTINGS.items() if cls is not None}
+    for section, hint in sections.items():
         for name, value_hint in field_types(hint).items():
             if isinstance(value_hint, type) and issubclass(value_hint, enum.Enum):
                 found.append((f"{section}.{name}", value_hint))
@@ -163,7 +167,7 @@ def test_every_enum_value_can_be_written_plainly():
             # What an error message lists must load as itself, unquoted, in a file and in an override.
             assert load_yaml(f"key: {member.value}\n", "test") == {"key": member.value}, member
             assert load_yaml(member.value, "test") == member.value, member
-    assert typing.get_type_hints(schema_module.ImasConfig)["cutmix"] is CutMixTrigger
+    assert typing.get_type_hints(ImasSettings)["cutmix"] is CutMixTrigger
 
 
 # 3. Split files saved on Windows, and invisible characters.

@@ -14,9 +14,10 @@ import yaml
 from PIL import Image
 
 from imas import train as train_cli
-from imas.config import load_config, save_config, to_dict
+from imas.config import save_config, to_dict
 from imas.data.toy import make_toy_dataset
 from imas.errors import UserError
+from imas.experiment import load_experiment
 from imas.rundir import LOCK_NAME, RunLock, StartUndo
 
 
@@ -115,9 +116,9 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, toy_root, capsys):
     config = write_config(tmp_path / "x.yaml", toy_root)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    save_config(load_config(config), run_dir / "config.yaml")
+    save_config(load_experiment(config), run_dir / "config.yaml")
     (run_dir / "metrics.jsonl").write_text("")
-    stored = {"config": to_dict(load_config(config, ["train.seed=5"])), "epoch": 1}
+    stored = {"config": to_dict(load_experiment(config, ["train.seed=5"])), "epoch": 1}
     torch.save(stored, run_dir / "latest.pth")
     before = tree(run_dir)
     assert train("--config", str(config), "--run-dir", str(run_dir)) == 2

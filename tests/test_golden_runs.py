@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import cpu_identity, make_toy_dataset, small_config
+from conftest import FEW_STEP_SECTIONS, cpu_identity, make_toy_dataset, small_config
 
 from imas import train as train_cli
 from imas.methods import METHODS
 
 GOLDEN = Path(__file__).with_name("golden") / "runs.json"
-SECTIONS = {name: {"threshold": 0.5, "group_size": 2} for name in ("imas", "mean_teacher")}
 SETTINGS = {"image_every": 1, "log_every": 3}
 # What changes from one run to the next: times, rates, paths.
 TIMES = re.compile(r"\d+\.\d+ it/s eta \S+|in \d+:\d\d:\d\d|eta \S+|nan it/s")
@@ -57,15 +56,15 @@ def tensorboard_tags(run_dir: Path) -> list[str]:
 def run(tmp_path: Path, toy: Path, method: str) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    section = {method: SECTIONS[method]} if method in SECTIONS else {}
-    config = small_config(tmp_path, toy, train={"method": method} | SETTINGS, **section)
+    sections = FEW_STEP_SECTIONS.get(method, {})
+    config = small_config(tmp_path, toy, train={"method": method} | SETTINGS, **sections)
     run_dir = tmp_path / "run"
     try:
         assert train_cli.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
     finally:
         torch.set_num_threads(threads)
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
-    keys = sorted(set(METHODS[method].trained) | set(METHODS[method].evaluated))
+    keys = sorted({n.key for n in METHODS[method].networks})
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     history = run_dir / "hardness.csv"
     return {

@@ -1,9 +1,10 @@
 """Golden values of today's training steps, so that moving the step code changes nothing.
 
-For SupOnly and four iMAS settings that between them take every branch of the step (the default; CutMix on
-every image with padding masked, Beta boxes and random pairing; select adaptation, no weighting, unweighted
-IoU, weak view outside the batch; magnitude adaptation with scaled boxes), one step on fixed inputs in fp32
-with one thread: the loss, every logged scalar, the hardness, and the gradient of a few parameters. The
+For every method (and four iMAS settings that between them take every branch of its step: the default;
+CutMix on every image with padding masked, Beta boxes and random pairing; select adaptation, no weighting,
+unweighted IoU, weak view outside the batch; magnitude adaptation with scaled boxes), one step on fixed
+inputs in fp32 with one thread: the loss, every logged scalar, the per-image values, and the gradient of a
+few parameters of every trained network. The
 values in tests/golden/steps.json were written by this file (`python tests/test_golden_steps.py`, only when
 a step's behaviour is meant to change) and are compared bit for bit on the CPU that wrote them (the same
 vector ISA and processor model: oneDNN picks other kernels on others, so elsewhere they are compared to 1e-5
@@ -20,11 +21,10 @@ import pytest
 import torch
 from conftest import cpu_identity
 
-from imas.config import load_config
 from imas.dist import DistInfo
-from imas.losses import build_supervised_loss
-from imas.methods import METHODS
-from imas.models import build_model
+from imas.experiment import load_experiment
+from imas.methods import Progress
+from imas.train import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,23 +64,33 @@ CASES: dict[str, list[str]] = {  # the config (SupOnly's or iMAS's toy config) f
         "imas.adaptive=magnitude",
         "imas.cutmix_scale=true",
     ],
+    "mean_teacher": ["train.method=mean_teacher", "mean_teacher.group_size=2", "mean_teacher.threshold=0.3"],
+    "fixmatch": ["train.method=fixmatch", "fixmatch.threshold=0.3", "model.aux_head=true"],
+    "unimatch": ["train.method=unimatch", "unimatch.threshold=0.3"],
+    "cps": ["train.method=cps", "cps.labeled_term=true", "cps.weight=1.5"],
+    "cps_released": ["train.method=cps"],
+    "augseg": ["train.method=augseg", "augseg.threshold=0.3"],
+    "u2pl": ["train.method=u2pl", "u2pl.sup_only_epochs=0", "model.representation=16"],
 }
+CONFIGS = {"supervised": "suponly.yaml"}  # else exps/toy/<method>.yaml
 STEP_SEED = 5  # the step's random draws (augmentation ops, CutMix trigger, boxes, pairing)
+
+
+def call_step(trainer: Any, labeled: dict, unlabeled: dict | None) -> Any:
+    """The method's step as the loop calls it."""
+    return trainer.method.step(trainer.nets, labeled, unlabeled, Progress(0, 1, 10, 2))
 
 
 def run_case(overrides: list[str]) -> dict[str, Any]:
     """One step on seeded inputs; every number it produces, as float lists."""
     torch.set_num_threads(1)
     method_name = overrides[0].partition("=")[2]
-    config = {"supervised": "suponly.yaml", "imas": "imas.yaml"}[method_name]
-    cfg = load_config(REPO / "exps/toy" / config, BASE + overrides)
+    config = CONFIGS.get(method_name, f"{method_name}.yaml")
+    cfg = load_experiment(REPO / "exps/toy" / config, BASE + overrides)
     device = torch.device("cpu")
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     torch.manual_seed(0)
-    model = build_model(cfg, info)
-    criterion = build_supervised_loss(
-        cfg.loss.kind.value, cfg.loss.ohem_thresh, cfg.loss.ohem_min_kept, cfg.loss.aux_weight
-    )
+    trainer = build_trainer(cfg, info)
     gen = torch.Generator().manual_seed(1)
     labeled = {
         "image": torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, generator=gen),
@@ -94,25 +104,27 @@ def run_case(overrides: list[str]) -> dict[str, Any]:
         "valid": valid,
         "index": torch.arange(B),
     }
-    model.train()
     out: dict[str, Any] = {}
-    method = METHODS[method_name](cfg, {"model": model}, criterion, device)
-    if method_name == "imas":
+    method = trainer.method
+    if "teacher" in method.models:
         with torch.no_grad():  # a teacher that disagrees with the student, so the hardness is not trivial
-            for param in method.teacher.module.parameters():
+            for param in method.models["teacher"].parameters():
                 param.add_(0.1 * torch.randn(param.shape, generator=gen))
+    for model in trainer.trained.values():
+        model.train()
     torch.manual_seed(STEP_SEED)
-    step = method.step({"model": model}, labeled, unlabeled if method.uses_unlabeled else None)
+    step = call_step(trainer, labeled, unlabeled if method.uses_unlabeled else None)
     loss, values = step.loss, step.scalars
-    if "hardness" in step.per_image:
-        out["hardness"] = step.per_image["hardness"].tolist()
+    out |= {key: value.tolist() for key, value in sorted(step.per_image.items())}
     loss.backward()
     out["loss"] = [loss.item()]
     out |= {f"value/{key}": [value.item()] for key, value in sorted(values.items())}
-    backbone, decoder = model.param_groups()
-    for group, params in (("backbone", backbone), ("decoder", decoder)):
-        for index in (0, -1):
-            out[f"grad/{group}[{index}]"] = params[index].grad.flatten()[:16].tolist()
+    for name, model in trainer.trained.items():
+        backbone, decoder = model.param_groups()
+        for group, params in (("backbone", backbone), ("decoder", decoder)):
+            for index in (0, -1):
+                key = f"grad/{group}[{index}]" if name == "model" else f"grad/{name}/{group}[{index}]"
+                out[key] = params[index].grad.flatten()[:16].tolist()
     return out
 
 

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from imas import cutmix
-from imas.config import load_config
+from imas.experiment import load_experiment
 from imas.losses import build_supervised_loss
+from imas.methods import Progress
 from imas.methods import imas as imas_method
 from imas.methods.imas import IMAS
+from imas.models import SegOutput
 
 K, B, H, W = 6, 4, 12, 12  # K as in exps/toy/imas.yaml
 
@@ -27,8 +29,8 @@ class PixelNet(nn.Module):
         self.bn = nn.BatchNorm2d(3)
         self.head = nn.Conv2d(3, K, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.bn(x))
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        return SegOutput(self.head(self.bn(x)))
 
 
 def run_step(cfg):
@@ -37,16 +39,19 @@ def run_step(cfg):
     model = PixelNet()
     criterion = build_supervised_loss("ce", 0.7, 100000, 0.4)
     method = IMAS(cfg, {"model": model}, criterion, torch.device("cpu"))
-    teacher = method.teacher
+    teacher = method.models["teacher"]
     with torch.no_grad():
-        teacher.module.head.weight.add_(0.5 * torch.randn_like(teacher.module.head.weight))
+        teacher.head.weight.add_(0.5 * torch.randn_like(teacher.head.weight))
     labeled = {
         "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8),
         "mask": torch.randint(0, K, (B, H, W)),
     }
-    unlabeled = {"image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8)}
+    unlabeled = {
+        "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8),
+        "valid": torch.ones(B, H, W, dtype=torch.bool),
+    }
     model.train()
-    out = method.step({"model": model}, labeled, unlabeled)
+    out = method.step({"model": model}, labeled, unlabeled, Progress(0, 1, 10, 2))
     return out.loss, out.scalars, out.per_image["hardness"], out.views
 
 
@@ -59,7 +64,7 @@ def pixel_losses(logits, pseudo_label, confidence, threshold) -> torch.Tensor:
 @pytest.mark.parametrize("weighting", ["easiness", "none"])
 def test_loss_is_the_spec_composition(monkeypatch, weighting):
     torch.manual_seed(0)
-    cfg = load_config(
+    cfg = load_experiment(
         "exps/toy/imas.yaml",
         ["imas.group_size=2", "imas.threshold=0.3", f"imas.weighting={weighting}", f"train.batch_size={B}"],
     )
@@ -94,7 +99,7 @@ def test_loss_is_the_spec_composition(monkeypatch, weighting):
 
 def test_cutmix_scale_passes_the_group_mean_easiness(monkeypatch):
     """imas.cutmix_scale (method.md §5's option): the box side ratio scales with the group's mean easiness."""
-    cfg = load_config(
+    cfg = load_experiment(
         "exps/toy/imas.yaml", ["imas.group_size=2", "imas.cutmix_scale=true", f"train.batch_size={B}"]
     )
     scales = []

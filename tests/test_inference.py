@@ -16,6 +16,7 @@ from imas.inference import (
     window_starts,
 )
 from imas.metrics import ConfusionMatrix
+from imas.models import SegOutput
 from imas.normalization import IMAGENET_MEAN, IMAGENET_STD, MEAN_RGB_UINT8, normalize
 
 K = 4
@@ -141,12 +142,9 @@ def test_multi_scale():
     assert not out.requires_grad
 
 
-def test_model_in_train_mode_with_aux_head_is_refused():
-    def two_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, x
-
-    with pytest.raises(TypeError, match="eval"):
-        predict(two_heads, image(4, 4))
+def test_a_segmentors_named_output_gives_its_logits():
+    x = image(4, 4)
+    torch.testing.assert_close(predict(lambda t: SegOutput(t, aux=-t), x), predict(lambda t: t, x))
 
 
 def test_normalize():

@@ -125,7 +125,7 @@ def test_supervised_loss_with_aux_head(kind):
     criterion = build_supervised_loss(kind, ohem_thresh=0.7, ohem_min_kept=30, aux_weight=0.4)
     main_only = criterion(logits, target)
     aux_only = criterion(aux, target)
-    both = criterion((logits, aux), target)
+    both = criterion(logits, target, aux)
     assert both.item() == pytest.approx(main_only.item() + 0.4 * aux_only.item(), rel=1e-6)
     assert torch.equal(logits, logits_before) and torch.equal(aux, aux_before)
     assert torch.equal(target, target_before)

@@ -13,29 +13,32 @@ from imas import augment, cutmix
 from imas.config import ConfigError
 from imas.experiment import load_experiment
 from imas.losses import build_supervised_loss, confident_pixel_loss
-from imas.methods import METHODS, fixmatch
-from imas.models import build_deeplabv3plus
+from imas.methods import METHODS, Progress, fixmatch
+from imas.models import SegOutput, build_deeplabv3plus
 from imas.networks import reported_key
 from imas.normalization import normalize
 
 K, B, H, W = 6, 4, 16, 16
+PROGRESS = Progress(iteration=0, epoch=1, iters_per_epoch=10, epochs=2)
 DEVICE = torch.device("cpu")
 
 
 class PixelNet(nn.Module):
-    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout: fast enough for steps."""
+    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout and, with a representation
+    width, gives U2PL's features: fast enough for steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, representation: int = 0) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(3)
         self.head = nn.Conv2d(3, K, 1)
+        self.rep = nn.Conv2d(3, representation, 1) if representation else None
 
-    def forward(self, x: torch.Tensor, fp_dropout: float = 0.0):
-        features = self.bn(x)
-        logits = self.head(features)
+    def forward(self, x: torch.Tensor, fp_dropout: float = 0.0, features: bool = False) -> SegOutput:
+        hidden = self.bn(x)
+        out = SegOutput(self.head(hidden), features=self.rep(hidden) if features else None)
         if fp_dropout > 0:
-            return logits, self.head(F.dropout2d(features, fp_dropout, training=True))
-        return logits
+            out.perturbed = self.head(F.dropout2d(hidden, fp_dropout, training=True))
+        return out
 
     def param_groups(self):
         return [], list(self.parameters())
@@ -62,9 +65,9 @@ def make(method: str, overrides: tuple[str, ...] = ()):
     name = {"supervised": "suponly"}.get(method, method)
     cfg = load_experiment(f"exps/toy/{name}.yaml", [f"train.batch_size={B}", *overrides])
     trained = {}
-    for index, key in enumerate(METHODS[method].trained):
+    for index, key in enumerate(METHODS[method].trained_keys()):
         torch.manual_seed(index)
-        trained[key] = PixelNet()
+        trained[key] = PixelNet(cfg.model.representation)
     criterion = build_supervised_loss("ce", 0.7, 100000, 0.4)
     return METHODS[method](cfg, trained, criterion, DEVICE)
 
@@ -111,9 +114,9 @@ def test_fixmatch_loss_is_half_the_sum_of_supervised_and_strong_terms(monkeypatc
     model = method.models["model"]
     with torch.no_grad():  # the weak view's prediction: train mode, in one forward with the labeled images
         both = torch.cat([normalize(labeled["image"]), normalize(unlabeled["image"])])
-        reference = model(both)[B:]
+        reference = model(both).logits[B:]
     torch.manual_seed(3)
-    out = method.step({"model": model}, labeled, unlabeled, keep_views=True)
+    out = method.step({"model": model}, labeled, unlabeled, PROGRESS, keep_views=True)
     s = out.scalars
     assert out.loss.item() == pytest.approx((s["loss_x"] + 0.7 * s["loss_u"]).item() / 2, rel=1e-6)
     assert s["loss_u"] > 0 and len(seen) == 1
@@ -136,7 +139,7 @@ def test_unimatch_loss_weights_the_four_terms_as_published():
     method = make("unimatch", ("unimatch.threshold=0.2",))
     labeled, unlabeled = batches()
     torch.manual_seed(3)
-    out = method.step({"model": method.models["model"]}, labeled, unlabeled, keep_views=True)
+    out = method.step({"model": method.models["model"]}, labeled, unlabeled, PROGRESS, keep_views=True)
     s = out.scalars  # loss_s is the mean of the two strong terms: 0.25 s1 + 0.25 s2 = 0.5 loss_s
     expected = (s["loss_x"] + 0.5 * s["loss_s"] + 0.5 * s["loss_fp"]) / 2
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -151,12 +154,12 @@ def test_cps_each_network_learns_from_the_others_hard_labels():
     one, two = method.models["model"], method.models["model2"]
     assert not torch.equal(one.head.weight, two.head.weight)  # differently initialised
     torch.manual_seed(3)
-    out = method.step({"model": one, "model2": two}, labeled, unlabeled)
+    out = method.step({"model": one, "model2": two}, labeled, unlabeled, PROGRESS)
     s = out.scalars
     assert out.loss.item() == pytest.approx((s["loss_x"] + s["loss_cps"]).item(), rel=1e-6)
     out.loss.backward()
     assert one.head.weight.grad.abs().sum() > 0 and two.head.weight.grad.abs().sum() > 0
-    assert method.reported == "model" and method.evaluated == ("model", "model2")
+    assert [n.key for n in method.evaluated()] == ["model", "model2"]
 
 
 def test_mean_teacher_is_the_imas_step_with_every_part_off():
@@ -165,7 +168,7 @@ def test_mean_teacher_is_the_imas_step_with_every_part_off():
     results = []
     for method in (make("mean_teacher"), make("imas", off)):
         torch.manual_seed(3)
-        results.append(method.step({"model": method.models["model"]}, labeled, unlabeled))
+        results.append(method.step({"model": method.models["model"]}, labeled, unlabeled, PROGRESS))
     assert results[0].loss.item() == results[1].loss.item()
     torch.testing.assert_close(results[0].per_image["hardness"], results[1].per_image["hardness"])
 
@@ -173,7 +176,7 @@ def test_mean_teacher_is_the_imas_step_with_every_part_off():
 def test_supervised_step_reads_no_unlabeled_data():
     method = make("supervised")
     labeled, _ = batches()
-    out = method.step({"model": method.models["model"]}, labeled, None)
+    out = method.step({"model": method.models["model"]}, labeled, None, PROGRESS)
     assert set(out.scalars) == {"loss_x"} and not METHODS["supervised"].uses_unlabeled
 
 
@@ -239,8 +242,11 @@ def test_feature_perturbation_decodes_a_dropped_copy_of_the_features():
     model = build_deeplabv3plus("resnet18", K, stem="standard", decoder_channels=16, backbone_width=8)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
-    clean, perturbed = model(x, fp_dropout=0.5)
-    torch.testing.assert_close(clean, model(x))  # in eval mode BN is per image: the clean half is unchanged
+    out = model(x, fp_dropout=0.5)
+    clean, perturbed = out.logits, out.perturbed
+    torch.testing.assert_close(
+        clean, model(x).logits
+    )  # in eval mode BN is per image: the clean half is unchanged
     assert perturbed.shape == clean.shape and not torch.allclose(perturbed, clean)
 
 
@@ -304,7 +310,8 @@ def test_the_reported_model_is_the_one_a_checkpoint_names(method):
     """imas-eval and imas-predict tell which network a checkpoint's best_miou belongs to from the keys it
     holds (imas.networks.reported_key), without the method's class: every method must report by that rule."""
     runner = make(method)
-    assert runner.reported == reported_key(dict.fromkeys(runner.models))
+    ckpt = {"config": {"train": {"method": method}}} | dict.fromkeys(runner.models)
+    assert runner.reported().key == reported_key(ckpt) == reported_key(dict.fromkeys(runner.models))
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -312,9 +319,9 @@ def test_every_step_runs_under_bf16_autocast(method):
     """Under autocast the logits come out in bf16: every loss is float32 and finite, and backward works."""
     runner = make(method, ("train.precision=bf16",))
     labeled, unlabeled = batches()
-    nets = {name: runner.models[name] for name in runner.trained}
+    nets = {name: runner.models[name] for name in runner.trained_keys()}
     torch.manual_seed(3)
-    out = runner.step(nets, labeled, unlabeled if runner.uses_unlabeled else None)
+    out = runner.step(nets, labeled, unlabeled if runner.uses_unlabeled else None, PROGRESS)
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(p.grad is not None for net in nets.values() for p in net.parameters())

@@ -85,7 +85,7 @@ def test_narrow_resnet18_in_deeplab():
     assert model.backbone.channels == (16, 64, 128)
     assert model.backbone.layer4[1].conv2.weight.shape == (128, 128, 3, 3)
     with torch.no_grad():
-        assert model(torch.randn(2, 3, 48, 40)).shape == (2, 6, 48, 40)
+        assert model(torch.randn(2, 3, 48, 40)).logits.shape == (2, 6, 48, 40)
     # A quarter of the width is about a sixteenth of the weights.
     full = build_deeplabv3plus("resnet18", 6, stem="standard", decoder_channels=32)
     assert 14 < n_params(full.backbone) / n_params(model.backbone) < 17
@@ -127,26 +127,35 @@ def test_backbone_output_stride(os_, size, high, mid):
 def test_logits_at_input_size_odd(os_):
     model = build_deeplabv3plus("resnet18", K, output_stride=os_).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 97, 113))
+        out = model(torch.randn(2, 3, 97, 113)).logits
     assert out.shape == (2, K, 97, 113)
 
 
 def test_resnet50_tiny_forward():
     model = build_deeplabv3plus("resnet50", 3).eval()
     with torch.no_grad():
-        assert model(torch.randn(1, 3, 33, 33)).shape == (1, 3, 33, 33)
+        assert model(torch.randn(1, 3, 33, 33)).logits.shape == (1, 3, 33, 33)
 
 
-def test_aux_head_train_tuple_eval_tensor():
-    model = build_deeplabv3plus("resnet18", K, aux_head=True)
+def test_the_segmentor_names_what_it_returns():
+    """Aux logits in train mode with an aux head only; perturbed logits and decoder features when asked."""
+    model = build_deeplabv3plus(
+        "resnet18", K, aux_head=True, decoder_channels=32, backbone_width=16, representation=8
+    )
     x = torch.randn(2, 3, 65, 65)
     out = model.train()(x)
-    assert isinstance(out, tuple) and [o.shape for o in out] == [(2, K, 65, 65)] * 2
+    assert (
+        out.logits.shape == out.aux.shape == (2, K, 65, 65) and out.perturbed is None and out.features is None
+    )
     with torch.no_grad():
-        out = model.eval()(x)
-    assert isinstance(out, torch.Tensor) and out.shape == (2, K, 65, 65)
-    plain = build_deeplabv3plus("resnet18", K).train()
-    assert isinstance(plain(x), torch.Tensor)
+        out = model.eval()(x, fp_dropout=0.5, features=True)
+    assert out.aux is None and out.logits.shape == out.perturbed.shape == (2, K, 65, 65)
+    assert out.features.shape == (2, 8, 17, 17)  # the representation head's width, at stride 4
+    plain = build_deeplabv3plus("resnet18", K, decoder_channels=32, backbone_width=16).train()
+    assert plain(x).aux is None
+    with pytest.raises(ValueError, match="representation head"):
+        plain(x, features=True)
+    assert [t.shape[0] for t in (out.head(1).logits, out.tail(1).features)] == [1, 1]
 
 
 @pytest.mark.parametrize(

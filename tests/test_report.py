@@ -149,7 +149,9 @@ def whole_image_hardness(run_dir: Path, image_id: str) -> float:
     pixels = torch.from_numpy(np.array(read_image(unlabeled_paths(cfg)[image_id])))
     x = normalize(pixels.permute(2, 0, 1)[None])
     with torch.no_grad():
-        logits = [load_trained_model(cfg, ckpt, run_dir, w, info)[0](x) for w in ("student", "teacher")]
+        logits = [
+            load_trained_model(cfg, ckpt, run_dir, w, info)[0](x).logits for w in ("student", "teacher")
+        ]
     s = cfg.imas
     return float(instance_hardness(*logits, s.threshold, s.class_weighted, s.ignore_class0)[0])
 

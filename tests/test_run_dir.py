@@ -110,14 +110,14 @@ def test_a_supervised_run_continued_as_imas_starts_its_teacher_from_the_student(
 def test_a_resume_into_fp16_starts_loss_scaling_afresh(tmp_path, toy):
     """An fp32 or bf16 checkpoint holds an empty scaler state, which an fp16 GradScaler refuses to load."""
     from imas.checkpoint import TrainState, resume_training_state, save_training_state
-    from imas.config import load_config
     from imas.dist import DistInfo
+    from imas.experiment import load_experiment
     from imas.models import build_model
     from imas.precision import make_grad_scaler
     from imas.schedule import make_optimizer
 
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    cfg = load_config(small_config(tmp_path, toy), ["model.pretrained="])
+    cfg = load_experiment(small_config(tmp_path, toy), ["model.pretrained="])
     model = build_model(cfg, info, pretrained=False)
     optimizer = make_optimizer(cfg, [model])
     path = tmp_path / "latest.pth"
@@ -131,7 +131,9 @@ def test_a_resume_into_fp16_starts_loss_scaling_afresh(tmp_path, toy):
 
 
 def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
-    cfg = Config()
+    from imas.methods.imas import ImasSettings
+
+    cfg = Config(method_settings=ImasSettings())
     cfg.train.method = "imas"
     stored = to_dict(cfg)
     cfg.train.log_every, cfg.eval.scales, cfg.train.run_dir = 3, [0.5, 1.0], "elsewhere"

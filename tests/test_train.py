@@ -15,7 +15,7 @@ except ImportError:  # Python 3.10
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, small_config, stop_after_save, torchrun
+from conftest import FEW_STEP_SECTIONS, REPO, small_config, stop_after_save, torchrun
 
 from imas import evaluate as eval_cli
 from imas import precision as mixed_precision
@@ -70,18 +70,14 @@ def test_train_then_eval(tmp_path, toy, capsys):
 
 
 # Settings that let the teacher-student methods' few toy steps see confident pixels and whole CutMix groups.
-SECTIONS = {name: {"threshold": 0.5, "group_size": 2} for name in ("imas", "mean_teacher")}
-
-
 def method_config(tmp_path, toy, method: str, **train) -> Path:
-    """small_config training `method` (with its section's toy settings)."""
-    section = {method: SECTIONS[method]} if method in SECTIONS else {}
-    return small_config(tmp_path, toy, train={"method": method} | train, **section)
+    """small_config training `method` (with the settings its few toy steps need)."""
+    return small_config(tmp_path, toy, train={"method": method} | train, **FEW_STEP_SECTIONS.get(method, {}))
 
 
 def kept_models(method: str) -> set[str]:
     """The checkpoint keys of the models `method` keeps: what it trains plus what it evaluates."""
-    return set(METHODS[method].trained) | set(METHODS[method].evaluated)
+    return {n.key for n in METHODS[method].networks}
 
 
 @pytest.mark.slow
@@ -107,6 +103,12 @@ def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch, method):
     for name in kept_models(method):
         for key, tensor in a[name].items():
             assert torch.equal(tensor, b[name][key]), (name, key)
+    # State that is not a network (U2PL's queues) resumes exactly too.
+    assert a.get("method_state", {}).keys() == b.get("method_state", {}).keys()
+    for key, tensor in a.get("method_state", {}).items():
+        assert torch.equal(tensor, b["method_state"][key]), key
+    if method == "u2pl":
+        assert a["method_state"]["fill"].sum() > 0  # negative keys were queued
     metrics_a = (full / "metrics.jsonl").read_text().splitlines()
     metrics_b = (resumed / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["miou"] for x in metrics_a] == [json.loads(x)["miou"] for x in metrics_b]

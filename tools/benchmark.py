@@ -50,6 +50,8 @@ from imas.dist import DistInfo
 from imas.experiment import experiment_from_dict, load_experiment
 from imas.hardness import instance_hardness
 from imas.inference import predict
+from imas.methods import Progress
+from imas.methods.imas import ImasSettings
 from imas.models import build_model
 from imas.normalization import normalize
 from imas.precision import (
@@ -161,6 +163,11 @@ def random_batches(
     return labeled, unlabeled
 
 
+def past_epoch_0(iteration: int) -> Progress:
+    """The progress of a timed iteration: past epoch 0, so an EMA update takes its averaging branch."""
+    return Progress(iteration, epoch=1, iters_per_epoch=1_000_000, epochs=2)
+
+
 def method_step(
     cfg,
     labeled: dict[str, torch.Tensor],
@@ -179,7 +186,7 @@ def method_step(
     iteration = [0]
 
     def step() -> None:
-        train_step(trainer, labeled, batch_u, iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        train_step(trainer, labeled, batch_u, past_epoch_0(iteration[0]))
         iteration[0] += 1
 
     return step, trainer
@@ -284,6 +291,11 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or 'x86'}, {cpu_description()}, {os.cpu_count()} cores)"
 
 
+def imas_settings(cfg) -> ImasSettings:
+    """The config's iMAS settings where it trains iMAS, else iMAS's defaults."""
+    return cfg.method_settings if cfg.train.method == "imas" else ImasSettings()
+
+
 def as_method(cfg, method: str, *overrides: str):
     """The same config trained by another method: that method's section is the config's own where it has
     it, else the defaults, then `overrides`."""
@@ -299,8 +311,8 @@ def benchmark_imas_step(cfg, images, labels, device, args) -> dict:
         "valid": torch.ones_like(labels, dtype=torch.bool),
         "index": torch.arange(b, device=device),
     }
-    # CutMix groups no larger than the batch (cfg.imas: the config's own section, or the defaults)
-    imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(cfg.imas.group_size, b)}")
+    # CutMix groups no larger than the batch (the config's own iMAS section, or the defaults)
+    imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(imas_settings(cfg).group_size, b)}")
     semi_step, _ = method_step(imas_cfg, labeled, unlabeled, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -334,7 +346,7 @@ def benchmark_state_check(cfg, device: torch.device, args) -> dict:
     (after one step, which creates the momentum buffers a checkpoint saves)."""
     b, s = cfg.train.batch_size, cfg.data.crop_size
     labeled, unlabeled = random_batches(b, s, cfg.data.num_classes, device, cfg.train.channels_last)
-    imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(cfg.imas.group_size, b)}")
+    imas_cfg = as_method(cfg, "imas", f"imas.group_size={min(imas_settings(cfg).group_size, b)}")
     step, trainer = method_step(imas_cfg, labeled, unlabeled, device)
     step()
     models, optimizer = trainer.method.models, trainer.optimizer
@@ -666,7 +678,7 @@ def benchmark_hardness(cfg, device: torch.device, args) -> dict:
     gen = torch.Generator().manual_seed(0)
     teacher = 3 * torch.randn(b, k, s, s, generator=gen)
     student = teacher + 2 * torch.randn(b, k, s, s, generator=gen)
-    tau = cfg.imas.threshold
+    tau = imas_settings(cfg).threshold
     t_dev, s_dev = teacher.to(device), student.to(device)
     batched = timed(lambda: instance_hardness(s_dev, t_dev, tau), args.steps, args.warmup, device)
     s_np, t_np = student.numpy(), teacher.numpy()

@@ -94,12 +94,12 @@ import torch
 from imas import cutmix
 from imas.checkpoint import load_checkpoint
 from imas.cli import run_command
-from imas.config import CutMixTrigger, TeacherStudentConfig
 from imas.dist import DistInfo
 from imas.errors import UserError, failure_reason
 from imas.experiment import load_experiment
 from imas.hardness import instance_hardness
 from imas.inference import inference_options, predict
+from imas.methods.imas import CutMixTrigger, TeacherStudentSettings
 from imas.models import build_model
 from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES, cpu_description
@@ -437,7 +437,7 @@ class StepShapes:
 def step_shapes(trainer: Any, batch: int, rate: float | None) -> StepShapes:
     """The StepShapes of the trainer's method at `batch`: iMAS's CutMix groups, or one shape (SupOnly)."""
     settings = trainer.method.settings
-    if not isinstance(settings, TeacherStudentConfig):
+    if not isinstance(settings, TeacherStudentSettings):
         return StepShapes(batch, batch)
     base = batch * (3 if settings.weak_in_batch else 2)
     if settings.cutmix is CutMixTrigger.off:
@@ -485,7 +485,7 @@ def training_step(
     iteration = [0]
 
     def step() -> torch.Tensor | None:
-        out = train_step(trainer, labeled, batch_u, iteration[0], epoch=1)  # past epoch 0: the EMA branch
+        out = train_step(trainer, labeled, batch_u, benchmark.past_epoch_0(iteration[0]))
         iteration[0] += 1
         return out.scalars.get("cutmix_rate")
 
@@ -690,7 +690,7 @@ def shares_row(ctx: Context) -> dict[str, Any]:
     cfg = load_experiment(VOC_IMAS, scale.overrides("imas", batch, crop))
     hard = hardness_times(batch, cfg.data.num_classes, crop, cfg.imas.threshold, scale)
     trainer = build_trainer(cfg, DistInfo(0, 1, 0, device), pretrained=False)
-    model, ema = trainer.trained["model"], trainer.method.teacher
+    model, ema = trainer.trained["model"], trainer.method.emas["teacher"]
     ema_times, _ = benchmark.step_times(lambda: ema.update(model, 1000, epoch=1), scale.steps, 2, device)
     out: dict[str, Any] = {
         "batch": batch,

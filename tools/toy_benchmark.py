@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from imas.cli import run_command
-from imas.config import load_config, to_dict  # none of these imports torch
+from imas.config import load_config, to_dict
 from imas.errors import RunDirError, UserError
+from imas.experiment import load_experiment  # the method's settings class builds its section
 from imas.rundir import best_record, miou_of, read_run
 
 REPO = Path(__file__).resolve().parents[1]  # the configs' paths are relative to the checkout
@@ -86,7 +87,7 @@ def config_difference(saved: dict, config: str, seed: int, opts: list[str]) -> s
     """How the resolved config a finished run saved (`saved`, its config.yaml) differs from what this
     invocation would train, e.g. "train.precision is bf16 there, fp32 now"; None if they agree (keys only one
     side has are skipped: they were added to, or removed from, the config schema in between)."""
-    wanted = to_dict(load_config(REPO / config, opts))
+    wanted = to_dict(load_experiment(REPO / config, opts))
     wanted["train"]["seed"] = seed
     for section, values in wanted.items():
         for key, value in values.items():

@@ -14,82 +14,59 @@ checked above it, where they are defined: commands load a config through ``imas.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import enum
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from imas.config.checks import validate
+from imas.config.checks import check_at_least, check_interval, validate
 from imas.config.convert import build, convert, field_types, parse_text
 from imas.config.schema import (
-    MAX_BOXES,
-    METHOD_SECTIONS,
-    Adaptation,
+    CORE_SECTIONS,
     Config,
-    CPSConfig,
-    CutMixBox,
-    CutMixTrigger,
     DataConfig,
     DatasetKind,
     EvalConfig,
     EvalMode,
-    EvalModel,
-    FixMatchConfig,
-    ImasConfig,
     LossConfig,
     LossKind,
-    MeanTeacherConfig,
     ModelConfig,
     OptimConfig,
     OptimizerKind,
-    Pairing,
     Precision,
     ResizeRule,
     Stem,
-    TeacherStudentConfig,
     TrainConfig,
-    UniMatchConfig,
-    Weighting,
 )
 from imas.config.strict_yaml import MAX_YAML_VALUES, load_yaml, short_repr
 from imas.errors import ConfigError, RunDirError, failure_reason
 
 __all__ = [
-    "MAX_BOXES",
+    "CORE_SECTIONS",
     "MAX_YAML_VALUES",
-    "METHOD_SECTIONS",
-    "Adaptation",
-    "CPSConfig",
     "Config",
     "ConfigError",
-    "CutMixBox",
-    "CutMixTrigger",
     "DataConfig",
     "DatasetKind",
     "EvalConfig",
     "EvalMode",
-    "EvalModel",
-    "FixMatchConfig",
-    "ImasConfig",
     "LossConfig",
     "LossKind",
-    "MeanTeacherConfig",
     "ModelConfig",
     "OptimConfig",
     "OptimizerKind",
-    "Pairing",
     "Precision",
     "ResizeRule",
     "Stem",
-    "TeacherStudentConfig",
     "TrainConfig",
-    "UniMatchConfig",
-    "Weighting",
     "apply_override",
+    "check_at_least",
+    "check_interval",
     "from_dict",
     "load_config",
     "save_config",
@@ -99,11 +76,19 @@ __all__ = [
     "validate",
 ]
 
+# Method name -> the class of its settings (None: a method without settings); imas.methods.SETTINGS.
+Settings = Mapping[str, "type | None"]
 
-def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
+
+def load_config(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), settings: Settings | None = None
+) -> Config:
     """Read a YAML config, check every key and type against the schema, then apply "a.b=c" overrides.
 
-    Method and backbone names are not checked here: imas.experiment.load_experiment adds those checks."""
+    settings: the settings class of each method by name (imas.methods.SETTINGS), from which train.method's
+    section is built and checked; without it (this package alone knows no method) the section is kept as
+    the mapping the file gives. imas.experiment.load_experiment passes it and checks the names the code
+    defines (methods, backbones)."""
     path = Path(path)
     if path.is_dir():  # "does not exist" would send the user looking for a path that is there
         raise ConfigError(f"config {path} is a folder, not a file; give the path of a .yaml file in it")
@@ -125,33 +110,97 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
             f"config file {path} has a section 'semi', which is now named after its method: rename it to "
             f"{name!r} (its keys are unchanged)"
         )
-    config = build(Config, raw, prefix="")
-    given = {key for key in raw if key in METHOD_SECTIONS and raw[key]}  # an empty section sets nothing
+    return assemble(raw, overrides, settings)
+
+
+def assemble(
+    raw: dict[str, Any], overrides: Sequence[str], settings: Settings | None, stored: bool = False
+) -> Config:
+    """A checked Config from a mapping of sections and "a.b=c" overrides. The section named after
+    train.method (once the overrides set it) is built from its settings class; a section of another method
+    is refused, except a `stored` config's own one when an override changes train.method (a report or a
+    prediction may read a run's weights as another method's)."""
+    config = build(Config, {k: v for k, v in raw.items() if k in CORE_SECTIONS}, prefix="")
+    method_overrides = []
     for override in overrides:
-        apply_override(config, override)
         first = override.partition("=")[0].strip().split(".")[0]
-        if first in METHOD_SECTIONS:
-            given.add(first)
-    validate(config, sorted(given))
+        if first in CORE_SECTIONS or not first:
+            apply_override(config, override)
+        else:
+            method_overrides.append(override)
+    method = config.train.method
+    sections = {key: value for key, value in raw.items() if key not in CORE_SECTIONS}
+    if stored and raw_method(raw) != method:
+        sections.pop(raw_method(raw), None)
+    given = [key for key, value in sections.items() if value not in (None, {})]  # an empty one sets nothing
+    given += [o.partition("=")[0].strip().split(".")[0] for o in method_overrides]
+    for name in given:
+        if name != method:
+            raise _foreign_section(name, method, settings)
+    if settings is None:  # no method known here: the section as written
+        config.method_settings = sections.get(method)
+        for override in method_overrides:
+            _set_raw(config, override)
+    elif method not in settings:
+        pass  # imas.experiment.check_experiment names the valid methods (after the backbone)
+    elif settings[method] is not None:
+        section = sections.get(method)
+        config.method_settings = build(settings[method], section if section is not None else {}, f"{method}.")
+        for override in method_overrides:
+            apply_override(config, override)
+    elif given:
+        raise ConfigError(f"train.method {method} has no settings: remove its section {method!r}")
+    validate(config)
     return config
 
 
+def raw_method(raw: dict[str, Any]) -> Any:
+    """The train.method a mapping of sections names (the default where it names none)."""
+    train = raw.get("train")
+    return train.get("method", TrainConfig.method) if isinstance(train, dict) else TrainConfig.method
+
+
+def _foreign_section(name: str, method: str, settings: Settings | None) -> ConfigError:
+    """The sentence for a top-level section that is neither a core one nor train.method's."""
+    if settings is None or name not in settings:
+        valid = ", ".join(CORE_SECTIONS)
+        return ConfigError(
+            f"unknown key {short_repr(name)} in the config; valid keys: {valid} and the section named after "
+            f"train.method ({method})"
+        )
+    return ConfigError(
+        f"section {name!r} holds the settings of train.method {name}, but this config trains "
+        f"{method}; remove the section or set train.method {name}"
+    )
+
+
+def _set_raw(config: Config, override: str) -> None:
+    """An override of a method section kept as written (load_config without settings)."""
+    dotted, _, text = override.partition("=")
+    names = dotted.strip().split(".")
+    node = config.method_settings = dict(config.method_settings or {})
+    for name in names[1:-1]:
+        node = node.setdefault(name, {})
+    node[names[-1]] = parse_text(text, dotted)
+
+
 def apply_override(config: Config, override: str) -> None:
-    """Apply one "section.key=value" override in place; the value is parsed to the field's type."""
+    """Apply one "section.key=value" override in place; the value is parsed to the field's type. The
+    section named after train.method is the method's settings (where they are built)."""
     dotted, sep, text = override.partition("=")
     if not sep or not dotted.strip():
         raise ConfigError(f"override {short_repr(override)} must look like section.key=value")
     names = dotted.strip().split(".")
     node: Any = config
     for depth, name in enumerate(names):
-        valid = [f.name for f in dataclasses.fields(node)]
-        if name not in valid:
+        children = _children(node)
+        if name not in children:
             key, where = short_repr(".".join(names[: depth + 1])), ".".join(names[:depth]) or "the config"
             raise ConfigError(
-                f"unknown key {key} in {short_repr(where, quote=False)}; valid keys: {', '.join(valid)}"
+                f"unknown key {key} in {short_repr(where, quote=False)}; valid keys: {', '.join(children)}"
             )
+        child, hint = children[name]
         if depth == len(names) - 1:
-            hint = field_types(type(node))[name]
             if dataclasses.is_dataclass(hint):
                 raise ConfigError(
                     f"override {short_repr(dotted)} names a whole section; give one of its keys"
@@ -159,20 +208,30 @@ def apply_override(config: Config, override: str) -> None:
             value = text if hint is str else parse_text(text, dotted)
             setattr(node, name, convert(value, hint, dotted))
         else:
-            node = getattr(node, name)
+            node = child
             if not dataclasses.is_dataclass(node):
                 raise ConfigError(f"{short_repr('.'.join(names[: depth + 1]))} is a value, not a section")
 
 
-def to_dict(config: Any, all_sections: bool = False) -> dict[str, Any]:
-    """The config as plain YAML/JSON-able data (enums as their values). Of the method sections only
-    train.method's is included (what config.yaml and checkpoints hold), unless `all_sections`."""
+def _children(node: Any) -> dict[str, tuple[Any, Any]]:
+    """A section's keys: name -> (value, type). A Config's are its core sections and train.method's."""
+    if isinstance(node, Config):
+        out = {name: (getattr(node, name), field_types(Config)[name]) for name in CORE_SECTIONS}
+        if dataclasses.is_dataclass(node.method_settings):
+            out[node.train.method] = (node.method_settings, type(node.method_settings))
+        return out
+    hints = field_types(type(node))
+    return {f.name: (getattr(node, f.name), hints[f.name]) for f in dataclasses.fields(node)}
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML/JSON-able data (enums as their values), train.method's settings as the
+    section named after it: what config.yaml and checkpoints hold."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        other_method = isinstance(config, Config) and f.name in METHOD_SECTIONS
-        if other_method and f.name != config.train.method and not all_sections:
+        if f.name == "method_settings":
             continue
+        value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
         elif isinstance(value, enum.Enum):
@@ -180,6 +239,11 @@ def to_dict(config: Any, all_sections: bool = False) -> dict[str, Any]:
         elif isinstance(value, list):
             value = [list(v) if isinstance(v, list) else v for v in value]
         out[f.name] = value
+    settings = config.method_settings if isinstance(config, Config) else None
+    if dataclasses.is_dataclass(settings):
+        out[config.train.method] = to_dict(settings)
+    elif settings is not None:
+        out[config.train.method] = copy.deepcopy(settings)
     return out
 
 
@@ -196,18 +260,17 @@ def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
+def from_dict(
+    data: dict[str, Any], overrides: Sequence[str] = (), settings: Settings | None = None
+) -> Config:
     """Rebuild a Config from `to_dict` output (e.g. the copy stored in a checkpoint or a run's config.yaml),
-    then apply "a.b=c" overrides. The stored config is checked as stored; with overrides it is checked again
-    as a whole, where its stored method section is not held against an override of train.method (a
-    report or a prediction may read a run's weights as another method's)."""
+    then apply "a.b=c" overrides; `settings` as for load_config. The stored config is checked as stored;
+    with overrides it is checked again as a whole, where its stored method section is not held against an
+    override of train.method (a report or a prediction may read a run's weights as another method's)."""
     data = upgrade_stored(data)
-    config = build(Config, data, prefix="")
-    validate(config, [key for key in data if key in METHOD_SECTIONS])
+    config = assemble(data, (), settings)
     if overrides:
-        for override in overrides:
-            apply_override(config, override)
-        validate(config)
+        config = assemble(data, overrides, settings, stored=True)
     return config
 
 

@@ -8,34 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from imas.config.schema import (
-    MAX_BOXES,
-    METHOD_SECTIONS,
     Config,
-    CutMixTrigger,
     DataConfig,
     EvalConfig,
     EvalMode,
-    FixMatchConfig,
     LossConfig,
     OptimConfig,
-    TeacherStudentConfig,
     TrainConfig,
-    UniMatchConfig,
 )
 from imas.config.strict_yaml import short_repr
 from imas.errors import ConfigError
 
 
-def validate(config: Config, given_sections: Sequence[str] = ()) -> None:
-    """Cross-field checks that a type alone cannot express. `given_sections`: the method sections the user
-    wrote (in the file or an override); only train.method's own may be among them. train.method and
-    model.backbone are checked against the code's names by imas.experiment.check_experiment."""
+def validate(config: Config) -> None:
+    """Cross-field checks that a type alone cannot express, then the method settings' own `check` (where
+    they have one). train.method and model.backbone are checked against the code's names by
+    imas.experiment.check_experiment."""
     # First, so that nan (which fails every comparison) and inf get the message that says what they are.
     bad_number = _first_non_finite(config, prefix="")
+    if bad_number is None and dataclasses.is_dataclass(config.method_settings):
+        bad_number = _first_non_finite(config.method_settings, prefix=f"{config.train.method}.")
     if bad_number is not None:
         key, value = bad_number
         raise ConfigError(f"{key} must be a finite number, got {value}")
@@ -89,10 +84,14 @@ def validate(config: Config, given_sections: Sequence[str] = ()) -> None:
     _validate_seed(t)
     _validate_loss(config.loss)
     _validate_optim(config.optim)
-    _validate_method_section(config, given_sections)
     if config.eval.stride < 0 or not config.eval.scales or min(config.eval.scales) <= 0:
         raise ConfigError("eval.stride must be >= 0 and eval.scales a non-empty list of positive numbers")
     _validate_sliding(config.eval)
+    if m.representation < 0:
+        raise ConfigError(f"model.representation must be >= 0 (0: none), got {m.representation}")
+    check = getattr(config.method_settings, "check", None)
+    if check is not None:
+        check(config)
 
 
 # torch.manual_seed takes -2**63 .. 2**64 - 1; train.py also seeds from train.seed plus a network index and
@@ -160,52 +159,6 @@ def _validate_sliding(e: EvalConfig) -> None:
         )
 
 
-def _validate_method_section(config: Config, given_sections: Sequence[str]) -> None:
-    """The method sections: only train.method's may be given, and its values must be in range."""
-    t = config.train
-    for section in given_sections:
-        if section != t.method:
-            raise ConfigError(
-                f"section {section!r} holds the settings of train.method {section}, but this config trains "
-                f"{t.method}; remove the section or set train.method {section}"
-            )
-    if t.method not in METHOD_SECTIONS:
-        return
-    section = getattr(config, t.method)
-    prefix = f"{t.method}."
-    # A teacher-student threshold must leave some pixels confident and some not; FixMatch and UniMatch also
-    # accept 0 (every pixel, as UniMatch's Cityscapes configs).
-    zero_ok = isinstance(section, (FixMatchConfig, UniMatchConfig))
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if f.name == "threshold" and not (0 <= value < 1 if zero_ok else 0 < value < 1):
-            bounds = "[0, 1)" if zero_ok else "(0, 1)"
-            raise ConfigError(f"{prefix}threshold must be in {bounds}, got {value}")
-        elif f.name == "fp_dropout" and not 0 < value < 1:
-            # 0 would be no perturbed stream at all; 1 drops every channel
-            raise ConfigError(f"{prefix}fp_dropout must be in (0, 1), got {value}")
-        elif f.name in ("cutmix_p", "magnitude", "ema_decay") and not 0 <= value <= 1:
-            raise ConfigError(f"{prefix}{f.name} must be in [0, 1], got {value}")
-        elif f.name in ("lambda_u", "weight", "num_ops") and value < 0:
-            raise ConfigError(f"{prefix}{f.name} must be >= 0, got {value}")
-        elif f.name in ("group_size", "n_boxes") and value < 1:
-            raise ConfigError(f"{prefix}{f.name} must be at least 1, got {value}")
-        elif f.name == "n_boxes" and value > MAX_BOXES:
-            raise ConfigError(f"{prefix}n_boxes must be at most {MAX_BOXES}, got {value}")
-        elif f.name == "box_area" and (len(value) != 2 or not 0 < value[0] <= value[1] <= 1):
-            raise ConfigError(
-                f"{prefix}box_area must be [low, high] with 0 < low <= high <= 1, got {short_repr(value)}"
-            )
-    if (
-        isinstance(section, TeacherStudentConfig)
-        and section.cutmix is not CutMixTrigger.off
-        and t.batch_size % section.group_size
-    ):
-        raise ConfigError(
-            f"train.batch_size {t.batch_size} must be a multiple of {prefix}group_size {section.group_size}"
-        )
-
-
 def _validate_optim(o: OptimConfig) -> None:
     if o.lr <= 0:
         raise ConfigError(f"optim.lr must be positive, got {o.lr}")
@@ -228,6 +181,8 @@ def _validate_optim(o: OptimConfig) -> None:
 def _first_non_finite(node: Any, prefix: str) -> tuple[str, float] | None:
     """The dotted key and value of the first nan/inf float in a config (lists included), else None."""
     for f in dataclasses.fields(node):
+        if f.name == "method_settings":
+            continue  # named after the method (validate checks it)
         value, key = getattr(node, f.name), prefix + f.name
         if dataclasses.is_dataclass(value):
             found = _first_non_finite(value, key + ".")
@@ -240,3 +195,17 @@ def _first_non_finite(node: Any, prefix: str) -> tuple[str, float] | None:
                 if isinstance(item, float) and not math.isfinite(item):
                     return f"{key}[{index}]", item
     return None
+
+
+def check_interval(key: str, value: float, low: float, high: float, brackets: str = "[]") -> None:
+    """Refuse `value` outside the interval `brackets[0]low, high brackets[1]` (e.g. "[)"): one sentence."""
+    above = low <= value if brackets[0] == "[" else low < value
+    below = value <= high if brackets[1] == "]" else value < high
+    if not (above and below):
+        raise ConfigError(f"{key} must be in {brackets[0]}{low:g}, {high:g}{brackets[1]}, got {value}")
+
+
+def check_at_least(key: str, value: float, low: float) -> None:
+    """Refuse `value` below `low`: one sentence."""
+    if value < low:
+        raise ConfigError(f"{key} must be {'>= 0' if low == 0 else f'at least {low:g}'}, got {value}")

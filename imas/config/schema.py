@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class DatasetKind(str, enum.Enum):
@@ -45,39 +46,6 @@ class Stem(str, enum.Enum):
     standard = "standard"
 
 
-class EvalModel(str, enum.Enum):
-    teacher = "teacher"
-    student = "student"
-
-
-class Adaptation(str, enum.Enum):
-    mix = "mix"  # released code: e * strong + (1 - e) * weak
-    select = "select"  # strong with probability e, else weak
-    magnitude = "magnitude"  # the paper's wording: op strength U * e (method.md §4), no blend
-    none = "none"  # plain strong view
-
-
-class Weighting(str, enum.Enum):
-    easiness = "easiness"  # per-image weight e_i on the unsupervised loss
-    none = "none"
-
-
-class CutMixTrigger(str, enum.Enum):
-    easiness = "easiness"  # fire with p = mean easiness of the group
-    fixed = "fixed"  # fire with p = cutmix_p
-    off = "off"  # no CutMix view
-
-
-class Pairing(str, enum.Enum):
-    easy_hard = "easy_hard"
-    random = "random"
-
-
-class CutMixBox(str, enum.Enum):
-    imas = "imas"  # side ratio v ~ U[0.1, 0.9] per group
-    beta = "beta"  # classic CutMix, area ~ Beta(4, 4)
-
-
 @dataclass
 class DataConfig:
     dataset: DatasetKind = DatasetKind.voc
@@ -112,6 +80,7 @@ class ModelConfig:
     sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
     decoder_channels: int = 256  # ASPP and decoder width: 256 in method.md §7; smaller for the toy only
     backbone_width: int = 64  # channels of the ResNet's layer1 (64 in every ResNet); smaller for the toy only
+    representation: int = 0  # channels of a representation head beside the classifier (U2PL: 256); 0 = none
 
 
 @dataclass
@@ -156,78 +125,9 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
     batch_size: int = 4  # sliding windows per forward pass
-    model: EvalModel = EvalModel.teacher
-
-
-@dataclass
-class TeacherStudentConfig:
-    """An EMA teacher's pseudo-labels supervise the student on strong views (train.method mean_teacher and
-    imas). The instance-specific switches (weighting, adaptive, cutmix, pairing) are iMAS's parts; a mean
-    teacher has them off and may turn any of them on. docs/methods.md compares the methods."""
-
-    threshold: float = 0.95  # tau: pseudo-label confidence and confident-ratio threshold
-    lambda_u: float = 3.0
-    ema_decay: float = 0.996
-    weighting: Weighting = Weighting.easiness
-    adaptive: Adaptation = Adaptation.mix
-    magnitude: float = 0.999  # m: op strength s = U * m (adaptive: magnitude uses s = U * m * e_i)
-    num_ops: int = 2
-    cutmix: CutMixTrigger = CutMixTrigger.easiness
-    cutmix_p: float = 0.5  # for cutmix: fixed
-    pairing: Pairing = Pairing.easy_hard
-    cutmix_box: CutMixBox = CutMixBox.imas
-    cutmix_scale: bool = False  # method.md §5 option: the box side v times the group's mean easiness
-    group_size: int = 4  # images per trigger/pairing decision (the released runs: 4 per GPU)
-    class_weighted: bool = True
-    ignore_class0: bool = True
-    weak_in_batch: bool = True  # the weak view joins the student's train forward (BN statistics only)
-    mask_padding: bool = False  # exclude crop padding from the unsupervised loss
-
-
-@dataclass
-class ImasConfig(TeacherStudentConfig):
-    """iMAS (train.method imas): every instance-specific part on; released defaults (method.md §12)."""
-
-
-@dataclass
-class MeanTeacherConfig(TeacherStudentConfig):
-    """Mean teacher (train.method mean_teacher): iMAS's step with every instance-specific part off (no loss
-    weighting, the plain strong view, CutMix with p = 0.5 and random pairs); each can be turned back on."""
-
-    weighting: Weighting = Weighting.none
-    adaptive: Adaptation = Adaptation.none
-    cutmix: CutMixTrigger = CutMixTrigger.fixed
-    pairing: Pairing = Pairing.random
-
-
-@dataclass
-class FixMatchConfig:
-    """FixMatch (train.method fixmatch), as UniMatch's authors run it for segmentation: one network, the weak
-    view's prediction is the pseudo-label of a strong view (colour jitter, grayscale, blur, CutMix)."""
-
-    threshold: float = 0.95  # tau on the weak view's confidence (UniMatch's configs: 0.95 VOC, 0 Cityscapes)
-    lambda_u: float = 1.0  # L = (L_x + lambda_u * L_s) / 2
-    cutmix_p: float = 0.5  # probability that an image's strong view gets a CutMix box
-
-
-@dataclass
-class UniMatchConfig:
-    """UniMatch V1 (train.method unimatch): FixMatch with two strong views and a feature-perturbed stream."""
-
-    threshold: float = 0.95  # tau (UniMatch's configs: 0.95 VOC, 0 Cityscapes)
-    cutmix_p: float = 0.5  # per strong view and image
-    fp_dropout: float = 0.5  # channel dropout on the encoder features of the feature-perturbed stream
-
-
-@dataclass
-class CPSConfig:
-    """Cross pseudo supervision (train.method cps): two networks, each one's hard pseudo-label supervises the
-    other on labeled and CutMix-mixed unlabeled images."""
-
-    weight: float = 1.5  # lambda on the CPS loss (published: 1.5 VOC, 6 Cityscapes)
-    n_boxes: int = 3  # CutMix boxes per image (CPS's mask generator)
-    # The boxes' total area fraction, drawn from U[low, high] per image.
-    box_area: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    # The network imas-eval and imas-predict read: a name the run's method declares (teacher, student,
+    # second_network); "teacher" on a run without one reads its reported network.
+    model: str = "teacher"
 
 
 @dataclass
@@ -238,14 +138,19 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # One section per method that has settings, named after it; only train.method's may be given.
-    imas: ImasConfig = field(default_factory=ImasConfig)
-    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
-    fixmatch: FixMatchConfig = field(default_factory=FixMatchConfig)
-    unimatch: UniMatchConfig = field(default_factory=UniMatchConfig)
-    cps: CPSConfig = field(default_factory=CPSConfig)
+    # The settings of train.method: an instance of its Settings class (beside the method, in imas.methods),
+    # written as the section named after the method; None for a method without settings. load_config
+    # builds it from the class it is given (imas.experiment gives it every method's); `cfg.<method>`
+    # reads it too.
+    method_settings: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        """`cfg.imas` (the section named after train.method) is cfg.method_settings."""
+        train = self.__dict__.get("train")
+        if name.startswith("__") or train is None or name != train.method or self.method_settings is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.method_settings
 
 
-# The sections above that belong to a method (the section is named after the method).
-METHOD_SECTIONS = ("imas", "mean_teacher", "fixmatch", "unimatch", "cps")
-MAX_BOXES = 16  # cps.n_boxes: each box is a [B, H, W] mask while the CutMix mask is made
+# The sections above that every config has (the method's section comes beside them).
+CORE_SECTIONS = ("data", "model", "loss", "optim", "train", "eval")

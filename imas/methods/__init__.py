@@ -1,20 +1,21 @@
 """The training methods, by the name `train.method` takes: one module each, one entry here.
 
-To add a method: a module with a `Method` subclass (imas/methods/base.py states the contract), its settings
-section in imas/config/schema.py (a dataclass, a field of Config, its name in METHOD_SECTIONS) and an entry
-below; docs/extending.md walks through it.
+To add a method: a module with a `Method` subclass and the dataclass of its settings (imas/methods/base.py
+states the contract), and an entry below; docs/extending.md walks through it.
 """
 
 from __future__ import annotations
 
 from imas.config import Config, short_repr
 from imas.errors import ConfigError
-from imas.methods.base import Method, StepOutput
+from imas.methods.augseg import AugSeg
+from imas.methods.base import Method, Network, Progress, StepOutput
 from imas.methods.cps import CPS
 from imas.methods.fixmatch import FixMatch
 from imas.methods.imas import IMAS
 from imas.methods.mean_teacher import MeanTeacher
 from imas.methods.supervised import SupOnly
+from imas.methods.u2pl import U2PL
 from imas.methods.unimatch import UniMatch
 
 METHODS: dict[str, type[Method]] = {
@@ -24,9 +25,13 @@ METHODS: dict[str, type[Method]] = {
     "fixmatch": FixMatch,
     "unimatch": UniMatch,
     "cps": CPS,
+    "augseg": AugSeg,
+    "u2pl": U2PL,
 }
+# The settings class of every method, by name (what imas.config builds a method's section from).
+SETTINGS = {name: method.Settings for name, method in METHODS.items()}
 
-__all__ = ["METHODS", "Method", "StepOutput", "check_method"]
+__all__ = ["METHODS", "SETTINGS", "Method", "Network", "Progress", "StepOutput", "check_method"]
 
 
 def check_method(cfg: Config) -> None:

@@ -2,21 +2,26 @@
 
 A method declares, as class attributes, what the loop must provide and keep:
 
-- `section`: the name of its config section (None: no settings), a field of imas.config.Config;
+- `networks`: every network it keeps, once, with its role (`Network`): trained by the optimiser, or an EMA
+  of another; evaluated or not; the first evaluated one is the reported one (its mIoU is eval/miou, picks
+  best.pth and is what metrics.jsonl records). This one declaration names the networks in logs and
+  metrics, keys them in checkpoints, and lists what `imas-eval --model` and `imas-predict --model` accept;
+- `Settings`: the dataclass of its settings (None: it has none), written beside it in its module; a config
+  gives them in the section named after the method, which imas.config builds from this class and checks
+  with its `check(cfg)` where it has one;
 - `uses_unlabeled`: whether its step reads unlabeled batches (the loop then checks and loads that split);
-- `trained`: the checkpoint keys of the models the optimiser trains; the loop builds them, in this order,
-  from one seed each (the first from train.seed itself), wraps them in DDP and hands both forms to `step`;
-- `evaluated`: the models evaluated at each evaluation, the reported one first (its mIoU is eval/miou, picks
-  best.pth and is what metrics.jsonl records): the teacher where the method keeps one, else "model", the
-  rule by which imas.networks.reported_key reads a checkpoint;
 - `per_image`: names of the per-unlabeled-image values its steps return; every name gets its history
   `<name>.csv` in the run directory, a `train/<name>` TensorBoard histogram and its sections of imas-report;
 - `min_batch_size`: the smallest train.batch_size its forwards work with (imas.methods.check_method checks
   it when a command loads a config).
 
-and implements `step` (one iteration's loss and what to log) and, when it keeps models outside the optimiser
-(an EMA teacher), `after_step`. Everything else (checkpoints, resume, DDP, SyncBN, AMP, logging, panels, the
-divergence guard) is the loop's and works the same for every method.
+and implements `step` (one iteration's loss and what to log, given both batches and the training
+`Progress`), and, where it needs them, `after_step` (e.g. an EMA update) and `state_dict` /
+`load_state_dict` for state that is not a network (memory queues, thresholds), which the loop saves in
+latest.pth and restores on resume. The loop builds the trained networks in declaration order from one seed
+each (the first from train.seed itself), wraps them in DDP and hands both forms to `step`; an EMA network
+starts as a copy of its source. Everything else (checkpoints, resume, DDP, SyncBN, AMP, logging, panels,
+the divergence guard) is the loop's and works the same for every method.
 """
 
 from __future__ import annotations
@@ -28,7 +33,55 @@ import torch
 from torch import nn
 
 from imas.config import Config
+from imas.ema import EMATeacher
 from imas.losses import SupervisedLoss
+from imas.models import SegOutput
+from imas.normalization import normalize
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network a method keeps.
+
+    key: its checkpoint key ("model", "teacher", "model2"); label: what logs, metrics.jsonl and TensorBoard
+    call it ("student", "teacher", "second network"); its command-line name (`--model`) is the label with
+    "_" for spaces. noun: what a sentence about a checkpoint calls it ("the network of runs/x/best.pth").
+    ema_of: the key of the network it is an exponential moving average of (None: the optimiser trains it).
+    """
+
+    key: str
+    label: str
+    noun: str = ""
+    ema_of: str | None = None
+    evaluated: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.label.replace(" ", "_")
+
+    @property
+    def trained(self) -> bool:
+        return self.ema_of is None
+
+
+# The declarations today's methods share.
+STUDENT = Network("model", "student", noun="network")
+TEACHER_STUDENT = (Network("teacher", "teacher", ema_of="model"), Network("model", "student", noun="student"))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is: the global iteration (0-based, of this step), the epoch (0-based), and the
+    totals, for schedules that depend on them (U2PL's entropy percentiles, ramp-ups)."""
+
+    iteration: int
+    epoch: int
+    iters_per_epoch: int
+    epochs: int
+
+    @property
+    def total_iters(self) -> int:
+        return self.iters_per_epoch * self.epochs
 
 
 @dataclass
@@ -50,27 +103,26 @@ class StepOutput:
     notes: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def main_logits(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The segmentation logits of a forward's output (train mode with an aux head returns (logits, aux))."""
-    return outputs[0] if isinstance(outputs, tuple) else outputs
-
-
-def labeled_part(
-    outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], n: int
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The first n images of a forward's output, in the form the supervised criterion takes."""
-    if isinstance(outputs, tuple):
-        return outputs[0][:n], outputs[1][:n]
-    return outputs[:n]
+def forward_views(net: nn.Module, views: dict[str, torch.Tensor], **asked: Any) -> dict[str, SegOutput]:
+    """One forward of `net` on named uint8 views [B_i, 3, H, W], concatenated in the given order (so that BN
+    sees them together, as the released codes batch them); the output split back by name. `asked` goes to
+    the segmentor (fp_dropout, features)."""
+    out = net(torch.cat([normalize(v) for v in views.values()]), **asked)
+    parts: dict[str, SegOutput] = {}
+    start = 0
+    for name, v in views.items():
+        part = out.tail(start) if start else out
+        parts[name] = part.head(v.shape[0])
+        start += v.shape[0]
+    return parts
 
 
 class Method:
     """Base class of the methods in imas.methods.METHODS; see the module docstring for the contract."""
 
-    section: ClassVar[str | None] = None
+    networks: ClassVar[tuple[Network, ...]] = (STUDENT,)
+    Settings: ClassVar[type | None] = None
     uses_unlabeled: ClassVar[bool] = True
-    trained: ClassVar[tuple[str, ...]] = ("model",)
-    evaluated: ClassVar[tuple[str, ...]] = ("model",)
     per_image: ClassVar[tuple[str, ...]] = ()
     # Images per device per step: a forward of a single image in train mode cannot normalise the ASPP's
     # pooled features (iMAS's forwards always concatenate several views, so one image is enough there).
@@ -79,23 +131,44 @@ class Method:
     def __init__(
         self, cfg: Config, trained: dict[str, nn.Module], criterion: SupervisedLoss, device: torch.device
     ) -> None:
-        """trained: the plain (unwrapped) models named in `trained`, freshly built or about to be resumed."""
+        """trained: the plain (unwrapped) models of the trained networks, freshly built or about to be
+        resumed; each EMA network is made here as a copy of its source (made before DDP wrapping and never
+        wrapped itself)."""
         self.cfg = cfg
         self.criterion = criterion
         self.device = device
-        self.settings: Any = getattr(cfg, self.section) if self.section else None
-        # Every model a checkpoint keeps, by checkpoint key; a subclass adds the ones it keeps itself.
-        self.models: dict[str, nn.Module] = dict(trained)
+        self.settings: Any = cfg.method_settings
+        self.emas: dict[str, EMATeacher] = {
+            n.key: EMATeacher(trained[n.ema_of], self.settings.ema_decay) for n in self.networks if n.ema_of
+        }
+        # Every model a checkpoint keeps, by checkpoint key, in declaration order.
+        self.models: dict[str, nn.Module] = {
+            n.key: self.emas[n.key].module if n.ema_of else trained[n.key] for n in self.networks
+        }
 
-    @property
-    def reported(self) -> str:
-        return self.evaluated[0]
+    @classmethod
+    def trained_keys(cls) -> tuple[str, ...]:
+        return tuple(n.key for n in cls.networks if n.trained)
+
+    @classmethod
+    def evaluated(cls) -> tuple[Network, ...]:
+        """The evaluated networks, the reported one first."""
+        return tuple(n for n in cls.networks if n.evaluated)
+
+    @classmethod
+    def reported(cls) -> Network:
+        return cls.evaluated()[0]
+
+    def supervised_loss(self, out: SegOutput, mask: torch.Tensor) -> torch.Tensor:
+        """L_x of the labeled images' output (its logits, and aux logits with an aux head); mask [B, H, W]."""
+        return self.criterion(out.logits, mask, out.aux)
 
     def step(
         self,
         nets: dict[str, nn.Module],
         labeled: dict[str, torch.Tensor],
         unlabeled: dict[str, torch.Tensor] | None,
+        progress: Progress,
         keep_views: bool = False,
     ) -> StepOutput:
         """One iteration: nets are the trained models as the loop runs them (DDP-wrapped when distributed;
@@ -104,5 +177,20 @@ class Method:
         (None when the method does not use unlabeled data). Called under the loop's train mode."""
         raise NotImplementedError
 
-    def after_step(self, iteration: int, epoch: int) -> None:
-        """Called after each optimiser step of global iteration `iteration` (e.g. an EMA update)."""
+    def after_step(self, progress: Progress) -> None:
+        """Called after each optimiser step (`progress` is the step's): every EMA network follows its
+        source."""
+        for key, ema in self.emas.items():
+            ema.update(self.models[self.networks_by_key()[key].ema_of], progress.iteration, progress.epoch)
+
+    @classmethod
+    def networks_by_key(cls) -> dict[str, Network]:
+        return {n.key: n for n in cls.networks}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State that is not a network and that a resume needs (plain tensors: checkpoints load with
+        weights_only); {} for a method that keeps none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` gave."""

@@ -2,21 +2,24 @@
 
 One network, no teacher. Its prediction on the weak view (no gradient) is the pseudo-label; a strong view
 of the same image (colour jitter, grayscale, blur, and with p = 0.5 a CutMix box from another image of the
-batch, whose pseudo-label comes along) is trained on the pixels whose confidence is >= tau:
+batch, whose pseudo-label comes along; the box drawn as the released sampler draws it) is trained on the
+pixels whose confidence is >= tau:
 
     L = (L_x + lambda_u * L_s) / 2,   L_s = sum of confident, non-padding CE / non-padding pixels.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imas import augment, cutmix
-from imas.losses import confident_pixel_loss
-from imas.methods.base import Method, StepOutput, labeled_part, main_logits
-from imas.normalization import normalize
+from imas.config import Config, check_at_least, check_interval
+from imas.losses import confident_pixel_loss, confident_share
+from imas.methods.base import Method, Progress, StepOutput, forward_views
 from imas.precision import autocast_context
 
 
@@ -26,49 +29,67 @@ def pseudo_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cutmix_strong_view(
-    weak: torch.Tensor, cutmix_p: float, device: torch.device
+    weak: torch.Tensor, cutmix_p: float, device: torch.device, source: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A strong view of uint8 images [B, 3, H, W]: the colour ops, then with p = cutmix_p per image a box of
-    another image's strong view. Returns (strong view, partner indices [B], boxes bool [B, H, W])."""
+    """A strong view of uint8 images [B, 3, H, W]: the colour ops, then with p = cutmix_p per image a box
+    (the released sampler, docs/methods.md) of a partner image's strong view; the partners `source` [B] are
+    drawn here unless given. Returns (strong view, partner indices [B], boxes bool [B, H, W])."""
     b, _, h, w = weak.shape
-    source = cutmix.other_image(b, device=device)
+    if source is None:
+        source = cutmix.other_image(b, device=device)
     boxes = cutmix.single_boxes(b, h, w, cutmix_p, device=device)
     strong = cutmix.paste(augment.colour_strong_view(weak), boxes, source)
     return strong, source, boxes
 
 
+@dataclass
+class FixMatchSettings:
+    """FixMatch (train.method fixmatch), as UniMatch's authors run it for segmentation: one network, the weak
+    view's prediction is the pseudo-label of a strong view (colour jitter, grayscale, blur, CutMix)."""
+
+    threshold: float = 0.95  # tau on the weak view's confidence (UniMatch's configs: 0.95 VOC, 0 Cityscapes)
+    lambda_u: float = 1.0  # L = (L_x + lambda_u * L_s) / 2
+    cutmix_p: float = 0.5  # probability that an image's strong view gets a CutMix box
+
+    def check(self, cfg: Config) -> None:
+        # 0 is allowed: every pixel is a target, as in UniMatch's Cityscapes configs.
+        check_interval("fixmatch.threshold", self.threshold, 0, 1, "[)")
+        check_at_least("fixmatch.lambda_u", self.lambda_u, 0)
+        check_interval("fixmatch.cutmix_p", self.cutmix_p, 0, 1)
+
+
 class FixMatch(Method):
-    section = "fixmatch"
+    Settings = FixMatchSettings
 
     def step(
         self,
         nets: dict[str, nn.Module],
         labeled: dict[str, torch.Tensor],
         unlabeled: dict[str, torch.Tensor] | None,
+        progress: Progress,
         keep_views: bool = False,
     ) -> StepOutput:
         assert unlabeled is not None
         s, net = self.settings, nets["model"]
         weak, valid = unlabeled["image"], unlabeled["valid"]
-        n = labeled["image"].shape[0]
         strong, source, boxes = cutmix_strong_view(weak, s.cutmix_p, self.device)
 
         # The labeled and weak images in one forward (train mode); the weak prediction is only a target.
         with autocast_context(self.cfg, self.device):
-            outputs = net(torch.cat([normalize(labeled["image"]), normalize(weak)]))
-            strong_logits = main_logits(net(normalize(strong)))
+            out = forward_views(net, {"labeled": labeled["image"], "weak": weak})
+            strong_logits = forward_views(net, {"strong": strong})["strong"].logits
         # The targets travel with the pasted pixels: the partner's label, confidence and padding.
-        confidence, label = pseudo_labels(main_logits(outputs)[n:])
+        confidence, label = pseudo_labels(out["weak"].logits)
         cm_confidence, cm_label, cm_valid = (
             cutmix.paste(t, boxes, source) for t in (confidence, label, valid)
         )
-        loss_x = self.criterion(labeled_part(outputs, n), labeled["mask"])
+        loss_x = self.supervised_loss(out["labeled"], labeled["mask"])
         loss_s = confident_pixel_loss(strong_logits, cm_label, cm_confidence, s.threshold, cm_valid)
         loss = (loss_x + s.lambda_u * loss_s) / 2
         scalars = {
             "loss_x": loss_x.detach(),
             "loss_u": loss_s.detach(),
-            "confident": (confidence >= s.threshold).float().mean(),
+            "confident": confident_share(confidence, s.threshold, valid),
             "cutmix_rate": boxes.flatten(1).any(1).float().mean(),
         }
         views = {}

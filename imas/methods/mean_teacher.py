@@ -10,8 +10,21 @@ and logged, but drives nothing.
 
 from __future__ import annotations
 
-from imas.methods.imas import IMAS
+from dataclasses import dataclass
+
+from imas.methods.imas import IMAS, Adaptation, CutMixTrigger, Pairing, TeacherStudentSettings, Weighting
+
+
+@dataclass
+class MeanTeacherSettings(TeacherStudentSettings):
+    """Mean teacher (train.method mean_teacher): iMAS's step with every instance-specific part off (no loss
+    weighting, the plain strong view, CutMix with p = 0.5 and random pairs); each can be turned back on."""
+
+    weighting: Weighting = Weighting.none
+    adaptive: Adaptation = Adaptation.none
+    cutmix: CutMixTrigger = CutMixTrigger.fixed
+    pairing: Pairing = Pairing.random
 
 
 class MeanTeacher(IMAS):
-    section = "mean_teacher"
+    Settings = MeanTeacherSettings

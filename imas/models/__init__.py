@@ -9,7 +9,7 @@ from torch import nn
 from imas.config import Config, ModelConfig, short_repr
 from imas.dist import DistInfo
 from imas.errors import ConfigError
-from imas.models.deeplabv3plus import DeepLabV3Plus
+from imas.models.deeplabv3plus import DeepLabV3Plus, SegOutput
 from imas.models.pretrained import LoadReport, load_backbone_weights
 from imas.models.resnet import ResNet, resnet18, resnet50, resnet101
 
@@ -22,6 +22,7 @@ __all__ = [
     "DeepLabV3Plus",
     "LoadReport",
     "ResNet",
+    "SegOutput",
     "build_deeplabv3plus",
     "build_model",
     "check_backbone",
@@ -48,12 +49,15 @@ def build_deeplabv3plus(
     sync_bn: bool = False,
     decoder_channels: int = 256,
     backbone_width: int = 64,
+    representation: int = 0,
 ) -> nn.Module:
     """DeepLabv3+ of method.md §7, randomly initialised, then the backbone loaded from ``pretrained``.
 
-    ``model(x)``: x [B, 3, H, W] -> logits [B, K, H, W] (train mode with ``aux_head``: (logits, aux_logits)).
+    ``model(x)``: x [B, 3, H, W] -> SegOutput (logits [B, K, H, W]; aux logits in train mode with an aux
+    head).
     ``decoder_channels``: width of ASPP and the decoder (256 in method.md §7; smaller only for the toy).
     ``backbone_width``: channels of the backbone's layer1 (64 in every ResNet; smaller only for the toy).
+    ``representation``: channels of a representation head beside the classifier (U2PL's; 0: none).
     Raises ValueError on an unknown backbone / output stride / stem, CheckpointError on a bad ``pretrained``.
     """
     if backbone not in BACKBONES:
@@ -71,7 +75,7 @@ def build_deeplabv3plus(
     )
     if pretrained:
         load_backbone_weights(net, pretrained)
-    model = DeepLabV3Plus(net, num_classes, output_stride, aux_head, decoder_channels)
+    model = DeepLabV3Plus(net, num_classes, output_stride, aux_head, decoder_channels, representation)
     if sync_bn:
         # Conversion keeps the loaded weights and statistics; SyncBN only syncs inside a process group.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -91,6 +95,7 @@ def build_model(cfg: Config, info: DistInfo, pretrained: bool = True) -> nn.Modu
         stem=m.stem.value,
         decoder_channels=m.decoder_channels,
         backbone_width=m.backbone_width,
+        representation=m.representation,
         # SyncBatchNorm has CUDA kernels only; on CPU (gloo) each process keeps its own statistics.
         sync_bn=m.sync_bn and info.distributed and info.device.type == "cuda",
     )

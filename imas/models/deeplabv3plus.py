@@ -6,7 +6,7 @@ The backbone lives in ``model.backbone`` and every other module is decoder, so t
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,34 @@ class ASPP(nn.Module):
         return self.project(torch.cat([pooled] + [branch(x) for branch in self.branches], dim=1))
 
 
+@dataclass
+class SegOutput:
+    """What a segmentor's forward returns, by name, whatever was asked of it.
+
+    logits: [B, K, H, W] at the input size. aux: the aux head's logits [B, K, H, W] (train mode with an
+    aux head), else None. perturbed: logits [B, K, H, W] decoded from channel-dropped encoder features
+    (asked with fp_dropout > 0), else None. features: the representation head's output [B, D, h, w] at
+    stride 4 (asked with features=True, of a model built with one), else None.
+    """
+
+    logits: Tensor
+    aux: Tensor | None = None
+    perturbed: Tensor | None = None
+    features: Tensor | None = None
+
+    def head(self, n: int) -> SegOutput:
+        """The first n images of every tensor it holds (e.g. the labeled part of a joint forward)."""
+        return SegOutput(
+            *(None if t is None else t[:n] for t in (self.logits, self.aux, self.perturbed, self.features))
+        )
+
+    def tail(self, n: int) -> SegOutput:
+        """Every image after the first n."""
+        return SegOutput(
+            *(None if t is None else t[n:] for t in (self.logits, self.aux, self.perturbed, self.features))
+        )
+
+
 class DeepLabV3Plus(nn.Module):
     """Dilated ResNet + ASPP + low-level decoder (+ aux head on layer3 for the Cityscapes recipe)."""
 
@@ -61,6 +89,7 @@ class DeepLabV3Plus(nn.Module):
         output_stride: int = 16,
         aux_head: bool = False,
         channels: int = 256,
+        representation: int = 0,
     ):
         super().__init__()
         rates = {16: (6, 12, 18), 8: (12, 24, 36)}[output_stride]
@@ -76,6 +105,16 @@ class DeepLabV3Plus(nn.Module):
             conv_bn_relu(channels + 48, channels, 3), conv_bn_relu(channels, channels, 3)
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.representation = None
+        if representation > 0:
+            # U2PL's representation head, beside the classifier on the same fused input (docs/methods.md).
+            self.representation = nn.Sequential(
+                conv_bn_relu(channels + 48, channels, 3),
+                nn.Dropout2d(0.1),
+                conv_bn_relu(channels, channels, 3),
+                nn.Dropout2d(0.1),
+                nn.Conv2d(channels, representation, 1),
+            )
         self.aux = None
         if aux_head:
             self.aux = nn.Sequential(conv_bn_relu(c_mid, channels, 3), nn.Conv2d(channels, num_classes, 1))
@@ -88,12 +127,12 @@ class DeepLabV3Plus(nn.Module):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
 
-    def forward(self, x: Tensor, fp_dropout: float = 0.0) -> Any:
-        """x: [B, 3, H, W] -> logits [B, K, H, W]; train mode with aux head -> (logits, aux [B, K, H, W]).
+    def forward(self, x: Tensor, fp_dropout: float = 0.0, features: bool = False) -> SegOutput:
+        """x: [B, 3, H, W] -> SegOutput: logits [B, K, H, W]; aux logits in train mode with an aux head.
 
         fp_dropout > 0 (UniMatch's feature perturbation): also decode a copy of the encoder features (layer1
-        and layer4) with channel dropout at that rate, in the same decoder batch as the clean ones, and
-        return (the above, perturbed logits [B, K, H, W]).
+        and layer4) with channel dropout at that rate, in the same decoder batch as the clean ones, into
+        `perturbed`. features: also return the representation head's output (a model built with one).
         """
         size = x.shape[-2:]
         low, mid, high = self.backbone(x)
@@ -102,14 +141,19 @@ class DeepLabV3Plus(nn.Module):
             high = torch.cat([high, F.dropout2d(high, fp_dropout, training=True)])
         low = self.low_proj(low)
         high = _resize(self.aspp(high), low.shape[-2:])
-        logits = _resize(self.classifier(self.fuse(torch.cat([low, high], dim=1))), size)
+        decoder_input = torch.cat([low, high], dim=1)
+        logits = _resize(self.classifier(self.fuse(decoder_input)), size)
         perturbed = None
         if fp_dropout > 0:
             logits, perturbed = logits.chunk(2)
-        out: Any = logits
-        if self.aux is not None and self.training:
-            out = (logits, _resize(self.aux(mid), size))
-        return out if perturbed is None else (out, perturbed)
+            decoder_input = decoder_input.chunk(2)[0]
+        aux = _resize(self.aux(mid), size) if self.aux is not None and self.training else None
+        rep = None
+        if features:
+            if self.representation is None:
+                raise ValueError("features=True needs a model built with a representation head")
+            rep = self.representation(decoder_input)
+        return SegOutput(logits, aux, perturbed, rep)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, decoder parameters) for the per-group learning rates of §7."""

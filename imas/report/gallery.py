@@ -22,7 +22,7 @@ from imas.dist import DistInfo
 from imas.errors import UserError, user_message
 from imas.hardness import instance_hardness
 from imas.inference import inference_options, predict
-from imas.networks import load_trained_model
+from imas.networks import declared, load_trained_model
 from imas.normalization import normalize
 from imas.visualize import colorize
 
@@ -79,9 +79,9 @@ def load_models(cfg: Config, run_dir: Path, device: torch.device) -> Models:
     try:
         ckpt = load_checkpoint(latest, mmap=True)
         nets = {}
-        for which, key in (("teacher", "teacher"), ("student", "model")):
-            if key in ckpt:
-                nets[which] = load_trained_model(cfg, ckpt, latest, which, info)[0]
+        for network in declared(ckpt):  # the pseudo-labeling teacher and the student, where it has them
+            if network.name in ("teacher", "student") and network.key in ckpt:
+                nets[network.name] = load_trained_model(cfg, ckpt, latest, network.name, info)[0]
     except UserError as exc:
         return Models(
             {}, f"latest.pth cannot be used ({user_message(exc)}): no predictions shown.", info.device
