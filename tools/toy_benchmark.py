@@ -1,5 +1,5 @@
-"""Every method (SupOnly, iMAS, mean teacher, FixMatch, UniMatch, CPS) and the iMAS ablations on the toy
-data, several seeds each; a markdown table of the results.
+"""Every method (SupOnly, iMAS, mean teacher, FixMatch, UniMatch, CPS, AugSeg, U2PL) and the iMAS ablations
+on the toy data, several seeds each; a markdown table of the results.
 
     python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
 
@@ -44,6 +44,8 @@ CONFIGS = {  # table row -> config; the first row is the baseline the others are
     "FixMatch": "exps/toy/fixmatch.yaml",
     "UniMatch": "exps/toy/unimatch.yaml",
     "CPS": "exps/toy/cps.yaml",
+    "AugSeg": "exps/toy/augseg.yaml",
+    "U2PL": "exps/toy/u2pl.yaml",
     "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
     "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
