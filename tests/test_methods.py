@@ -12,8 +12,9 @@ from torch import nn
 from imas import augment, cutmix
 from imas.config import ConfigError
 from imas.experiment import load_experiment
-from imas.losses import build_supervised_loss, confident_pixel_loss
+from imas.losses import build_supervised_loss, confident_pixel_loss, confident_share
 from imas.methods import METHODS, Progress, fixmatch
+from imas.methods import unimatch as unimatch_module
 from imas.models import SegOutput, build_deeplabv3plus
 from imas.networks import reported_key
 from imas.normalization import normalize
@@ -162,6 +163,79 @@ def test_cps_each_network_learns_from_the_others_hard_labels():
     assert [n.key for n in method.evaluated()] == ["model", "model2"]
 
 
+def test_cps_follows_the_released_cutmix_loss_unless_asked_for_the_labeled_term():
+    labeled, unlabeled = batches()
+    losses = {}
+    for term in ("false", "true"):
+        method = make("cps", (f"cps.labeled_term={term}",))
+        nets = {key: method.models[key] for key in ("model", "model2")}
+        torch.manual_seed(3)
+        losses[term] = method.step(nets, labeled, unlabeled, PROGRESS).scalars["loss_cps"]
+        assert method.settings.weight == 1.0  # the released CPS+CutMix VOC weight
+    # The labeled term adds two cross-entropies to the same unlabeled ones (same draws, same networks).
+    assert losses["true"] > losses["false"] > 0
+
+
+def test_unimatchs_two_strong_views_share_one_partner(monkeypatch):
+    method = make("unimatch", ("unimatch.threshold=0.2",))
+    sources = []
+    real = unimatch_module.cutmix_strong_view
+    monkeypatch.setattr(
+        unimatch_module,
+        "cutmix_strong_view",
+        lambda *args: sources.append(real(*args)[1]) or real(*args),
+    )
+    labeled, unlabeled = batches()
+    method.step({"model": method.models["model"]}, labeled, unlabeled, PROGRESS)
+    assert len(sources) == 2 and torch.equal(sources[0], sources[1])
+
+
+def test_confident_ratio_counts_only_the_non_padding_pixels():
+    confidence = torch.tensor([[[0.99, 0.99, 0.1, 0.99]]])
+    valid = torch.tensor([[[True, True, True, False]]])
+    assert confident_share(confidence, 0.95, valid).item() == pytest.approx(2 / 3)
+
+
+def test_augseg_learns_from_the_mixed_view_with_the_released_loss():
+    method = make("augseg", ("augseg.threshold=0.2", "augseg.lambda_u=0.5"))
+    labeled, unlabeled = batches()
+    torch.manual_seed(3)
+    out = method.step({"model": method.models["model"]}, labeled, unlabeled, PROGRESS, keep_views=True)
+    s = out.scalars
+    assert out.loss.item() == pytest.approx((s["loss_x"] + 0.5 * s["loss_u"]).item(), rel=1e-6)
+    assert s["loss_u"] > 0 and 0 < s["image_confidence"] < 1
+    assert {"weak", "intensity", "mixed", "pseudo_label"} <= set(out.views) and "rho" in out.notes
+    assert [n.key for n in method.evaluated()] == ["teacher", "model"]  # the teacher reported
+
+
+def test_u2pl_queues_negatives_and_its_teacher_follows_the_released_schedule():
+    method = make("u2pl", ("u2pl.sup_only_epochs=1", "u2pl.num_queries=8", "model.representation=256"))
+    labeled, unlabeled = batches()
+    teacher, student = method.models["teacher"], method.models["model"]
+    # A supervised epoch: no unsupervised terms, no EMA.
+    out = method.step({"model": student}, labeled, unlabeled, Progress(0, 0, 10, 4))
+    assert out.scalars["loss_u"] == 0 and out.scalars["loss_c"] == 0
+    with torch.no_grad():
+        student.head.weight.add_(1.0)
+    method.after_step(Progress(0, 0, 10, 4))
+    assert not torch.equal(teacher.head.weight, student.head.weight)
+    # The first epoch after it: the teacher is the student; then an EMA of its parameters.
+    method.after_step(Progress(10, 1, 10, 4))
+    assert torch.equal(teacher.head.weight, student.head.weight)
+    before = teacher.head.weight.clone()
+    with torch.no_grad():
+        student.head.weight.add_(1.0)
+    method.after_step(Progress(25, 2, 10, 4))  # t = 15: decay min(1 - 1/16, 0.99) = 0.9375
+    torch.testing.assert_close(teacher.head.weight, 0.9375 * before + 0.0625 * student.head.weight)
+    torch.manual_seed(3)
+    out = method.step({"model": student}, labeled, unlabeled, Progress(25, 2, 10, 4))
+    assert out.scalars["loss_u"] > 0 and method.bank.fill.sum() > 0  # negatives were queued
+    state = method.state_dict()
+    fresh = make("u2pl", ("u2pl.num_queries=8", "model.representation=256"))
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.bank.keys, method.bank.keys) and torch.equal(fresh.bank.fill, method.bank.fill)
+
+
 def test_mean_teacher_is_the_imas_step_with_every_part_off():
     off = ("imas.weighting=none", "imas.adaptive=none", "imas.cutmix=fixed", "imas.pairing=random")
     labeled, unlabeled = batches()
@@ -284,6 +358,18 @@ def test_feature_perturbation_decodes_a_dropped_copy_of_the_features():
             "train:\n  method: cps\ndata:\n  unlabeled_split: u.txt\ncps:\n  n_boxes: 1000\n",
             ["cps.n_boxes", "at most 16"],
         ),
+        (
+            "train:\n  method: augseg\ndata:\n  unlabeled_split: u.txt\naugseg:\n  threshold: 1\n",
+            ["augseg.threshold", "[0, 1)"],
+        ),
+        ("train:\n  method: u2pl\ndata:\n  unlabeled_split: u.txt\n", ["model.representation"]),
+        (  # U2PL#17: two classes can never rank a class in [3, 20): the contrastive loss would stay 0
+            "train:\n  method: u2pl\ndata:\n  unlabeled_split: u.txt\n  num_classes: 2\n"
+            "model:\n  representation: 8\n",
+            ["2 classes", "contrastive loss is 0", "u2pl.low_rank"],
+        ),
+        ("train:\n  method: supervised\nsupervised:\n  x: 1\n", ["supervised has no settings"]),
+        ("trian:\n  epochs: 1\n", ["unknown key 'trian'", "valid keys: data, model"]),
     ],
 )
 def test_a_config_a_method_cannot_use_is_one_sentence(tmp_path, text, needles):

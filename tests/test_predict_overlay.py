@@ -13,8 +13,8 @@ from PIL import Image
 from imas import predict as predict_cli
 from imas.data.classes import CITYSCAPES_CLASSES, VOC_CLASSES
 from imas.data.toy import TOY_CLASSES
-from imas.errors import ConfigError
-from imas.networks import describe_model
+from imas.errors import CheckpointError, ConfigError
+from imas.networks import describe_model, model_names, reported_key, resolve_model
 from imas.progress import ImageProgress
 
 COLOURS = np.array([(0, 0, 0), (200, 10, 10), (10, 200, 40)], dtype=np.uint8)
@@ -145,6 +145,21 @@ def test_describe_model_uses_what_the_checkpoint_records():
     assert describe_model({"model": {}, "best_miou": -1.0}, "n.pth", "model", "student") == (
         "the network of n.pth (no epoch or mIoU recorded)"
     )
+
+
+def test_model_names_come_from_the_methods_declaration():
+    """--model takes any network the run's method declares (CPS's second one too); "teacher" on a run
+    without one reads its reported network; another name is one sentence listing the valid ones."""
+    cps = {"config": {"train": {"method": "cps"}}, "model": {}, "model2": {}}
+    assert model_names(cps) == ["student", "second_network"]
+    assert resolve_model(cps, "c.pth", "second_network") == "model2"
+    assert resolve_model(cps, "c.pth", "teacher") == resolve_model(cps, "c.pth", "student") == "model"
+    u2pl = {"config": {"train": {"method": "u2pl"}}, "model": {}, "teacher": {}}
+    assert resolve_model(u2pl, "u.pth", "teacher") == "teacher" and reported_key(u2pl) == "teacher"
+    with pytest.raises(
+        CheckpointError, match="holds no 'second_network' network; its networks: teacher, student"
+    ):
+        resolve_model(u2pl, "u.pth", "second_network")
 
 
 class FakeClock:

@@ -77,8 +77,10 @@ class U2PLSettings:
         problem = contrastive.contrastive_problem(
             cfg.data.num_classes, self.low_rank, self.high_rank, self.rule
         )
-        if problem is not None:
-            raise ConfigError(f"u2pl: {problem}")
+        if problem is not None:  # e.g. a 2-class dataset, whose contrastive loss would silently stay 0
+            raise ConfigError(
+                f"u2pl.low_rank {self.low_rank} with data.num_classes {cfg.data.num_classes}: {problem}"
+            )
 
     @property
     def rule(self) -> contrastive.NegativeRule:
