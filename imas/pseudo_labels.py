@@ -1,7 +1,7 @@
 """How good would a checkpoint's pseudo-labels be? Coverage and precision of its confident pixels, per class.
 
     imas-pseudo-labels --config exps/toy/imas.yaml --checkpoint runs/toy/imas/latest.pth \
-        [--model teacher|student] [--split val|unlabeled|labeled] [--threshold 0.95] [--limit N] [--output F]
+        [--model NAME] [--split val|unlabeled|labeled] [--threshold 0.95] [--limit N] [--output F]
 
 iMAS trains the student on the teacher's pseudo-labels wherever the teacher's confidence is at least tau
 (imas.threshold). On images that do have masks (the val split, or unlabeled images whose masks you hold back,

@@ -90,7 +90,8 @@ def test_floors() -> None:
     config = {m for m in graph if m == "imas.config" or m.startswith("imas.config.")}
     for module in config:
         assert graph[module] <= config | {"imas.errors"}, module
-    for module in ("imas.augment", "imas.cutmix", "imas.hardness", "imas.losses", "imas.ema", "imas.metrics"):
+    floor_1 = ("augment", "cutmix", "label_mix", "contrastive", "hardness", "losses", "ema", "metrics")
+    for module in (f"imas.{name}" for name in floor_1):
         assert graph[module] == set(), module
     assert "imas.evaluate" not in graph["imas.predict"]
     methods = {m for m in graph if m.startswith("imas.methods")}

@@ -121,14 +121,14 @@ COMMANDS: dict[str, Run | Mark] = {
     "imas-train --config CONFIG [--opt key.path=value ...] [--run-dir DIR] [--seed N] "
     "[--device auto|cpu|cuda] [--resume-anyway]": synopsis("CONFIG, [options]"),
     "torchrun --nproc_per_node 4 train_semi.py --config CONFIG": synopsis("CONFIG; 4 GPUs"),
-    "imas-eval --config CONFIG --checkpoint runs/.../best.pth [--model teacher|student] "
+    "imas-eval --config CONFIG --checkpoint runs/.../best.pth [--model NAME] "
     "[--mode whole|sliding] "
     '[--opt eval.flip=true "eval.scales=[0.75,1.0,1.25]"] [--output result.json] [--force]': Run(
         instead="imas-eval --config exps/toy/imas.yaml --checkpoint runs/toy/imas/best.pth "
         "--output result.json"
     ),
     "imas-predict --checkpoint runs/toy/imas/best.pth --input photos/ [--output DIR] "
-    "[--model teacher|student] [--mode whole|sliding] [--alpha 0.5] [--opt ...] [--force]": Run(
+    "[--model NAME] [--mode whole|sliding] [--alpha 0.5] [--opt ...] [--force]": Run(
         instead="imas-predict --checkpoint runs/toy/imas/best.pth --input photos/"
     ),
     "sh single_run.sh exps/toy/imas.yaml train.epochs=2": ONE_TOY_EPOCH_MORE,
@@ -190,7 +190,7 @@ COMMANDS: dict[str, Run | Mark] = {
     "torchrun ... train_semi.py": named("the script under torchrun"),
     "python -m imas.report": named("= imas-report"),
     "torchrun --nproc_per_node 4 -m imas.train --config CONFIG ...": synopsis("CONFIG ...; 4 GPUs"),
-    "imas-eval --config CONFIG --checkpoint runs/x/best.pth [--model teacher|student] [--mode whole|sliding] "
+    "imas-eval --config CONFIG --checkpoint runs/x/best.pth [--model NAME] [--mode whole|sliding] "
     "[--opt eval.flip=true] [--output result.json] [--force]": Run(
         instead="imas-eval --config exps/toy/imas.yaml --checkpoint runs/toy/imas/best.pth --model student "
         "--opt eval.flip=true --output result.json"
@@ -208,7 +208,7 @@ COMMANDS: dict[str, Run | Mark] = {
         "--model student "
         "--input photos/val_0000.jpg --alpha 0.7"
     ),
-    "imas-pseudo-labels --config CONFIG --checkpoint runs/x/latest.pth [--model teacher|student] "
+    "imas-pseudo-labels --config CONFIG --checkpoint runs/x/latest.pth [--model NAME] "
     "[--split val|unlabeled|labeled] [--threshold 0.95] [--limit N] [--output F] [--force]": synopsis(
         "CONFIG, [options]; an instance from the README is run"
     ),
