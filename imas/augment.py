@@ -357,6 +357,19 @@ def intensity_op(
     """
     if name not in _OP_FNS:
         raise ValueError(f"unknown intensity op {name!r}; valid names: {', '.join(OPS)}")
+    return _one_op(_apply, name, image, strength, sign, generator)
+
+
+def _one_op(
+    apply: Callable[[str, Tensor, Tensor, Tensor], Tensor],
+    name: str,
+    image: Tensor,
+    value: float,
+    sign: int | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """`apply(name, images [B, 3, H, W], value [B] float64, signs [B])` on one image [3, H, W] or a batch,
+    with the same value for every image; the signs `sign`, else drawn per image from `generator`."""
     if image.dtype != torch.uint8 or image.dim() not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(
             f"image must be uint8 [3, H, W] or [B, 3, H, W], got {image.dtype} {tuple(image.shape)}"
@@ -366,9 +379,9 @@ def intensity_op(
     single = image.dim() == 3
     x = image.unsqueeze(0) if single else image
     b = x.shape[0]
-    s = torch.full((b,), float(strength), dtype=torch.float64)
+    values = torch.full((b,), float(value), dtype=torch.float64)
     signs = torch.full((b,), sign, dtype=torch.int64) if sign is not None else _random_signs(b, generator)
-    out = _apply(name, x, s, signs)
+    out = apply(name, x, values, signs)
     return out.squeeze(0) if single else out
 
 
@@ -586,21 +599,9 @@ def augseg_op(
     """
     if name not in AUGSEG_OPS:
         raise ValueError(f"unknown AugSeg op {name!r}; valid names: {', '.join(AUGSEG_OPS)}")
-    if image.dtype != torch.uint8 or image.dim() not in (3, 4) or image.shape[-3] != 3:
-        raise ValueError(
-            f"image must be uint8 [3, H, W] or [B, 3, H, W], got {image.dtype} {tuple(image.shape)}"
-        )
     if not 0.0 <= u <= 1.0:
         raise ValueError(f"u must lie in [0, 1], got {u}")
-    if sign is not None and sign not in (-1, 1):
-        raise ValueError(f"sign must be -1 or 1, got {sign}")
-    single = image.dim() == 3
-    x = image.unsqueeze(0) if single else image
-    b = x.shape[0]
-    draws = torch.full((b,), float(u), dtype=torch.float64)
-    signs = torch.full((b,), sign, dtype=torch.int64) if sign is not None else _random_signs(b, generator)
-    out = _augseg_apply(name, x, draws, signs)
-    return out.squeeze(0) if single else out
+    return _one_op(_augseg_apply, name, image, u, sign, generator)
 
 
 def draw_augseg_ops(
