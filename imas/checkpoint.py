@@ -166,7 +166,8 @@ def load_model_state(
         example = (missing or unexpected)[0]
         raise CheckpointError(
             f"checkpoint {path} does not fit the model ({len(missing)} missing and {len(unexpected)} "
-            f"unexpected tensors, e.g. {example}); check model.backbone, model.aux_head and model.stem"
+            f"unexpected tensors, e.g. {example}); check model.backbone, model.aux_head, model.stem and "
+            "model.representation"
         )
     model.load_state_dict(state_dict)
 

@@ -116,7 +116,8 @@ def masked_percentile(values: torch.Tensor, mask: torch.Tensor, q: float | Seque
         lo = pos.floor().long()
         hi = torch.minimum(lo + 1, last)
         t = pos - lo
-        a, b = ordered[lo].double(), ordered[hi].double()
+        # gather, not ordered[lo]: indexing with a 0-d tensor reads it back to the host
+        a, b = ordered.gather(0, lo.view(1))[0].double(), ordered.gather(0, hi.view(1))[0].double()
         # numpy's _lerp: from the nearer end, so t = 1 gives b exactly.
         results.append(torch.where(t < 0.5, a + (b - a) * t, b - (b - a) * (1 - t)))
     result = torch.stack(results).masked_fill(n == 0, float("nan"))

@@ -92,8 +92,10 @@ def summarize(confusion: np.ndarray, gt_count: np.ndarray, names: list[str]) -> 
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_experiment(args.config, args.opt)
-    # The method's own threshold where it has one (imas, mean_teacher, fixmatch, ...), else iMAS's default.
+    # The method's own threshold where it has one in (0, 1) (imas, mean_teacher, fixmatch, ...; 0 keeps every
+    # pixel), else iMAS's default.
     own = getattr(cfg.method_settings, "threshold", ImasSettings.threshold)
+    own = own if 0 < own < 1 else ImasSettings.threshold
     threshold = own if args.threshold is None else args.threshold
     if not 0 < threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {threshold}")

@@ -219,8 +219,9 @@ def test_u2pl_queues_negatives_and_its_teacher_follows_the_released_schedule():
         student.head.weight.add_(1.0)
     method.after_step(Progress(0, 0, 10, 4))
     assert not torch.equal(teacher.head.weight, student.head.weight)
-    # The first epoch after it: the teacher is the student; then an EMA of its parameters.
-    method.after_step(Progress(10, 1, 10, 4))
+    # The first epoch after it: the teacher is the student, from before its pseudo-labels; then an EMA of its
+    # parameters.
+    method.step({"model": student}, labeled, unlabeled, Progress(10, 1, 10, 4))
     assert torch.equal(teacher.head.weight, student.head.weight)
     before = teacher.head.weight.clone()
     with torch.no_grad():
@@ -370,6 +371,8 @@ def test_feature_perturbation_decodes_a_dropped_copy_of_the_features():
         ),
         ("train:\n  method: supervised\nsupervised:\n  x: 1\n", ["supervised has no settings"]),
         ("trian:\n  epochs: 1\n", ["unknown key 'trian'", "valid keys: data, model"]),
+        ("model:\n  representation: 16\n", ["model.representation 16", "supervised never trains"]),
+        ("eval:\n  model: studnet\n", ["eval.model 'studnet'", "valid: teacher, student"]),
     ],
 )
 def test_a_config_a_method_cannot_use_is_one_sentence(tmp_path, text, needles):

@@ -130,6 +130,16 @@ def test_a_resume_into_fp16_starts_loss_scaling_afresh(tmp_path, toy):
     assert state.epoch == 1 and scaler.is_enabled() and scaler.get_scale() == 2.0**16
 
 
+def test_a_cps_checkpoint_older_than_labeled_term_resumes_with_the_term_it_trained_with():
+    from imas.config import upgrade_stored
+
+    stored = {"train": {"method": "cps"}, "cps": {"weight": 1.5, "n_boxes": 3}}
+    assert upgrade_stored(stored)["cps"] == {"weight": 1.5, "n_boxes": 3, "labeled_term": True}
+    assert "labeled_term" not in stored["cps"]  # the stored mapping itself is left as it was
+    new = {"train": {"method": "cps"}, "cps": {"weight": 1.0, "labeled_term": False}}
+    assert upgrade_stored(new) == new
+
+
 def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
     from imas.methods.imas import ImasSettings
 

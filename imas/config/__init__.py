@@ -248,15 +248,17 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
-    """A stored config (a checkpoint's) in today's layout: older versions kept the iMAS settings in a section
-    'semi' (written for every method), which is now the method's own section."""
-    if "semi" not in data:
-        return data
+    """A stored config (a checkpoint's) in today's layout, meaning what it trained: older versions kept the
+    iMAS settings in a section 'semi' (written for every method), which is now the method's own section; a
+    CPS section without `labeled_term` trained with the labeled CPS term, which is now off by default."""
     data = dict(data)
-    semi = data.pop("semi")
-    method = data.get("train", {}).get("method")
-    if method in ("imas", "mean_teacher") and method not in data:
-        data[method] = semi
+    method = data.get("train", {}).get("method") if isinstance(data.get("train"), dict) else None
+    if "semi" in data:
+        semi = data.pop("semi")
+        if method in ("imas", "mean_teacher") and method not in data:
+            data[method] = semi
+    if method == "cps" and isinstance(data.get("cps"), dict) and "labeled_term" not in data["cps"]:
+        data["cps"] = data["cps"] | {"labeled_term": True}
     return data
 
 

@@ -50,3 +50,14 @@ def check_method(cfg: Config) -> None:
         )
     if method.uses_unlabeled and not cfg.data.unlabeled_split:
         raise ConfigError(f"train.method {t.method} needs an unlabeled split: set data.unlabeled_split")
+    if cfg.model.representation and not method.uses_features:
+        raise ConfigError(
+            f"model.representation {cfg.model.representation} adds a head that train.method {t.method} never "
+            "trains (only u2pl reads it): set it to 0"
+        )
+    names = [n.name for n in method.networks]
+    if cfg.eval.model not in ("teacher", *names):
+        raise ConfigError(
+            f"eval.model {short_repr(cfg.eval.model)} is not a network of train.method {t.method}; "
+            f"valid: {', '.join(dict.fromkeys(['teacher', *names]))}"
+        )

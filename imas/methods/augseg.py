@@ -44,7 +44,7 @@ class AugSegSettings:
         check_interval("augseg.threshold", self.threshold, 0, 1, "[)")
         check_at_least("augseg.lambda_u", self.lambda_u, 0)
         check_interval("augseg.ema_decay", self.ema_decay, 0, 1)
-        check_at_least("augseg.num_ops", self.num_ops, 0)
+        check_interval("augseg.num_ops", self.num_ops, 1, 11)  # at least one op of the eleven
 
 
 class AugSeg(Method):

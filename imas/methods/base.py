@@ -13,7 +13,10 @@ A method declares, as class attributes, what the loop must provide and keep:
 - `per_image`: names of the per-unlabeled-image values its steps return; every name gets its history
   `<name>.csv` in the run directory, a `train/<name>` TensorBoard histogram and its sections of imas-report;
 - `min_batch_size`: the smallest train.batch_size its forwards work with (imas.methods.check_method checks
-  it when a command loads a config).
+  it when a command loads a config);
+- `uses_features`: whether its step asks the segmentor for features (a model with model.representation).
+
+An EMA network's decay is its settings' `ema_decay`.
 
 and implements `step` (one iteration's loss and what to log, given both batches and the training
 `Progress`), and, where it needs them, `after_step` (e.g. an EMA update) and `state_dict` /
@@ -124,6 +127,7 @@ class Method:
     Settings: ClassVar[type | None] = None
     uses_unlabeled: ClassVar[bool] = True
     per_image: ClassVar[tuple[str, ...]] = ()
+    uses_features: ClassVar[bool] = False  # its step asks the segmentor for features (model.representation)
     # Images per device per step: a forward of a single image in train mode cannot normalise the ASPP's
     # pooled features (iMAS's forwards always concatenate several views, so one image is enough there).
     min_batch_size: ClassVar[int] = 2

@@ -22,6 +22,7 @@ import enum
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -46,7 +47,7 @@ class U2PLSettings:
     cutmix_p: float = 0.5  # probability that a step's unlabeled batch is CutMix-ed
     drop_percent: float = 80.0  # reliable share of pixels at the start (grows linearly to 100 %)
     unsup_weight: float = 1.0
-    contrastive_weight: float = 1.0  # the released code's weight (the paper writes 0.1)
+    contrastive_weight: float = 1.0  # released: 1, its gradient divided by the world size (the paper: 0.1)
     low_entropy_threshold: float = 20.0  # alpha_0: percentile of anchors and of negatives, decays to 0
     low_rank: int = 3  # a negative of class c ranks c in [low_rank, high_rank)
     high_rank: int = 20
@@ -88,8 +89,9 @@ class U2PLSettings:
 
 
 class U2PL(Method):
-    networks = TEACHER_STUDENT  # the teacher is evaluated and reported, as released
+    networks = TEACHER_STUDENT  # the teacher is reported, as released after the supervised epochs
     Settings = U2PLSettings
+    uses_features = True
 
     def __init__(
         self, cfg: Config, trained: dict[str, nn.Module], criterion: nn.Module, device: torch.device
@@ -118,6 +120,8 @@ class U2PL(Method):
             return self.supervised_step(nets["model"], labeled)
         s, teacher = self.settings, self.models["teacher"]
         weak, n = unlabeled["image"], labeled["image"].shape[0]
+        if progress.epoch == s.sup_only_epochs:  # the first epoch after them: the teacher is the student
+            self.copy_student()
 
         # 1. Pseudo-labels: the teacher in eval mode on the unmixed images; then, with p = cutmix_p for the
         # whole batch, a half-area box of the next image (image, label and confidence alike).
@@ -148,7 +152,10 @@ class U2PL(Method):
 
         # 4. L_c on the representations, at their stride.
         contrast = self.contrastive_term(out, out_t, labeled["mask"], pseudo_label, entropy, n, progress)
-        loss = loss_x + s.unsup_weight * loss_u + s.contrastive_weight * contrast.loss
+        # The released code all-reduces L_c and divides it by the world size; autograd does not record the
+        # all-reduce, so its gradient is contrastive_weight / world size times the local one.
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        loss = loss_x + s.unsup_weight * loss_u + s.contrastive_weight / world * contrast.loss
         scalars = {
             "loss_x": loss_x.detach(),
             "loss_u": loss_u.detach(),
@@ -221,11 +228,17 @@ class U2PL(Method):
         s = self.settings
         if progress.epoch < s.sup_only_epochs:
             return
+        if progress.epoch == s.sup_only_epochs:
+            self.copy_student()
+            return
         t = progress.iteration - progress.iters_per_epoch * s.sup_only_epochs
-        decay = 0.0 if progress.epoch == s.sup_only_epochs else min(1.0 - 1.0 / (t + 1), s.ema_decay)
-        teacher = [p for p in self.models["teacher"].parameters()]
+        decay = min(1.0 - 1.0 / (t + 1), s.ema_decay)
+        teacher = list(self.models["teacher"].parameters())
         student = [p.detach() for p in self.models["model"].parameters()]
-        if decay == 0.0:
-            torch._foreach_copy_(teacher, student)
-        else:
-            torch._foreach_lerp_(teacher, student, 1.0 - decay)
+        torch._foreach_lerp_(teacher, student, 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_student(self) -> None:
+        """The teacher's parameters become the student's (not its buffers), as released."""
+        teacher = list(self.models["teacher"].parameters())
+        torch._foreach_copy_(teacher, [p.detach() for p in self.models["model"].parameters()])
