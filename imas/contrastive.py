@@ -270,7 +270,9 @@ class NegativeBank:
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"every queue needs a positive size, got {list(sizes)}")
         self.offsets = tuple(sum(self.sizes[:c]) for c in range(len(self.sizes)))
-        self.keys = torch.zeros(sum(self.sizes), dim, device=device, dtype=dtype)
+        # One row past the rings takes the writes of keys that land nowhere (`_enqueue_scattered`).
+        self._rows = torch.zeros(sum(self.sizes) + 1, dim, device=device, dtype=dtype)
+        self.keys = self._rows[:-1]
         self.ptr = torch.zeros(len(self.sizes), dtype=torch.long, device=self.keys.device)
         self.fill = torch.zeros_like(self.ptr)
         self._sizes_t = torch.tensor(self.sizes, dtype=torch.long, device=self.keys.device)
@@ -298,8 +300,9 @@ class NegativeBank:
 
     def to(self, device: torch.device | str) -> NegativeBank:
         """Move every tensor (in place) and return self."""
-        for name in ("keys", "ptr", "fill", "_sizes_t", "_offsets_t"):
+        for name in ("_rows", "ptr", "fill", "_sizes_t", "_offsets_t"):
             setattr(self, name, getattr(self, name).to(device))
+        self.keys = self._rows[:-1]
         return self
 
     @torch.no_grad()
@@ -308,9 +311,9 @@ class NegativeBank:
 
         Per class the selected keys go in pixel order, and a queue keeps its newest size_c keys (so of more
         than size_c new keys only the last size_c stay). Returns the number of selected keys per class,
-        int64 [K] (what the released function returns per call). Sync-free: every ring row is rewritten
-        from either its old key or the new key that lands on it, O(Σ sizes · D) work per call whatever the
-        count, in one pass per class (a temporary of size_c · D).
+        int64 [K] (what the released function returns per call). Sync-free, with whichever of two equal
+        ways costs less for these shapes: scattering the K · N (class, key) pairs, or rewriting every ring
+        row (O(Σ sizes · D) whatever the count).
         With several processes, gather keys and mask from all of them first (their shapes are fixed, so
         all_gather_into_tensor works): the released queues receive every GPU's keys.
         """
@@ -325,6 +328,30 @@ class NegativeBank:
         if n == 0:
             return counts
         keys = keys.detach().to(self.keys.device, self.keys.dtype)
+        if k * n < self.keys.shape[0]:  # fewer (class, key) pairs than ring rows: write only the new keys
+            self._enqueue_scattered(keys, mask, counts)
+        else:
+            self._enqueue_rewritten(keys, mask, counts)
+        self.ptr.copy_((self.ptr + counts) % self._sizes_t)
+        self.fill.copy_(torch.minimum(self.fill + counts, self._sizes_t))
+        return counts
+
+    def _enqueue_scattered(self, keys: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> None:
+        """O(K · N · D): new key r of class c goes to ring row (ptr_c + r) mod size_c; the keys a full ring
+        would drop at once (r < count_c − size_c) and the unselected pairs go to the spare row."""
+        k, n = mask.shape
+        rank = mask.cumsum(dim=1) - 1  # [K, N]: the key's number among class c's new keys
+        first = (counts - counts.clamp(max=self._sizes_t)).unsqueeze(1)
+        row = self._offsets_t.unsqueeze(1) + (self.ptr.unsqueeze(1) + rank) % self._sizes_t.unsqueeze(1)
+        target = torch.where(mask & (rank >= first), row, self.keys.shape[0])
+        self._rows.index_copy_(
+            0, target.flatten(), keys.unsqueeze(0).expand(k, n, -1).reshape(k * n, self.dim)
+        )
+
+    def _enqueue_rewritten(self, keys: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> None:
+        """O(Σ sizes · D): every ring row is rewritten from its old key or the new key that lands on it (the
+        cheaper way when a step brings more (class, key) pairs than the rings hold rows)."""
+        n = mask.shape[1]
         ranks = mask.cumsum(dim=1)  # [K, N]: ranks[c, j] = selected keys of class c among the first j + 1
         rows = torch.arange(max(self.sizes), device=self.keys.device)
         for c, (offset, size) in enumerate(zip(self.offsets, self.sizes)):
@@ -336,9 +363,6 @@ class NegativeBank:
             src = torch.searchsorted(ranks[c], r + 1).clamp_(max=n - 1)
             ring = self.keys[offset : offset + size]
             ring.copy_(torch.where(lands.unsqueeze(1), keys[src], ring))
-        self.ptr.copy_((self.ptr + counts) % self._sizes_t)
-        self.fill.copy_(torch.minimum(self.fill + counts, self._sizes_t))
-        return counts
 
     def sample(self, classes: torch.Tensor, num: int) -> torch.Tensor:
         """num keys per entry of classes [T], uniform with replacement over that queue: → float32 [T, num, D].

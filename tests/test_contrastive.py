@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from imas import contrastive
 from imas.contrastive import (
     NegativeBank,
     class_ranks,
@@ -394,3 +395,21 @@ def test_autocast_does_not_change_the_loss():
             losses.append(contrastive_loss(*step, 1, bank, num_queries=8, num_negatives=4).loss)
     assert losses[0].dtype == losses[1].dtype == torch.float32
     assert losses[0].item() > 0 and torch.equal(losses[0], losses[1])
+
+
+def test_both_ways_of_enqueueing_give_the_same_queues():
+    """The scattered write (few keys) and the ring rewrite (many) agree, a queue overflowing in one call
+    included."""
+    gen = torch.Generator().manual_seed(7)
+    banks = [contrastive.NegativeBank([5, 3, 8], dim=4) for _ in range(2)]
+    for n in (6, 2, 11, 0, 9):
+        keys = torch.randn(n, 4, generator=gen)
+        mask = torch.rand(3, n, generator=gen) > 0.4
+        banks[0]._enqueue_scattered(keys, mask, mask.sum(1))
+        if n:  # the rewrite needs a key to point at
+            banks[1]._enqueue_rewritten(keys, mask, mask.sum(1))
+        for bank in banks:
+            bank.ptr.copy_((bank.ptr + mask.sum(1)) % bank._sizes_t)
+            bank.fill.copy_(torch.minimum(bank.fill + mask.sum(1), bank._sizes_t))
+        assert torch.equal(banks[0].keys, banks[1].keys) and torch.equal(banks[0].ptr, banks[1].ptr)
+    assert banks[0].fill.tolist() == [5, 3, 8]
