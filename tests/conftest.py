@@ -203,7 +203,8 @@ FEW_STEP_SECTIONS: dict[str, dict[str, dict]] = {
 def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     cfg = {
         "data": toy_data(toy, "small_", crop_size=64, long_side=[64, 96], num_workers=0),
-        "model": {"backbone": "resnet18", "output_stride": 16},
+        # A quarter-width ResNet-18 and a 32-channel decoder: the same code paths, a fraction of the time.
+        "model": {"backbone": "resnet18", "output_stride": 16, "backbone_width": 16, "decoder_channels": 32},
         "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
         "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "eval_every": 1},
     }
