@@ -414,3 +414,17 @@ def test_every_step_runs_under_bf16_autocast(method):
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(p.grad is not None for net in nets.values() for p in net.parameters())
+
+
+def test_u2pls_corrected_contrastive_variant_trains_too():
+    """`u2pl.contrastive: corrected` (a per-image one-hot, the paper's negatives, each class's own queue)."""
+    opts = ("u2pl.sup_only_epochs=0", "u2pl.contrastive=corrected", "model.representation=256")
+    method = make("u2pl", opts)
+    labeled, unlabeled = batches()
+    student = method.models["model"]
+    for iteration in range(3):
+        torch.manual_seed(iteration)
+        out = method.step({"model": student}, labeled, unlabeled, Progress(iteration, 1, 10, 4))
+        assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert student.rep.weight.grad is not None and method.bank.fill.sum() > 0
