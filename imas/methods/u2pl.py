@@ -28,6 +28,7 @@ from torch import nn
 
 from imas import contrastive, cutmix
 from imas.config import Config, ConfigError, check_at_least, check_interval
+from imas.losses import SupervisedLoss
 from imas.methods.base import TEACHER_STUDENT, Method, Progress, StepOutput, forward_views
 from imas.normalization import normalize
 from imas.precision import autocast_context
@@ -94,8 +95,8 @@ class U2PL(Method):
     uses_features = True
 
     def __init__(
-        self, cfg: Config, trained: dict[str, nn.Module], criterion: nn.Module, device: torch.device
-    ):
+        self, cfg: Config, trained: dict[str, nn.Module], criterion: SupervisedLoss, device: torch.device
+    ) -> None:
         super().__init__(cfg, trained, criterion, device)
         s = self.settings
         sizes = [s.queue_size_class0] + [s.queue_size] * (cfg.data.num_classes - 1)
