@@ -184,12 +184,9 @@ class Method:
     def after_step(self, progress: Progress) -> None:
         """Called after each optimiser step (`progress` is the step's): every EMA network follows its
         source."""
-        for key, ema in self.emas.items():
-            ema.update(self.models[self.networks_by_key()[key].ema_of], progress.iteration, progress.epoch)
-
-    @classmethod
-    def networks_by_key(cls) -> dict[str, Network]:
-        return {n.key: n for n in cls.networks}
+        for network in self.networks:
+            if network.ema_of:
+                self.emas[network.key].update(self.models[network.ema_of], progress.iteration, progress.epoch)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """State that is not a network and that a resume needs (plain tensors: checkpoints load with
