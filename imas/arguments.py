@@ -102,6 +102,43 @@ def parse_train(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def st_plus_plus_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "Run or resume a self-training chain (ST++ or ST): SupOnly, the selection, pseudo-labels and "
+        "re-trainings, each training an ordinary run directory in the chain's folder. A finished step is "
+        "not redone; a changed setting is refused.",
+        "example, in a checkout of the repository (its exps/; sh single_run.sh makes the toy data):\n"
+        "  imas-st-plus-plus --config exps/toy/st_plus_plus.yaml --seed 0",
+        prog="imas-st-plus-plus",
+    )
+    p.add_argument("--config", required=True, help="experiment YAML of train.method self_training")
+    _opt(p, "config overrides, e.g. optim.lr=0.01")
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="the chain's folder (default: train.run_dir, else runs/<config below exps/>)",
+    )
+    p.add_argument("--seed", type=int, metavar="N", help="the same as --opt train.seed=N")
+    _device(p)
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train each stage with torchrun on N GPUs of this machine (default 1: in this process)",
+    )
+    return p
+
+
+def parse_st_plus_plus(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = st_plus_plus_parser().parse_args(argv)
+    if args.seed is not None:  # as imas-train: an override like any other
+        args.opt.append(f"train.seed={args.seed}")
+    if args.nproc_per_node < 1:
+        st_plus_plus_parser().error(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
+    return args
+
+
 # --------------------------------------------------------------------------- evaluation and prediction
 
 

@@ -59,36 +59,13 @@ class EMATeacher:
             return 0.0
         return min(1.0 - 1.0 / (iteration + 1), self.decay)
 
-    def _pairs(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Teacher and student tensors (parameters then buffers) matched by name, in the same order."""
-        teacher_state = dict(self.module.named_parameters())
-        teacher_state.update(self.module.named_buffers())
-        student_state = dict(student.named_parameters())
-        student_state.update(student.named_buffers())
-        if teacher_state.keys() != student_state.keys():
-            missing = sorted(teacher_state.keys() ^ student_state.keys())
-            raise ValueError(f"student and teacher differ in these tensors: {', '.join(missing[:5])}")
-        names = list(teacher_state)
-        return [teacher_state[n] for n in names], [student_state[n] for n in names]
-
     @torch.no_grad()
     def update(self, student: nn.Module, iteration: int, epoch: int) -> None:
         """One EMA step after the optimiser step of global iteration `iteration` in epoch `epoch`.
 
         student: the plain (unwrapped) student; it is only read.
         """
-        teacher_tensors, student_tensors = self._pairs(_unwrap(student))
-        d = self.decay_at(iteration, epoch)
-        ema_floats, src_floats = [], []
-        for t, s in zip(teacher_tensors, student_tensors):
-            if d == 0.0 or not t.is_floating_point():
-                t.copy_(s)  # exact copy (lerp with weight 1 might round); ints are never averaged
-            else:
-                ema_floats.append(t)
-                src_floats.append(s.to(dtype=t.dtype))
-        if ema_floats:
-            # θ_t + (1 − d)(θ_s − θ_t) = d·θ_t + (1 − d)·θ_s, in one fused multi-tensor kernel.
-            torch._foreach_lerp_(ema_floats, src_floats, 1.0 - d)
+        follow(self.module, _unwrap(student), self.decay_at(iteration, epoch))
         self.module.eval()  # cheap insurance: nothing may ever put the teacher in train mode
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -102,3 +79,33 @@ class EMATeacher:
         result = self.module.load_state_dict(state_dict, strict=strict)
         self.module.eval()
         return result
+
+
+def _pairs(target: nn.Module, source: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Target and source tensors (parameters then buffers) matched by name, in the same order."""
+    target_state = dict(target.named_parameters())
+    target_state.update(target.named_buffers())
+    source_state = dict(source.named_parameters())
+    source_state.update(source.named_buffers())
+    if target_state.keys() != source_state.keys():
+        missing = sorted(target_state.keys() ^ source_state.keys())
+        raise ValueError(f"student and teacher differ in these tensors: {', '.join(missing[:5])}")
+    names = list(target_state)
+    return [target_state[n] for n in names], [source_state[n] for n in names]
+
+
+@torch.no_grad()
+def follow(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """θ_target ← d·θ_target + (1 − d)·θ_source (d = decay) for parameters and floating buffers (BN running
+    statistics), matched by name; integer buffers (BN's num_batches_tracked) are copied, since an average
+    of counters means nothing; d = 0 copies everything exactly. Both plain modules; source is only read."""
+    ema_floats, src_floats = [], []
+    for t, s in zip(*_pairs(target, source)):
+        if decay == 0.0 or not t.is_floating_point():
+            t.copy_(s)  # exact copy (lerp with weight 1 might round); ints are never averaged
+        else:
+            ema_floats.append(t)
+            src_floats.append(s.to(dtype=t.dtype))
+    if ema_floats:
+        # θ_t + (1 − d)(θ_s − θ_t) = d·θ_t + (1 − d)·θ_s, in one fused multi-tensor kernel.
+        torch._foreach_lerp_(ema_floats, src_floats, 1.0 - decay)

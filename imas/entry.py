@@ -18,6 +18,14 @@ def train(argv: Sequence[str] | None = None) -> int:
     return main(argv)
 
 
+def st_plus_plus(argv: Sequence[str] | None = None) -> int:
+    """imas-st-plus-plus."""
+    arguments.parse_st_plus_plus(argv)
+    from imas.st_plus_plus import main
+
+    return main(argv)
+
+
 def evaluate(argv: Sequence[str] | None = None) -> int:
     """imas-eval (python eval.py)."""
     arguments.parse_eval(argv)

@@ -20,7 +20,7 @@ from imas.dist import DistInfo
 from imas.errors import CheckpointError
 from imas.methods import METHODS
 from imas.methods.base import STUDENT, Network
-from imas.models import build_model
+from imas.models import Ensemble, build_model
 
 
 def declared(ckpt: dict[str, Any]) -> tuple[Network, ...]:
@@ -29,10 +29,10 @@ def declared(ckpt: dict[str, Any]) -> tuple[Network, ...]:
     method = ckpt.get("config", {}).get("train", {}).get("method")
     if method in METHODS:
         return METHODS[method].networks
-    known = {n.key for m in METHODS.values() for n in m.networks}
-    held = {key for key in known if key in ckpt}
+    known = {n.key for m in METHODS.values() for n in m.networks if not n.members}
+    keys = {key for key in known if key in ckpt}
     for m in METHODS.values():
-        if {n.key for n in m.networks} == held:
+        if {n.key for n in m.networks if not n.members} == keys:
             return m.networks
     return (STUDENT,)
 
@@ -52,16 +52,21 @@ def reported_key(ckpt: dict[str, Any]) -> str:
     return next(n.key for n in declared(ckpt) if n.evaluated)
 
 
+def held(ckpt: dict[str, Any], network: Network) -> bool:
+    """Whether the checkpoint holds the weights of `network` (of every member of an ensemble)."""
+    return all(key in ckpt for key in network.members) if network.members else network.key in ckpt
+
+
 def model_names(ckpt: dict[str, Any]) -> list[str]:
     """What `--model` (eval.model) accepts for this checkpoint: its networks' names."""
-    return [n.name for n in declared(ckpt) if n.key in ckpt]
+    return [n.name for n in declared(ckpt) if held(ckpt, n)]
 
 
 def resolve_model(ckpt: dict[str, Any], checkpoint: str | Path, asked: str) -> str:
     """The checkpoint key of the network named `asked` (eval.model): a network its method declares by name
     ("teacher", "student", "second_network"); "teacher" on a run without one is its reported network, as
     the default eval.model reads every run. A name the checkpoint lacks is one CheckpointError sentence."""
-    by_name = {n.name: n.key for n in declared(ckpt) if n.key in ckpt}
+    by_name = {n.name: n.key for n in declared(ckpt) if held(ckpt, n)}
     if asked in by_name:
         return by_name[asked]
     if asked == "teacher" and "teacher" not in ckpt:
@@ -78,7 +83,7 @@ def describe_model(ckpt: dict[str, Any], path: str | Path, key: str, asked: str)
     "student", eval.model) that the checkpoint lacks is said (a run without a teacher gives its network)."""
     label = model_label(ckpt, key)
     notes = []
-    if asked == "teacher" and key != "teacher":
+    if asked == "teacher" and "teacher" not in label:  # PS-MT's "teachers' ensemble" is what it asks for
         notes.append("it holds no teacher")
     facts = [f"{name} {ckpt[name]}" for name in ("epoch", "iteration") if isinstance(ckpt.get(name), int)]
     best = ckpt.get("best_miou")
@@ -115,7 +120,12 @@ def load_trained_model(
             f"checkpoint {checkpoint} predicts {stored_classes} classes but the config has "
             f"data.num_classes {cfg.data.num_classes}"
         )
-    model = build_model(cfg, info, pretrained=False)
-    load_model_state(model, ckpt[key], checkpoint)
+    network = {n.key: n for n in declared(ckpt)}.get(key)
+    members = network.members if network is not None else ()
+    models = []
+    for member in members or (key,):  # an ensemble's members, or the one network
+        models.append(build_model(cfg, info, pretrained=False))
+        load_model_state(models[-1], ckpt[member], checkpoint)
+    model = Ensemble(models) if members else models[0]
     model.eval()
     return model, key

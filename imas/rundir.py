@@ -48,6 +48,7 @@ RESULT_NEUTRAL_KEYS = (
     "train.eval_every",
     "train.run_dir",
     "train.compile",  # other kernels for the same computation: round-off only, like another thread count
+    "train.keep_epochs",  # which epochs also keep a checkpoint file (ST++'s snapshots)
     "eval.",  # every evaluation option: evaluation never feeds back into training
 )
 

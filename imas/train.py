@@ -238,10 +238,10 @@ def build_trainer(cfg: Config, info: DistInfo, pretrained: bool = True) -> Train
     global RNG then moves to this rank's step stream."""
     method_class = METHODS[cfg.train.method]
     trained: dict[str, nn.Module] = {}
-    for index, name in enumerate(method_class.trained_keys()):
+    for index, network in enumerate(n for n in method_class.networks if n.trained):
         if index:  # a second network (CPS): what is not pretrained starts from another seed
             torch.manual_seed(cfg.train.seed + index)
-        trained[name] = build_model(cfg, info, pretrained=pretrained)
+        trained[network.key] = build_model(cfg, info, pretrained=pretrained and network.pretrained)
     optimizer = make_optimizer(cfg, list(trained.values()))
     scaler = make_grad_scaler(cfg, info.device)
     criterion = build_supervised_loss(
@@ -494,7 +494,9 @@ def train_one_epoch(run: Run, epoch: int) -> None:
         u_batch = to_device(unlabeled, info.device, cfg.train.channels_last) if semi else None
         # A panel every `every` iterations and at the last one, to show what training ended on.
         due = every > 0 and (state.iteration % every == 0 or state.iteration + 1 == run.total_iters)
-        progress = StepProgress(state.iteration, epoch, run.loaders.iters_per_epoch, cfg.train.epochs)
+        progress = StepProgress(
+            state.iteration, epoch, run.loaders.iters_per_epoch, cfg.train.epochs, run.loaders.labeled_iters
+        )
         out = train_step(trainer, batch, u_batch, progress, keep_views=semi and info.is_main and due)
         run.guard.watch(out.loss)
         if out.per_image.keys() != set(trainer.method.per_image):  # the same on every rank: none waits
@@ -578,10 +580,10 @@ def evaluate(run: Run) -> EvalRecord:
     """Evaluate every model the method evaluates on the val split (the reported one last, as it always
     was)."""
     start = time.perf_counter()
-    models, evaluated = run.method.models, run.method.evaluated()
+    evaluated = run.method.evaluated()
     confusions = {}
     for network in (*evaluated[1:], evaluated[0]):
-        model = models[network.key]
+        model = run.method.module_of(network)
         confusions[network.label] = evaluate_model(run.cfg, model, run.val_loader, run.info.device)
     reported = evaluated[0].label
     ordered = {reported: confusions.pop(reported)} | confusions
@@ -611,13 +613,14 @@ def record(run: Run, rec: EvalRecord) -> None:
     line |= {"others": {label: c.to_dict(class_list) for label, c in others.items()}} if others else {}
     writer.evaluation(line | {"time": time.time(), "wall_s": run.wall_s()})
     if run.val_samples:
-        shown = {network.label: run.method.models[network.key] for network in run.method.evaluated()}
+        shown = {network.label: run.method.module_of(network) for network in run.method.evaluated()}
         columns, rows = val_panel(run.cfg, shown, run.val_samples, run.colours, run.info.device)
         writer.panel("eval/views", columns, run.colours, rec.iteration, class_list, rows, legend=True)
 
 
 def save_checkpoints(run: Run, new_best: bool) -> None:
-    """latest.pth (and best.pth on a new best) by rank 0; every rank's RNG state goes into latest.pth."""
+    """latest.pth (and best.pth on a new best, epoch_<N>.pth for an epoch of train.keep_epochs) by rank 0;
+    every rank's RNG state goes into latest.pth."""
     state = run.state
     state.wall_s = run.wall_s()
     rng_states = gather_rng_states(run.info)
@@ -625,6 +628,11 @@ def save_checkpoints(run: Run, new_best: bool) -> None:
         run.writer.flush()  # TensorBoard writes in the background: a full disk is said before the save
         latest, best = run.run_dir / "latest.pth", run.run_dir / "best.pth"
         models, trainer = run.method.models, run.trainer
+        if state.epoch in run.cfg.train.keep_epochs:
+            # Before latest.pth: a stop between the two writes re-trains this epoch, which writes it again.
+            save_training_state(
+                kept_checkpoint(run.run_dir, state.epoch), run.cfg, state, models, None, None, None
+            )
         # latest.pth first: it names the best epoch, so a stop before best.pth is written is repaired
         # on resume from latest.pth's own weights (imas.checkpoint.repair_best).
         save_training_state(
@@ -652,6 +660,11 @@ def save_checkpoints(run: Run, new_best: bool) -> None:
             run.changes = []
     run.guard.saved_epoch = state.epoch
     barrier()
+
+
+def kept_checkpoint(run_dir: Path, epoch: int) -> Path:
+    """Where the models of an epoch of train.keep_epochs are kept."""
+    return run_dir / f"epoch_{epoch}.pth"
 
 
 def finish(run: Run) -> None:

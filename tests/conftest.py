@@ -193,6 +193,9 @@ def checkpoint(tmp_path_factory) -> Path:
 FEW_STEP_SECTIONS: dict[str, dict[str, dict]] = {
     "imas": {"imas": {"threshold": 0.5, "group_size": 2}},
     "mean_teacher": {"mean_teacher": {"threshold": 0.5, "group_size": 2}},
+    "ps_mt": {"ps_mt": {"warm_up_epochs": 1, "threshold": 0.0, "top_k": 2}},  # teachers from scratch
+    # a re-training stage of ST++ as imas-st-plus-plus writes it: entries from 4 on are "pseudo-labeled"
+    "self_training": {"self_training": {"pseudo_from": 4}},
     "u2pl": {
         "model": {"representation": 16},
         "u2pl": {"sup_only_epochs": 0, "queue_size": 64, "queue_size_class0": 64, "num_queries": 16},

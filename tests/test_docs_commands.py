@@ -227,6 +227,11 @@ COMMANDS: dict[str, Run | Mark] = {
     "imas-data splits cityscapes --root data/cityscapes [--seed 0] [--force]": synopsis(
         "[options]; " + CITYSCAPES
     ),
+    "imas-st-plus-plus --config CONFIG [--opt key.path=value ...] [--run-dir DIR] [--seed N] "
+    "[--device auto|cpu|cuda] [--nproc-per-node N]": Run(
+        instead="imas-st-plus-plus --config exps/toy/st_plus_plus.yaml --seed 0", until=TOY_PROGRESS
+    ),
+    "python -m torch.distributed.run --standalone": named("how imas-st-plus-plus starts its stages"),
     # ---------------------------------------------------------------- docs/data.md
     "ln -s VOCdevkit/VOC2012 data/VOC2012": Mark(VOC, check=False),
     "imas-data check exps/cityscapes/r50_744/imas_os16.yaml": Mark(CITYSCAPES),
@@ -259,6 +264,13 @@ COMMANDS: dict[str, Run | Mark] = {
     "python: @dataclass": Mark(SOURCE, check=False),
     "python: class FixMatch(Method):": Mark(SOURCE, check=False),
     "python tools/NAME.py": synopsis("NAME"),
+    "imas-st-plus-plus --nproc-per-node N": named("imas-st-plus-plus's option"),
+    "OMP_NUM_THREADS=1 imas-st-plus-plus --config exps/toy/st_plus_plus.yaml --seed 0 --device cpu": longer(
+        "the toy's ST++ chain, 3 trainings of 3600 iterations, 13 min (the same command is run, and stopped, "
+        "for docs/commands.md)",
+        check=False,
+    ),
+    "python tools/toy_benchmark.py --rows SupOnly ST++": longer("6 toy trainings and 3 ST++ chains, ~50 min"),
     "python -m tools.gpu_check": named("the GPU check"),
     "imas-data check CONFIG": synopsis("CONFIG"),
     "python tools/toy_benchmark.py": longer("all 27 toy trainings of the default table, about 2 hours"),

@@ -172,6 +172,7 @@ def test_the_module_parsers_are_the_light_ones() -> None:
     import imas.predict
     import imas.pseudo_labels
     import imas.report.command
+    import imas.st_plus_plus
     import imas.train
 
     args = imas.train.parse_args(["--config", "c.yaml", "--seed", "3"])
@@ -181,5 +182,7 @@ def test_the_module_parsers_are_the_light_ones() -> None:
     assert imas.pseudo_labels.parse_args(["--config", "c", "--checkpoint", "p"]).model == "teacher"
     assert imas.report.command.parse_args(["r"]).device == "cpu"
     assert imas.compare.parse_args(["r1", "r2"]).run_dirs == ["r1", "r2"]
+    chain = imas.st_plus_plus.parse_st_plus_plus(["--config", "c.yaml", "--seed", "2"])
+    assert chain.opt == ["train.seed=2"] and chain.nproc_per_node == 1
     splits = imas.data.commands.parse_args(["splits", "pascal", "--voc", "v"])
     assert splits.classic is None and splits.seed == 0  # the published sizes are imas.data.split_lists'

@@ -64,7 +64,7 @@ def run(tmp_path: Path, toy: Path, method: str) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     ckpt = torch.load(run_dir / "latest.pth", weights_only=True)
-    keys = sorted({n.key for n in METHODS[method].networks})
+    keys = sorted({n.key for n in METHODS[method].networks if not n.members})  # an ensemble: its members
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     history = run_dir / "hardness.csv"
     return {

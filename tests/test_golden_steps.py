@@ -71,8 +71,10 @@ CASES: dict[str, list[str]] = {  # the config (SupOnly's or iMAS's toy config) f
     "cps_released": ["train.method=cps"],
     "augseg": ["train.method=augseg", "augseg.threshold=0.3"],
     "u2pl": ["train.method=u2pl", "u2pl.sup_only_epochs=0", "model.representation=16"],
+    "ps_mt": ["train.method=ps_mt", "ps_mt.threshold=0.3"],
+    "self_training": ["train.method=self_training", "self_training.pseudo_from=2"],
 }
-CONFIGS = {"supervised": "suponly.yaml"}  # else exps/toy/<method>.yaml
+CONFIGS = {"supervised": "suponly.yaml", "self_training": "st_plus_plus.yaml"}  # else exps/toy/<method>.yaml
 STEP_SEED = 5  # the step's random draws (augmentation ops, CutMix trigger, boxes, pairing)
 
 
@@ -95,6 +97,7 @@ def run_case(overrides: list[str]) -> dict[str, Any]:
     labeled = {
         "image": torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, generator=gen),
         "mask": torch.randint(0, cfg.data.num_classes, (B, S, S), generator=gen),
+        "index": torch.arange(B),
     }
     labeled["mask"][:, :2] = 255  # ignored rows, as crop padding gives
     valid = torch.ones(B, S, S, dtype=torch.bool)
@@ -120,6 +123,8 @@ def run_case(overrides: list[str]) -> dict[str, Any]:
     out["loss"] = [loss.item()]
     out |= {f"value/{key}": [value.item()] for key, value in sorted(values.items())}
     for name, model in trainer.trained.items():
+        if all(p.grad is None for p in model.parameters()):
+            continue  # a network this step does not train (PS-MT's teachers): no key, so a change shows
         backbone, decoder = model.param_groups()
         for group, params in (("backbone", backbone), ("decoder", decoder)):
             for index in (0, -1):

@@ -25,8 +25,8 @@ DEVICE = torch.device("cpu")
 
 
 class PixelNet(nn.Module):
-    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout and, with a representation
-    width, gives U2PL's features: fast enough for steps."""
+    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout, PS-MT's decoder noise and,
+    with a representation width, gives U2PL's features: fast enough for steps."""
 
     def __init__(self, representation: int = 0) -> None:
         super().__init__()
@@ -34,12 +34,19 @@ class PixelNet(nn.Module):
         self.head = nn.Conv2d(3, K, 1)
         self.rep = nn.Conv2d(3, representation, 1) if representation else None
 
-    def forward(self, x: torch.Tensor, fp_dropout: float = 0.0, features: bool = False) -> SegOutput:
+    def forward(
+        self, x: torch.Tensor, fp_dropout: float = 0.0, features: bool = False, decoder_noise=None
+    ) -> SegOutput:
         hidden = self.bn(x)
-        out = SegOutput(self.head(hidden), features=self.rep(hidden) if features else None)
+        if decoder_noise is not None:  # PS-MT's T-VAT: the head is the decoder
+            hidden = hidden + decoder_noise(hidden)
+        out = SegOutput(self.decode(hidden, x.shape[-2:]), features=self.rep(hidden) if features else None)
         if fp_dropout > 0:
             out.perturbed = self.head(F.dropout2d(hidden, fp_dropout, training=True))
         return out
+
+    def decode(self, hidden: torch.Tensor, size) -> torch.Tensor:
+        return self.head(hidden)
 
     def param_groups(self):
         return [], list(self.parameters())
@@ -50,6 +57,7 @@ def batches(seed: int = 0) -> tuple[dict, dict]:
     labeled = {
         "image": torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8, generator=gen),
         "mask": torch.randint(0, K, (B, H, W), generator=gen),
+        "index": torch.arange(B),
     }
     valid = torch.ones(B, H, W, dtype=torch.bool)
     valid[:, :, -3:] = False  # crop padding on the right
@@ -63,7 +71,9 @@ def batches(seed: int = 0) -> tuple[dict, dict]:
 
 def make(method: str, overrides: tuple[str, ...] = ()):
     """The method on PixelNets, with the toy config of that method (CPS gets two differently seeded nets)."""
-    name = {"supervised": "suponly"}.get(method, method)
+    name = {"supervised": "suponly", "self_training": "st_plus_plus"}.get(method, method)
+    if method == "self_training":  # a re-training stage: its labeled entries from 2 on are pseudo-labeled
+        overrides = ("self_training.pseudo_from=2", *overrides)
     cfg = load_experiment(f"exps/toy/{name}.yaml", [f"train.batch_size={B}", *overrides])
     trained = {}
     for index, key in enumerate(METHODS[method].trained_keys()):
@@ -413,7 +423,11 @@ def test_every_step_runs_under_bf16_autocast(method):
     out = runner.step(nets, labeled, unlabeled if runner.uses_unlabeled else None, PROGRESS)
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     out.loss.backward()
-    assert all(p.grad is not None for net in nets.values() for p in net.parameters())
+    # PS-MT's semi-supervised step trains the student only: its teachers follow by EMA (T-VAT reads their
+    # decoders without a gradient to them).
+    trains = {"model"} if method == "ps_mt" else set(nets)
+    for name, net in nets.items():
+        assert all((p.grad is not None) == (name in trains) for p in net.parameters()), name
 
 
 def test_u2pls_corrected_contrastive_variant_trains_too():

@@ -5,7 +5,10 @@ on the toy data, several seeds each; a markdown table of the results.
 
 Every (config, seed) trains with `python -m imas.train` (imas-train) in its own run directory
 OUT/<config>/seed<N> (config.yaml, train.log, metrics.jsonl, train_scalars.jsonl, hardness.csv, TensorBoard
-events; the checkpoints are deleted once the run is done unless --keep-checkpoints). `--jobs` runs that many
+events; the checkpoints are deleted once the run is done unless --keep-checkpoints). A config of
+train.method self_training (ST++) runs its whole chain with `python -m imas.st_plus_plus`
+(imas-st-plus-plus) in OUT/<config>/seed<N>: its result is the chain's last stage run, its wall time the
+whole chain's. `--jobs` runs that many
 trainings at once, the CPU threads split between them. A finished run (its result.json exists) is not trained
 again, so an interrupted benchmark resumes where it stopped. The table (OUT/results.md) and the raw numbers
 (OUT/results.json) give, per config, the mean ± std over seeds of the final and the best teacher mIoU (student
@@ -29,6 +32,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
+from imas import st_plus_plus
 from imas.cli import run_command
 from imas.config import load_config, to_dict
 from imas.errors import RunDirError, UserError
@@ -46,6 +52,8 @@ CONFIGS = {  # table row -> config; the first row is the baseline the others are
     "CPS": "exps/toy/cps.yaml",
     "AugSeg": "exps/toy/augseg.yaml",
     "U2PL": "exps/toy/u2pl.yaml",
+    "PS-MT": "exps/toy/ps_mt.yaml",
+    "ST++": "exps/toy/st_plus_plus.yaml",  # a chain of three trainings (imas-st-plus-plus)
     "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
     "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
@@ -100,32 +108,45 @@ def config_difference(saved: dict, config: str, seed: int, opts: list[str]) -> s
     return None
 
 
+def chain_result(config: str, opts: list[str]) -> str | None:
+    """The run directory name, inside a chain's folder, of the run that is its result, for a config that
+    imas-st-plus-plus runs; None for a config of one training."""
+    cfg = load_experiment(REPO / config, opts)
+    if cfg.train.method != st_plus_plus.METHOD:
+        return None
+    return st_plus_plus.final_stage(cfg)
+
+
 def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Namespace) -> dict:
     """Train one (config, seed) unless it is already done; return its result record."""
-    run_dir = out / run_name(config) / f"seed{seed}"
-    result_file = run_dir / "result.json"
+    folder = out / run_name(config) / f"seed{seed}"  # the run directory, or the chain's folder
+    result_file = folder / "result.json"
+    stage = chain_result(config, run_options(args))
+    run_dir = folder / stage if stage else folder  # the run whose evaluations are the result
     if result_file.is_file():
         finished = read_run(run_dir, per_image=False)  # one sentence where it is no run directory
-        if finished.result is None:
+        result = json.loads(result_file.read_text()) if stage else finished.result
+        if result is None:
             raise RunDirError(
                 f"{result_file} is not a result this script wrote: delete that folder to train it again"
             )
-        difference = config_difference(finished.config, config, seed, run_options(args))
+        saved = yaml.safe_load((folder / st_plus_plus.CHAIN_CONFIG).read_text()) if stage else finished.config
+        difference = config_difference(saved, config, seed, run_options(args))
         if difference:
             raise RunDirError(
                 f"{run_dir} was trained with other settings ({difference}): delete that folder to train it "
                 "again, or choose another --out"
             )
-        return finished.result
+        return result
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
         sys.executable,
         "-m",
-        "imas.train",
+        "imas.st_plus_plus" if stage else "imas.train",
         "--config",
         config,
         "--run-dir",
-        str(run_dir),
+        str(folder),
         "--seed",
         str(seed),
         "--device",
@@ -134,15 +155,15 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
     command += ["--opt", *run_options(args)]
     say(f"start  {run_name(config)} seed {seed}")
     start = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "stdout.txt").open("a") as stdout:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "stdout.txt").open("a") as stdout:
         code = subprocess.call(command, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     if code != 0:
-        raise BenchmarkError(f"{config} seed {seed} failed with exit code {code}; see {run_dir}/stdout.txt")
+        raise BenchmarkError(f"{config} seed {seed} failed with exit code {code}; see {folder}/stdout.txt")
     records = read_run(run_dir, per_image=False).evaluations
     if not records:
-        raise BenchmarkError(f"{config} seed {seed} recorded no evaluation; see {run_dir}/stdout.txt")
+        raise BenchmarkError(f"{config} seed {seed} recorded no evaluation; see {folder}/stdout.txt")
     result = {
         "config": config,
         "seed": seed,
@@ -154,7 +175,7 @@ def train_one(config: str, seed: int, out: Path, threads: int, args: argparse.Na
         "threads": threads,
     }
     if not args.keep_checkpoints:
-        for checkpoint in run_dir.glob("*.pth"):
+        for checkpoint in folder.rglob("*.pth"):  # a chain: every stage's
             checkpoint.unlink()
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     say(

@@ -54,6 +54,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"data.num_classes must be in [1, 255] (255 is the ignore label), got {d.num_classes}"
         )
+    outside = [epoch for epoch in t.keep_epochs if not 1 <= epoch <= t.epochs]
+    if outside:
+        raise ConfigError(
+            f"train.keep_epochs must list epochs in [1, train.epochs={t.epochs}], got {outside[0]}"
+        )
     if t.image_every < 0:
         raise ConfigError(f"train.image_every must be >= 0 (0 = no image panels), got {t.image_every}")
     if d.num_workers < 0:

@@ -114,6 +114,9 @@ class TrainConfig:
     image_every: int = 1000  # iterations between TensorBoard image panels (semi-supervised); 0 = never
     seed: int = 0
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
+    # Epochs whose models are also kept as epoch_<N>.pth (weights only, like best.pth), e.g. the snapshots
+    # that ST++'s selection compares (imas.st_plus_plus); [] = none.
+    keep_epochs: list[int] = field(default_factory=list)
     run_dir: str = ""  # "" = runs/<config file name>
 
 

@@ -9,6 +9,7 @@ one. Worker RNGs are seeded from (seed, stream, e, rank) by re-seeding each load
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import sys
@@ -132,6 +133,7 @@ class TrainLoaders:
     iters_per_epoch: int
     seed: int = 0
     rank: int = 0
+    labeled_iters: int = 0  # the iterations of one pass over the labeled images (each rank its share)
 
     def set_epoch(self, epoch: int) -> None:
         """Select epoch `epoch`'s order and worker seeds; call before iterating the loaders each epoch."""
@@ -165,7 +167,9 @@ def build_train_loaders(
         unlabeled = _train_loader(
             cfg, datasets.unlabeled, epoch_length, batch_size, seed, UNLABELED_STREAM, rank, world_size
         )
-    loaders = TrainLoaders(labeled, unlabeled, iters, seed=seed, rank=rank)
+    # As a distributed sampler without drop_last would pass over them: ceil(ceil(N / W) / B) batches.
+    labeled_iters = math.ceil(math.ceil(len(datasets.labeled) / world_size) / batch_size)
+    loaders = TrainLoaders(labeled, unlabeled, iters, seed=seed, rank=rank, labeled_iters=labeled_iters)
     loaders.set_epoch(0)
     return loaders
 

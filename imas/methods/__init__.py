@@ -14,6 +14,8 @@ from imas.methods.cps import CPS
 from imas.methods.fixmatch import FixMatch
 from imas.methods.imas import IMAS
 from imas.methods.mean_teacher import MeanTeacher
+from imas.methods.ps_mt import PSMT
+from imas.methods.self_training import SelfTraining
 from imas.methods.supervised import SupOnly
 from imas.methods.u2pl import U2PL
 from imas.methods.unimatch import UniMatch
@@ -27,6 +29,8 @@ METHODS: dict[str, type[Method]] = {
     "cps": CPS,
     "augseg": AugSeg,
     "u2pl": U2PL,
+    "self_training": SelfTraining,
+    "ps_mt": PSMT,
 }
 # The settings class of every method, by name (what imas.config builds a method's section from).
 SETTINGS = {name: method.Settings for name, method in METHODS.items()}

@@ -38,7 +38,7 @@ from torch import nn
 from imas.config import Config
 from imas.ema import EMATeacher
 from imas.losses import SupervisedLoss
-from imas.models import SegOutput
+from imas.models import Ensemble, SegOutput
 from imas.normalization import normalize
 
 
@@ -50,6 +50,9 @@ class Network:
     call it ("student", "teacher", "second network"); its command-line name (`--model`) is the label with
     "_" for spaces. noun: what a sentence about a checkpoint calls it ("the network of runs/x/best.pth").
     ema_of: the key of the network it is an exponential moving average of (None: the optimiser trains it).
+    members: the keys of the networks whose mean logits it is (an ensemble, e.g. PS-MT's teachers): it holds
+    no weights of its own, so checkpoints keep only its members. pretrained: whether the loop builds it
+    with model.pretrained's backbone (PS-MT's teachers start from scratch, as released).
     """
 
     key: str
@@ -57,6 +60,8 @@ class Network:
     noun: str = ""
     ema_of: str | None = None
     evaluated: bool = True
+    members: tuple[str, ...] = ()
+    pretrained: bool = True
 
     @property
     def name(self) -> str:
@@ -64,7 +69,7 @@ class Network:
 
     @property
     def trained(self) -> bool:
-        return self.ema_of is None
+        return self.ema_of is None and not self.members
 
 
 # The declarations today's methods share.
@@ -75,12 +80,13 @@ TEACHER_STUDENT = (Network("teacher", "teacher", ema_of="model"), Network("model
 @dataclass(frozen=True)
 class Progress:
     """Where training is: the global iteration (0-based, of this step), the epoch (0-based), and the
-    totals, for schedules that depend on them (U2PL's entropy percentiles, ramp-ups)."""
+    totals, for schedules that depend on them (U2PL's entropy percentiles, ramp-ups, warm-ups)."""
 
     iteration: int
     epoch: int
     iters_per_epoch: int
     epochs: int
+    labeled_iters: int = 0  # the iterations of one pass over the labeled split (PS-MT's warm-up epochs)
 
     @property
     def total_iters(self) -> int:
@@ -145,9 +151,11 @@ class Method:
         self.emas: dict[str, EMATeacher] = {
             n.key: EMATeacher(trained[n.ema_of], self.settings.ema_decay) for n in self.networks if n.ema_of
         }
-        # Every model a checkpoint keeps, by checkpoint key, in declaration order.
+        # Every model a checkpoint keeps, by checkpoint key, in declaration order (an ensemble keeps none).
         self.models: dict[str, nn.Module] = {
-            n.key: self.emas[n.key].module if n.ema_of else trained[n.key] for n in self.networks
+            n.key: self.emas[n.key].module if n.ema_of else trained[n.key]
+            for n in self.networks
+            if not n.members
         }
 
     @classmethod
@@ -162,6 +170,12 @@ class Method:
     @classmethod
     def reported(cls) -> Network:
         return cls.evaluated()[0]
+
+    def module_of(self, network: Network) -> nn.Module:
+        """What evaluating `network` runs: its model, or an Ensemble of its members' models."""
+        if network.members:
+            return Ensemble([self.models[key] for key in network.members])
+        return self.models[network.key]
 
     def supervised_loss(self, out: SegOutput, mask: torch.Tensor) -> torch.Tensor:
         """L_x of the labeled images' output (its logits, and aux logits with an aux head); mask [B, H, W]."""

@@ -10,6 +10,7 @@ from imas.config import Config, ModelConfig, short_repr
 from imas.dist import DistInfo
 from imas.errors import ConfigError
 from imas.models.deeplabv3plus import DeepLabV3Plus, SegOutput
+from imas.models.ensemble import Ensemble
 from imas.models.pretrained import LoadReport, load_backbone_weights
 from imas.models.resnet import ResNet, resnet18, resnet50, resnet101
 
@@ -20,6 +21,7 @@ STEMS = ("deep", "standard")
 __all__ = [
     "BACKBONES",
     "DeepLabV3Plus",
+    "Ensemble",
     "LoadReport",
     "ResNet",
     "SegOutput",

@@ -6,6 +6,7 @@ The backbone lives in ``model.backbone`` and every other module is decoder, so t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -127,12 +128,20 @@ class DeepLabV3Plus(nn.Module):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
 
-    def forward(self, x: Tensor, fp_dropout: float = 0.0, features: bool = False) -> SegOutput:
+    def forward(
+        self,
+        x: Tensor,
+        fp_dropout: float = 0.0,
+        features: bool = False,
+        decoder_noise: Callable[[Tensor], Tensor] | None = None,
+    ) -> SegOutput:
         """x: [B, 3, H, W] -> SegOutput: logits [B, K, H, W]; aux logits in train mode with an aux head.
 
         fp_dropout > 0 (UniMatch's feature perturbation): also decode a copy of the encoder features (layer1
         and layer4) with channel dropout at that rate, in the same decoder batch as the clean ones, into
         `perturbed`. features: also return the representation head's output (a model built with one).
+        decoder_noise (PS-MT's T-VAT): a function of the decoder's input [B, 48 + C, H/4, W/4] whose result
+        is added to it before `decode`.
         """
         size = x.shape[-2:]
         low, mid, high = self.backbone(x)
@@ -142,7 +151,9 @@ class DeepLabV3Plus(nn.Module):
         low = self.low_proj(low)
         high = _resize(self.aspp(high), low.shape[-2:])
         decoder_input = torch.cat([low, high], dim=1)
-        logits = _resize(self.classifier(self.fuse(decoder_input)), size)
+        if decoder_noise is not None:
+            decoder_input = decoder_input + decoder_noise(decoder_input)
+        logits = self.decode(decoder_input, size)
         perturbed = None
         if fp_dropout > 0:
             logits, perturbed = logits.chunk(2)
@@ -154,6 +165,11 @@ class DeepLabV3Plus(nn.Module):
                 raise ValueError("features=True needs a model built with a representation head")
             rep = self.representation(decoder_input)
         return SegOutput(logits, aux, perturbed, rep)
+
+    def decode(self, decoder_input: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+        """The decoder's last part: its input [B, 48 + C, h, w] (the layer1 shortcut and the ASPP's output)
+        -> logits [B, K, *size]."""
+        return _resize(self.classifier(self.fuse(decoder_input)), size)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, decoder parameters) for the per-group learning rates of §7."""

@@ -22,7 +22,7 @@ from imas.dist import DistInfo
 from imas.errors import UserError, user_message
 from imas.hardness import instance_hardness
 from imas.inference import inference_options, predict
-from imas.networks import declared, load_trained_model
+from imas.networks import declared, held, load_trained_model
 from imas.normalization import normalize
 from imas.visualize import colorize
 
@@ -80,8 +80,9 @@ def load_models(cfg: Config, run_dir: Path, device: torch.device) -> Models:
         ckpt = load_checkpoint(latest, mmap=True)
         nets = {}
         for network in declared(ckpt):  # the pseudo-labeling teacher and the student, where it has them
-            if network.name in ("teacher", "student") and network.key in ckpt:
-                nets[network.name] = load_trained_model(cfg, ckpt, latest, network.name, info)[0]
+            role = "teacher" if network.members else network.name  # PS-MT: its teachers' ensemble
+            if role in ("teacher", "student") and role not in nets and held(ckpt, network):
+                nets[role] = load_trained_model(cfg, ckpt, latest, network.name, info)[0]
     except UserError as exc:
         return Models(
             {}, f"latest.pth cannot be used ({user_message(exc)}): no predictions shown.", info.device
