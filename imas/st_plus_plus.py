@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 from imas import train as training
 from imas.arguments import parse_st_plus_plus
 from imas.checkpoint import load_checkpoint
-from imas.cli import discard_new_folders, on_exit, run_command
+from imas.cli import Terminated, discard_new_folders, on_exit, run_command
 from imas.config import Config, save_config, to_dict
 from imas.data import palette
 from imas.data.io import read_image
@@ -62,7 +63,7 @@ from imas.data.layouts import Entry, resolve_entries
 from imas.data.loaders import seed_worker
 from imas.data.splits import read_split
 from imas.dist import DistInfo, init_distributed
-from imas.errors import ConfigError, DataError, RunDirError
+from imas.errors import ConfigError, DataError, RunDirError, UserError
 from imas.experiment import experiment_from_dict, load_experiment
 from imas.inference import inference_options, predict
 from imas.logging import format_duration, format_miou
@@ -202,6 +203,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def best_epoch_held(best: Path) -> int | None:
+    """The epoch a best.pth holds (None: none, or one that does not read)."""
+    try:
+        return int(load_checkpoint(best, mmap=True)["epoch"]) if best.is_file() else None
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+
+
+def run_torchrun(command: list[str]) -> int:
+    """Run a stage's torchrun and wait for it, also when this process is interrupted or terminated: the
+    signal goes to torchrun, which passes it to its workers (started in their own sessions, they would not
+    get a terminal's or a SIGTERM of this process otherwise) and waits for them to save and stop; then this
+    process stops as interrupted. A torchrun killed by a signal gives 128 + the signal's number."""
+    process = subprocess.Popen(command)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt as stop:  # Ctrl-C or imas.cli.Terminated (SIGTERM)
+        process.send_signal(signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+        process.wait()
+        raise
+    return 128 - code if code < 0 else code
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -217,7 +241,9 @@ def absolute(path: Path) -> str:
     hold whitespace in a path."""
     text = os.path.abspath(path)
     if any(c.isspace() for c in text):
-        raise DataError(f"{text} holds whitespace, which a split file cannot list; move it to a path without")
+        raise DataError(
+            f"{text} holds whitespace, which a split file cannot list; move it to a path without whitespace"
+        )
     return text
 
 
@@ -551,10 +577,16 @@ class Chain:
         return 0
 
     def finished(self, stage: Train) -> bool:
-        latest = self.stage_dir(stage.name) / "latest.pth"
-        if not latest.is_file():
+        """Whether the stage trained all its epochs and its best.pth holds the epoch latest.pth names as best.
+        latest.pth is written before best.pth, so a stop between the two leaves best.pth behind: the stage is
+        then run again, and its resume (imas.train) rebuilds best.pth before training no more epochs."""
+        folder = self.stage_dir(stage.name)
+        if not (folder / "latest.pth").is_file():
             return False
-        return int(load_checkpoint(latest, mmap=True).get("epoch", 0)) >= self.cfg.train.epochs
+        ckpt = load_checkpoint(folder / "latest.pth", mmap=True)
+        if int(ckpt.get("epoch", 0)) < self.cfg.train.epochs:
+            return False
+        return not ckpt.get("best_epoch") or best_epoch_held(folder / "best.pth") == ckpt["best_epoch"]
 
     def train(self, stage: Train, where: str) -> int:
         folder = self.stage_dir(stage.name)
@@ -577,7 +609,7 @@ class Chain:
                 *("-m", "imas.train", "--config", str(config), "--run-dir", str(folder)),
                 *("--device", self.device_arg),
             ]
-            return subprocess.call([sys.executable, *command])
+            return run_torchrun([sys.executable, *command])
         args = argparse.Namespace(
             config=str(config), opt=[], run_dir=str(folder), device=self.device_arg, resume_anyway=False
         )
@@ -777,7 +809,8 @@ def run_chain(args: argparse.Namespace) -> int:
             "self_training.pseudo_from is set by the chain in each stage's config; leave it at -1 in the "
             "chain's config"
         )
-    folder = Path(args.run_dir or cfg.train.run_dir or default_chain_dir(args.config))
+    # Absolute: the stages' configs name their split files by it, and a resume may spell it otherwise.
+    folder = Path(os.path.abspath(args.run_dir or cfg.train.run_dir or default_chain_dir(args.config)))
     check_run_dir(folder)
     info = init_distributed(args.device)
     if info.world_size > 1:

@@ -254,6 +254,10 @@ COMMANDS: dict[str, Run | Mark] = {
         WALKTHROUGH, False
     ),
     "imas-train --config mine.yaml": named("the walk-through's training"),
+    "imas-eval --model student": named("an evaluation of a toy checkpoint no longer kept"),
+    "python tools/toy_benchmark.py --rows SupOnly PS-MT --jobs 2": longer(
+        "3 toy trainings of PS-MT, about 50 minutes on 2 cores"
+    ),
     "python -m tools.toy_pretrain [--config CONFIG | --out PATH [--width W]] [--ensure]": synopsis(
         "CONFIG, PATH, W"
     ),

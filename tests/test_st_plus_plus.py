@@ -278,6 +278,31 @@ def test_a_chain_stopped_in_every_stage_ends_as_an_unstopped_one(tmp_path, finis
 
 
 @pytest.mark.slow
+def test_a_stop_between_latest_and_best_is_repaired_and_a_path_may_be_spelled_otherwise(
+    tmp_path, toy, monkeypatch
+) -> None:
+    """latest.pth is written before best.pth: a stop between the two in a stage's last epoch leaves best.pth
+    behind (here: stage 1 stopped after its last latest.pth, which names that epoch as the best while
+    best.pth holds epoch 1), and the stage's own resume rebuilds it before the chain goes on. Then the same
+    chain under a relative --run-dir is the same chain."""
+    config, folder = chain_config(tmp_path, toy), tmp_path / "chain"
+    resume = stop_after_save(monkeypatch, lambda path, state: path.name == "latest.pth" and state.epoch == 3)
+    assert run(config, folder) == 130
+    resume()
+    stage = folder / "1_supervised"
+    latest = torch.load(stage / "latest.pth", weights_only=True)
+    latest["best_epoch"] = latest["epoch"]
+    torch.save(latest, stage / "latest.pth")
+    shutil.copy(stage / "epoch_1.pth", stage / "best.pth")
+    assert run(config, folder) == 0
+    assert torch.load(stage / "best.pth", weights_only=True)["epoch"] == 3
+    assert "rewritten from" in (stage / "train.log").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert run(config, Path("chain")) == 0
+    assert "step 6/6 3_all: done" in (folder / "chain.log").read_text()
+
+
+@pytest.mark.slow
 def test_a_finished_step_is_not_redone(finished, monkeypatch) -> None:
     config, full = finished
     made = [

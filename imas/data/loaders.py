@@ -167,8 +167,9 @@ def build_train_loaders(
         unlabeled = _train_loader(
             cfg, datasets.unlabeled, epoch_length, batch_size, seed, UNLABELED_STREAM, rank, world_size
         )
-    # As a distributed sampler without drop_last would pass over them: ceil(ceil(N / W) / B) batches.
-    labeled_iters = math.ceil(math.ceil(len(datasets.labeled) / world_size) / batch_size)
+    # As the released PS-MT's distributed loader passes over them (DistributedSampler, drop_last): the whole
+    # batches of each rank's ceil(N / W) images, at least one.
+    labeled_iters = max(1, math.ceil(len(datasets.labeled) / world_size) // batch_size)
     loaders = TrainLoaders(labeled, unlabeled, iters, seed=seed, rank=rank, labeled_iters=labeled_iters)
     loaders.set_epoch(0)
     return loaders

@@ -195,14 +195,9 @@ class PSMT(Method):
             strong = cutmix.paste(augment.colour_strong_view(weak), boxes, partner)
             target = cutmix.paste(target, boxes, partner)
 
-            def noise(features: torch.Tensor) -> torch.Tensor:
-                decoders = [lambda f, t=t: t.decode(f, (h, w)) for t in teachers]
-                with eval_mode(teachers):  # BN on running statistics in the decoders, as released
-                    return t_vat_noise(features, decoders, s.vat_xi, s.vat_eps)
-
             # Two forwards, as released: BN sees the labeled and the mixed batch apart.
-            out_labeled = net(normalize(strong_labeled), decoder_noise=noise)
-            out_mixed = net(normalize(strong), decoder_noise=noise)
+            out_labeled = net(normalize(strong_labeled), decoder_noise=self.t_vat(strong_labeled.shape[-2:]))
+            out_mixed = net(normalize(strong), decoder_noise=self.t_vat(strong.shape[-2:]))
         loss_x = self.supervised_loss(out_labeled, labeled["mask"])
         loss_u, confidence = confidence_weighted_loss(out_mixed.logits, target, s.threshold)
         semi_iteration = progress.iteration - self.warm_up_iters(progress)
@@ -224,6 +219,18 @@ class PSMT(Method):
                 "prediction": out_mixed.logits.detach().argmax(1),
             }
         return StepOutput(loss, scalars, {}, views)
+
+    def t_vat(self, size: tuple[int, int] | torch.Size) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The student's decoder noise for images of `size`: T-VAT through the teachers' decoders, BN on
+        their running statistics (eval mode), as released."""
+        teachers = [self.models[key] for key in TEACHERS]
+        decoders = [lambda f, t=t: t.decode(f, size) for t in teachers]
+
+        def noise(features: torch.Tensor) -> torch.Tensor:
+            with eval_mode(teachers):
+                return t_vat_noise(features, decoders, self.settings.vat_xi, self.settings.vat_eps)
+
+        return noise
 
     def warm_up_step(
         self, nets: dict[str, nn.Module], labeled: dict[str, torch.Tensor], strong_labeled: torch.Tensor

@@ -20,6 +20,7 @@ class Ensemble(nn.Module):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
+        self.train(members[0].training)  # the members' mode, so that a caller restoring it restores theirs
 
     def forward(self, x: Tensor) -> SegOutput:
         logits = torch.stack([member(x).logits for member in self.members]).mean(dim=0)
