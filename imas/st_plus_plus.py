@@ -226,6 +226,17 @@ def run_torchrun(command: list[str]) -> int:
     return 128 - code if code < 0 else code
 
 
+def check_records(folder: Path, manifest: dict[str, Any], expected: dict[str, Any]) -> None:
+    """One DataError sentence for the first of `expected`'s values that the folder's manifest records
+    otherwise."""
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise DataError(
+                f"{folder}/{MANIFEST} records {key} {manifest.get(key)!r} where this chain has {value!r}; "
+                f"{REMAKE}"
+            )
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -514,13 +525,7 @@ class Chain:
             "reliable": reliable_count(len(self.unlabeled), self.settings.reliable),
             "unlabeled_split": self.cfg.data.unlabeled_split,
         }
-        differing = [key for key, value in expected.items() if manifest.get(key) != value]
-        if differing:
-            key = differing[0]
-            raise DataError(
-                f"{folder}/{MANIFEST} records {key} {manifest.get(key)!r} where this chain has "
-                f"{expected[key]!r}; {REMAKE}"
-            )
+        check_records(folder, manifest, expected)
         self.check_made_by(folder, manifest.get("snapshots", []), [p for p, _ in self.snapshots(step.source)])
 
     def check_set(self, step: Label) -> None:
@@ -531,13 +536,7 @@ class Chain:
         if step.images != "unlabeled" and not (self.dir / SELECTION).exists():
             raise DataError(f"{folder} holds pseudo-labels of a selection that is gone; {REMAKE}")
         expected = {"images": self.set_size(step.images), "inference": self.inference_record()}
-        differing = [key for key, value in expected.items() if manifest.get(key) != value]
-        if differing:
-            key = differing[0]
-            raise DataError(
-                f"{folder}/{MANIFEST} records {key} {manifest.get(key)!r} where this chain has "
-                f"{expected[key]!r}; {REMAKE}"
-            )
+        check_records(folder, manifest, expected)
         files = manifest.get("files", {})
         if len(files) != manifest["images"] or manifest.get("digest") != folder_digest(files):
             raise DataError(
