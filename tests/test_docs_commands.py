@@ -258,6 +258,9 @@ COMMANDS: dict[str, Run | Mark] = {
     "python tools/toy_benchmark.py --rows SupOnly PS-MT --jobs 2": longer(
         "3 toy trainings of PS-MT, about 50 minutes on 2 cores"
     ),
+    "python tools/toy_benchmark.py --rows SupOnly ST++ --jobs 1": longer(
+        "3 ST++ chains of 3 toy trainings each, about 35 minutes on 2 cores"
+    ),
     "python -m tools.toy_pretrain [--config CONFIG | --out PATH [--width W]] [--ensure]": synopsis(
         "CONFIG, PATH, W"
     ),
