@@ -94,6 +94,18 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+_default_unraisablehook = sys.unraisablehook
+
+
+def _quiet_after_stop(unraisable: Any) -> None:
+    """After a stop, an object the stop cut short in its constructor fails in its __del__ when it is
+    collected (a DataLoader iterator interrupted while starting its workers: AttributeError '_shutdown');
+    that traceback would only bury the one line a stop prints."""
+    in_del = getattr(unraisable.object, "__name__", "") == "__del__"
+    if not (in_del and isinstance(unraisable.exc_value, AttributeError)):
+        _default_unraisablehook(unraisable)
+
+
 def run_command(
     body: Callable[[], int | None],
     *,
@@ -119,6 +131,7 @@ def run_command(
             print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        sys.unraisablehook = _quiet_after_stop
         how = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(how + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
