@@ -71,3 +71,23 @@ def test_a_loader_worker_lets_the_first_sigterm_pass_and_ends_at_the_second():
     # After the first SIGTERM a lost connection (the main process ending midway through a batch) is quiet;
     # any other error is still printed.
     assert "BrokenPipeError" not in proc.stderr and "ValueError: a real bug" in proc.stderr
+
+
+def _worker_that_passed_a_sigterm() -> None:
+    from imas.data import loaders
+
+    loaders.WORKER_GRACE_S = 0.2
+    loaders._pass_first_sigterm(signal.SIGTERM, None)
+    time.sleep(60)  # nothing ends it: multiprocessing's exit handler would be joining it now
+
+
+def test_a_worker_that_let_a_sigterm_pass_leaves_by_itself():
+    """A DataLoader worker lets the first SIGTERM pass; one that nothing ends then leaves within its grace
+    period, so that a main process joining it at exit does not wait forever."""
+    import multiprocessing
+
+    start = time.monotonic()
+    worker = multiprocessing.get_context("fork").Process(target=_worker_that_passed_a_sigterm, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert worker.exitcode == 0 and time.monotonic() - start < 20

@@ -10,9 +10,11 @@ one. Worker RNGs are seeded from (seed, stream, e, rank) by re-seeding each load
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from functools import partial
@@ -98,12 +100,22 @@ class StridedSampler(Sampler[int]):
         return len(self.indices)
 
 
+# How long a worker that let a SIGTERM pass waits to be ended before it leaves by itself.
+WORKER_GRACE_S = 30.0
+
+
 def _pass_first_sigterm(signum: int, frame: Any) -> None:
     """The run is ending: the next SIGTERM ends this worker, and a batch the main process stops receiving
     midway is no news (multiprocessing's thread that hands tensors' file descriptors over prints such a
-    broken connection through sys.excepthook)."""
+    broken connection through sys.excepthook). If nothing ends it within WORKER_GRACE_S, it leaves: a worker
+    its iterator never recorded (a stop that landed while the iterator started its workers) is ended only by
+    multiprocessing's exit handler, whose SIGTERM may be this first one, passed, while it waits for the
+    worker to end."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.excepthook = partial(_quiet_lost_connection, sys.excepthook)
+    leave = threading.Timer(WORKER_GRACE_S, os._exit, args=(0,))
+    leave.daemon = True
+    leave.start()
 
 
 def _quiet_lost_connection(previous: Any, kind: type[BaseException], value: BaseException, tb: Any) -> None:
