@@ -280,6 +280,14 @@ def nonfinite_state(
     return bad or ["a tensor on another process"]
 
 
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint file holds (None: no file, or one that does not read as a checkpoint)."""
+    try:
+        return int(load_checkpoint(path, mmap=True)["epoch"]) if path.is_file() else None
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
 def repair_best(best: Path, latest: Path, ckpt: dict[str, Any], state: TrainState) -> None:
     """Make best.pth hold the epoch that latest.pth (`ckpt`) names as best (rank 0, on resume).
 
@@ -288,11 +296,7 @@ def repair_best(best: Path, latest: Path, ckpt: dict[str, Any], state: TrainStat
     from them exactly."""
     if state.best_epoch == 0:
         return  # nothing evaluated yet, or a checkpoint from before best epochs were recorded
-    try:
-        held = int(load_checkpoint(best, mmap=True)["epoch"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        held = None
-    if held == state.best_epoch:
+    if saved_epoch(best) == state.best_epoch:
         return
     if state.best_epoch == state.epoch:
         save_checkpoint(

@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imas import train as training
 from imas.arguments import parse_st_plus_plus
-from imas.checkpoint import load_checkpoint
+from imas.checkpoint import load_checkpoint, saved_epoch
 from imas.cli import Terminated, discard_new_folders, on_exit, run_command
 from imas.config import Config, save_config, to_dict
 from imas.data import palette
@@ -63,7 +63,7 @@ from imas.data.layouts import Entry, resolve_entries
 from imas.data.loaders import seed_worker
 from imas.data.splits import read_split
 from imas.dist import DistInfo, init_distributed
-from imas.errors import ConfigError, DataError, RunDirError, UserError
+from imas.errors import ConfigError, DataError, RunDirError
 from imas.experiment import experiment_from_dict, load_experiment
 from imas.inference import inference_options, predict
 from imas.logging import format_duration, format_miou
@@ -203,19 +203,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def best_epoch_held(best: Path) -> int | None:
-    """The epoch a best.pth holds (None: none, or one that does not read)."""
-    try:
-        return int(load_checkpoint(best, mmap=True)["epoch"]) if best.is_file() else None
-    except (UserError, KeyError, TypeError, ValueError):
-        return None
-
-
 def run_torchrun(command: list[str]) -> int:
     """Run a stage's torchrun and wait for it, also when this process is interrupted or terminated: the
-    signal goes to torchrun, which passes it to its workers (started in their own sessions, they would not
-    get a terminal's or a SIGTERM of this process otherwise) and waits for them to save and stop; then this
-    process stops as interrupted. A torchrun killed by a signal gives 128 + the signal's number."""
+    signal goes to torchrun, which passes it to its workers (started outside this process's group, they
+    would not get a terminal's or a SIGTERM of this process otherwise) and waits for them to save and stop;
+    then this process stops as interrupted. A torchrun killed by a signal gives 128 + the signal's number."""
     process = subprocess.Popen(command)
     try:
         code = process.wait()
@@ -585,7 +577,7 @@ class Chain:
         ckpt = load_checkpoint(folder / "latest.pth", mmap=True)
         if int(ckpt.get("epoch", 0)) < self.cfg.train.epochs:
             return False
-        return not ckpt.get("best_epoch") or best_epoch_held(folder / "best.pth") == ckpt["best_epoch"]
+        return not ckpt.get("best_epoch") or saved_epoch(folder / "best.pth") == ckpt["best_epoch"]
 
     def train(self, stage: Train, where: str) -> int:
         folder = self.stage_dir(stage.name)
