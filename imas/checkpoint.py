@@ -8,7 +8,7 @@ import os
 import random
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +166,7 @@ def load_model_state(
         example = (missing or unexpected)[0]
         raise CheckpointError(
             f"checkpoint {path} does not fit the model ({len(missing)} missing and {len(unexpected)} "
-            f"unexpected tensors, e.g. {example}); check model.backbone, model.aux_head, model.stem and "
+            f"unexpected tensors, e.g. {example}); check model.encoder, model.aux_head, model.stem and "
             "model.representation"
         )
     model.load_state_dict(state_dict)
@@ -325,23 +325,26 @@ def resume_training_state(
     models: dict[str, nn.Module],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    ema_sources: Mapping[str, str] | None = None,
 ) -> TrainState:
     """Load latest.pth (`ckpt`, read from `path`) into the models, optimiser and scaler; restore this rank's
     RNG stream. The optimiser keeps the config's hyper-parameters (momentum, weight decay): a resume
-    accepted with changed settings trains under the new ones."""
+    accepted with changed settings trains under the new ones. ema_sources: the key of each EMA network's
+    source (default {"teacher": "model"}), which an EMA network the checkpoint lacks starts from."""
     stored_classes = ckpt.get("config", {}).get("data", {}).get("num_classes")
     if stored_classes is not None and stored_classes != cfg.data.num_classes:
         raise CheckpointError(
             f"checkpoint {path} was trained with {stored_classes} classes but the config has "
             f"data.num_classes {cfg.data.num_classes}; use another train.run_dir"
         )
+    sources = {"teacher": "model"} if ema_sources is None else ema_sources
     for name, model in models.items():
         key = name
-        if name == "teacher" and name not in ckpt and "model" in ckpt:
+        if name in sources and name not in ckpt and sources[name] in ckpt:
             # A run without a teacher continued with one (--resume-anyway): the teacher starts as a copy of
             # the student, as it does at the start of training.
             log.warning("checkpoint %s has no teacher: the EMA teacher starts as a copy of the student", path)
-            key = "model"
+            key = sources[name]
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {path} holds no {key!r} weights")
         load_model_state(model, ckpt[key], path)

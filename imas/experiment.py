@@ -15,12 +15,12 @@ from typing import Any
 
 from imas.config import Config, from_dict, load_config
 from imas.methods import SETTINGS, check_method
-from imas.models import check_backbone
+from imas.models import check_model
 
 
 def check_experiment(cfg: Config) -> None:
-    """Refuse an unknown backbone or method, or a config the method cannot train: one ConfigError."""
-    check_backbone(cfg.model)
+    """Refuse an unknown encoder or method, or a config the method cannot train: one ConfigError."""
+    check_model(cfg)
     check_method(cfg)
 
 

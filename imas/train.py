@@ -422,7 +422,10 @@ def resume(
     if latest.is_file():
         ckpt = load_checkpoint(latest)
         models = trainer.method.models
-        state = resume_training_state(latest, ckpt, cfg, info, models, trainer.optimizer, trainer.scaler)
+        ema_sources = {n.key: n.ema_of for n in trainer.method.networks if n.ema_of}
+        state = resume_training_state(
+            latest, ckpt, cfg, info, models, trainer.optimizer, trainer.scaler, ema_sources
+        )
         trainer.method.load_state_dict(method_state(latest, ckpt, trainer.method.state_dict()))
         saved_epoch = state.epoch
         log.info("resumed from %s: %d epochs done, iteration %d", latest, state.epoch, state.iteration)
@@ -672,7 +675,7 @@ def finish(run: Run) -> None:
     cfg = run.cfg
     settings = {
         "method": cfg.train.method,
-        "backbone": cfg.model.backbone,
+        "encoder": cfg.model.encoder,
         "labeled_split": cfg.data.labeled_split,
         "seed": cfg.train.seed,
         "batch_size": cfg.train.batch_size,

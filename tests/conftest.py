@@ -174,7 +174,7 @@ def checkpoint(tmp_path_factory) -> Path:
     root = make_toy_dataset(folder / "toy", sizes={"labeled": 2, "unlabeled": 2, "val": 2})
     config = {
         "data": toy_data(root, num_workers=0),
-        "model": {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16, "backbone_width": 8},
+        "model": {"encoder": "resnet18", "stem": "standard", "decoder_channels": 16, "backbone_width": 8},
         "eval": {"window": 48},
     }
     (folder / "c.yaml").write_text(yaml.safe_dump(config))
@@ -196,6 +196,7 @@ FEW_STEP_SECTIONS: dict[str, dict[str, dict]] = {
     "ps_mt": {"ps_mt": {"warm_up_epochs": 1, "threshold": 0.0, "top_k": 2}},  # teachers from scratch
     # a re-training stage of ST++ as imas-st-plus-plus writes it: entries from 4 on are "pseudo-labeled"
     "self_training": {"self_training": {"pseudo_from": 4}},
+    "unimatch_v2": {"unimatch_v2": {"threshold": 0.0}},  # every pixel a target within a few steps
     "u2pl": {
         "model": {"representation": 16},
         "u2pl": {"sup_only_epochs": 0, "queue_size": 64, "queue_size_class0": 64, "num_queries": 16},
@@ -207,7 +208,7 @@ def small_config(tmp_path: Path, toy: Path, **sections) -> Path:
     cfg = {
         "data": toy_data(toy, "small_", crop_size=64, long_side=[64, 96], num_workers=0),
         # A quarter-width ResNet-18 and a 32-channel decoder: the same code paths, a fraction of the time.
-        "model": {"backbone": "resnet18", "output_stride": 16, "backbone_width": 16, "decoder_channels": 32},
+        "model": {"encoder": "resnet18", "output_stride": 16, "backbone_width": 16, "decoder_channels": 32},
         "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
         "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "eval_every": 1},
     }

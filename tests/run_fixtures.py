@@ -29,7 +29,7 @@ def tiny_config(folder: Path, toy: Path, method: str) -> Path:
     """A config training `method` for 2 epochs of 4 iterations on the `toy` fixture's short split lists."""
     cfg = {
         "data": toy_data(toy, "small_", crop_size=32, long_side=[32, 48], num_workers=0),
-        "model": {"backbone": "resnet18", "output_stride": 16, "backbone_width": 8, "decoder_channels": 16},
+        "model": {"encoder": "resnet18", "output_stride": 16, "backbone_width": 8, "decoder_channels": 16},
         "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
         "train": {
             "method": method,

@@ -149,9 +149,9 @@ def test_the_schema_reads_without_torch_or_the_code_a_config_names(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     names = set(loaded.split())
     assert not names & {"torch", "imas.methods", "imas.models"}, sorted(n for n in names if "imas" in n)
-    path = write(tmp_path, "train:\n  method: fixmatsch\nmodel:\n  backbone: resnet34\n")
+    path = write(tmp_path, "train:\n  method: fixmatsch\nmodel:\n  encoder: resnet34\n")
     assert load_config(path).train.method == "fixmatsch"
-    with pytest.raises(ConfigError, match="model.backbone 'resnet34' is unknown"):
+    with pytest.raises(ConfigError, match="model.encoder 'resnet34' is unknown"):
         load_experiment(path)
 
 
@@ -159,7 +159,7 @@ def test_the_schema_reads_without_torch_or_the_code_a_config_names(tmp_path):
     ("override", "needle"),
     [
         ("train.method=fixmatsch", "train.method 'fixmatsch' is unknown; valid methods: supervised,"),
-        ("model.backbone=resnet34", "model.backbone 'resnet34' is unknown; valid backbones: resnet18,"),
+        ("model.encoder=resnet34", "model.encoder 'resnet34' is unknown; valid encoders: resnet18,"),
         ("train.method=fixmatch", "train.method fixmatch needs an unlabeled split"),
         ("train.batch_size=1", "train.method supervised needs train.batch_size >= 2"),
     ],
@@ -187,7 +187,8 @@ def test_a_stored_config_gets_the_same_name_checks(override, needle):
         ("optim:\n  momentum: 1.0\n", ["optim.momentum", "[0, 1)", "1.0"]),
         ("optim:\n  momentum: -0.1\n", ["optim.momentum", "[0, 1)", "-0.1"]),
         ("optim:\n  weight_decay: -1e-4\n", ["optim.weight_decay", ">= 0", "-0.0001"]),
-        ("model:\n  backbone: resnet34\n", ["model.backbone", "'resnet34'", "resnet18, resnet50, resnet101"]),
+        ("model:\n  encoder: resnet34\n", ["model.encoder", "'resnet34'", "resnet18, resnet50, resnet101"]),
+        ("model:\n  backbone: resnet50\n", ["model.backbone", "now named model.encoder"]),
         ("loss:\n  ohem_thresh: .nan\n", ["loss.ohem_thresh", "finite"]),
         ("data:\n  scale_range: [0.5, .inf]\n", ["data.scale_range[1]", "finite"]),
         ("eval:\n  scales: [1.0, -.inf]\n", ["eval.scales[1]", "finite"]),

@@ -96,7 +96,7 @@ def test_a_config_without_unlabeled_split_is_checked(tmp_path, capsys):
     assert "unlabeled: no split configured" in capsys.readouterr().out
 
 
-TINY_MODEL = {"backbone": "resnet18", "stem": "standard", "backbone_width": 8, "decoder_channels": 16}
+TINY_MODEL = {"encoder": "resnet18", "stem": "standard", "backbone_width": 8, "decoder_channels": 16}
 
 
 def test_the_pretrained_file_is_checked(tmp_path, capsys):

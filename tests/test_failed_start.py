@@ -41,7 +41,7 @@ def write_config(path: Path, root: Path, **sections: dict) -> Path:
             "long_side": [32, 48],
             "num_workers": 0,
         },
-        "model": {"backbone": "resnet18", "backbone_width": 8, "decoder_channels": 16, "pretrained": ""},
+        "model": {"encoder": "resnet18", "backbone_width": 8, "decoder_channels": 16, "pretrained": ""},
         "train": {"epochs": 1, "batch_size": 2, "image_every": 0},
     }
     for section, values in sections.items():

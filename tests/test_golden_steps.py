@@ -73,6 +73,17 @@ CASES: dict[str, list[str]] = {  # the config (SupOnly's or iMAS's toy config) f
     "u2pl": ["train.method=u2pl", "u2pl.sup_only_epochs=0", "model.representation=16"],
     "ps_mt": ["train.method=ps_mt", "ps_mt.threshold=0.3"],
     "self_training": ["train.method=self_training", "self_training.pseudo_from=2"],
+    "unimatch_v2": ["train.method=unimatch_v2", "unimatch_v2.threshold=0.3"],
+    # The ViT and DPT path (the ResNet options set back to their defaults, which a ViT requires).
+    "unimatch_v2_vit": [
+        "train.method=unimatch_v2",
+        "unimatch_v2.threshold=0.3",
+        "model.encoder=vit_toy",
+        "model.head=dpt",
+        "model.backbone_width=64",
+        "model.decoder_channels=256",
+        "model.stem=deep",
+    ],
 }
 CONFIGS = {"supervised": "suponly.yaml", "self_training": "st_plus_plus.yaml"}  # else exps/toy/<method>.yaml
 STEP_SEED = 5  # the step's random draws (augmentation ops, CutMix trigger, boxes, pairing)
@@ -109,10 +120,11 @@ def run_case(overrides: list[str]) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     method = trainer.method
-    if "teacher" in method.models:
-        with torch.no_grad():  # a teacher that disagrees with the student, so the hardness is not trivial
-            for param in method.models["teacher"].parameters():
-                param.add_(0.1 * torch.randn(param.shape, generator=gen))
+    for network in method.networks:
+        if network.ema_of:  # a teacher that disagrees with the student, so the hardness is not trivial
+            with torch.no_grad():
+                for param in method.models[network.key].parameters():
+                    param.add_(0.1 * torch.randn(param.shape, generator=gen))
     for model in trainer.trained.values():
         model.train()
     torch.manual_seed(STEP_SEED)

@@ -221,7 +221,7 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path, monkeypatch, cap
     ("opts", "needle"),
     [
         (["train.method=fixmatsch"], "train.method 'fixmatsch' is unknown; valid methods: supervised"),
-        (["model.backbone=resnet34"], "model.backbone 'resnet34' is unknown; valid backbones: resnet18"),
+        (["model.encoder=resnet34"], "model.encoder 'resnet34' is unknown; valid encoders: resnet18"),
         (["train.method=cps", "data.unlabeled_split="], "train.method cps needs an unlabeled split"),
         (["train.batch_size=1"], "train.method supervised needs train.batch_size >= 2"),
     ],

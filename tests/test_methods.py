@@ -15,7 +15,7 @@ from imas.experiment import load_experiment
 from imas.losses import build_supervised_loss, confident_pixel_loss, confident_share
 from imas.methods import METHODS, Progress, fixmatch
 from imas.methods import unimatch as unimatch_module
-from imas.models import SegOutput, build_deeplabv3plus
+from imas.models import SegOutput, build_deeplabv3plus, perturb
 from imas.networks import reported_key
 from imas.normalization import normalize
 
@@ -25,8 +25,9 @@ DEVICE = torch.device("cpu")
 
 
 class PixelNet(nn.Module):
-    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout, PS-MT's decoder noise and,
-    with a representation width, gives U2PL's features: fast enough for steps."""
+    """A per-pixel linear segmenter with BN that also takes UniMatch's fp_dropout, PS-MT's decoder noise,
+    UniMatch V2's complementary dropout and, with a representation width, gives U2PL's features: fast enough
+    for steps."""
 
     def __init__(self, representation: int = 0) -> None:
         super().__init__()
@@ -35,9 +36,16 @@ class PixelNet(nn.Module):
         self.rep = nn.Conv2d(3, representation, 1) if representation else None
 
     def forward(
-        self, x: torch.Tensor, fp_dropout: float = 0.0, features: bool = False, decoder_noise=None
+        self,
+        x: torch.Tensor,
+        fp_dropout: float = 0.0,
+        features: bool = False,
+        decoder_noise=None,
+        comp_drop: bool = False,
     ) -> SegOutput:
         hidden = self.bn(x)
+        if comp_drop:  # UniMatch V2: the two views' channels get complementary masks
+            hidden = hidden * perturb.complementary_masks(x.shape[0], 3, x.device)[:, :, None, None]
         if decoder_noise is not None:  # PS-MT's T-VAT: the head is the decoder
             hidden = hidden + decoder_noise(hidden)
         out = SegOutput(self.decode(hidden, x.shape[-2:]), features=self.rep(hidden) if features else None)

@@ -282,4 +282,4 @@ def test_deeper_resnet_checkpoint_refused(tmp_path):
     torch.save(_released_checkpoint(resnet101()), path)
     with pytest.raises(CheckpointError) as info:
         load_backbone_weights(resnet50(), str(path))
-    assert str(path) in str(info.value) and "model.backbone" in str(info.value)
+    assert str(path) in str(info.value) and "model.encoder" in str(info.value)

@@ -133,7 +133,7 @@ def test_classes_in_no_label_are_a_warning(tmp_path):
 
 
 def tiny_model(pretrained: str = "", stem: Stem = Stem.standard) -> ModelConfig:
-    return ModelConfig(backbone="resnet18", stem=stem, backbone_width=8, pretrained=pretrained)
+    return ModelConfig(encoder="resnet18", stem=stem, backbone_width=8, pretrained=pretrained)
 
 
 def save_backbone(path: Path, stem: str = "standard") -> Path:

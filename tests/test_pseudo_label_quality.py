@@ -41,7 +41,7 @@ def test_end_to_end_matches_the_evaluation_metric(tmp_path: Path, capsys) -> Non
     root = make_toy_dataset(tmp_path / "toy", sizes={"labeled": 2, "unlabeled": 3, "val": 4})
     config = tmp_path / "c.yaml"
     data = toy_data(root, num_workers=0)
-    model = {"backbone": "resnet18", "stem": "standard", "decoder_channels": 16}
+    model = {"encoder": "resnet18", "stem": "standard", "decoder_channels": 16}
     config.write_text(yaml.safe_dump({"data": data, "model": model, "train": {"method": "imas"}}))
     cfg = load_config(config)
     info = init_distributed("cpu")

@@ -153,10 +153,13 @@ def test_result_changes_ignore_neutral_keys_and_treat_new_keys_as_defaults():
     # Older checkpoints kept the iMAS settings in a section "semi" (for every method): the same settings.
     older = {key: value for key, value in stored.items() if key != "imas"} | {"semi": stored["imas"]}
     assert result_changes(older, cfg) == []
+    # Older checkpoints named the encoder model.backbone.
+    model = {("backbone" if key == "encoder" else key): value for key, value in stored["model"].items()}
+    assert result_changes(stored | {"model": model}, cfg) == []
     cfg.imas.mask_padding = True
-    cfg.model.backbone = "resnet50"
-    assert result_changes(stored, cfg) == [
-        ("model.backbone", "resnet101", "resnet50"),
+    cfg.model.encoder = "resnet50"
+    assert result_changes(stored | {"model": model}, cfg) == [
+        ("model.encoder", "resnet101", "resnet50"),
         ("imas.mask_padding", False, True),
     ]
 

@@ -166,7 +166,7 @@ def chain_config(tmp_path: Path, toy: Path, **train) -> Path:
     """A tiny ST++ chain: 3 epochs of 4 iterations per stage, a quarter-width ResNet-18, two TTA scales."""
     cfg = {
         "data": toy_data(toy, "small_", crop_size=64, long_side=[64, 96], num_workers=0),
-        "model": {"backbone": "resnet18", "output_stride": 16, "backbone_width": 16, "decoder_channels": 32},
+        "model": {"encoder": "resnet18", "output_stride": 16, "backbone_width": 16, "decoder_channels": 32},
         "optim": {"lr": 0.01, "decoder_lr_mult": 1.0},
         "train": {"method": "self_training", "epochs": 3, "batch_size": 4, "log_every": 2, "image_every": 0}
         | train,

@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
     base_rss = rss_mib()
     result: dict = {
         "config": args.config,
-        "backbone": cfg.model.backbone,
+        "backbone": cfg.model.encoder,
         "stem": cfg.model.stem.value,
         "decoder_channels": cfg.model.decoder_channels,
         "backbone_width": cfg.model.backbone_width,

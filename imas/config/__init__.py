@@ -7,7 +7,7 @@ overrides are parsed to the field's type. The resolved config is written to the 
 
 The package reads configs without torch: ``schema`` holds the dataclasses and enums, ``strict_yaml`` the
 YAML reader (duplicate keys, unknown tags and alias bombs are refused), ``convert`` the type checks and
-``checks`` the cross-field checks. Names that the code defines (``train.method``, ``model.backbone``) are
+``checks`` the cross-field checks. Names that the code defines (``train.method``, ``model.encoder``) are
 checked above it, where they are defined: commands load a config through ``imas.experiment``.
 """
 
@@ -33,6 +33,7 @@ from imas.config.schema import (
     DatasetKind,
     EvalConfig,
     EvalMode,
+    Head,
     LossConfig,
     LossKind,
     ModelConfig,
@@ -55,6 +56,7 @@ __all__ = [
     "DatasetKind",
     "EvalConfig",
     "EvalMode",
+    "Head",
     "LossConfig",
     "LossKind",
     "ModelConfig",
@@ -109,6 +111,12 @@ def load_config(
         raise ConfigError(
             f"config file {path} has a section 'semi', which is now named after its method: rename it to "
             f"{name!r} (its keys are unchanged)"
+        )
+    model = raw.get("model")
+    if isinstance(model, dict) and "backbone" in model:
+        raise ConfigError(
+            f"config file {path} sets model.backbone, which is now named model.encoder: rename it (its "
+            "values are unchanged)"
         )
     return assemble(raw, overrides, settings)
 
@@ -250,8 +258,13 @@ def to_dict(config: Any) -> dict[str, Any]:
 def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
     """A stored config (a checkpoint's) in today's layout, meaning what it trained: older versions kept the
     iMAS settings in a section 'semi' (written for every method), which is now the method's own section; a
-    CPS section without `labeled_term` trained with the labeled CPS term, which is now off by default."""
+    CPS section without `labeled_term` trained with the labeled CPS term, which is now off by default;
+    model.backbone is now model.encoder."""
     data = dict(data)
+    if isinstance(data.get("model"), dict) and "backbone" in data["model"]:
+        model = dict(data["model"])
+        model["encoder"] = model.pop("backbone")
+        data["model"] = model
     method = data.get("train", {}).get("method") if isinstance(data.get("train"), dict) else None
     if "semi" in data:
         semi = data.pop("semi")

@@ -1,6 +1,6 @@
 """Cross-field checks of a built config that a type alone cannot express.
 
-Names the code defines (train.method, model.backbone) and what a method needs of the batch and the data are
+Names the code defines (train.method, model.encoder) and what a method needs of the batch and the data are
 checked above this package, where those names live (imas.experiment).
 """
 
@@ -25,7 +25,7 @@ from imas.errors import ConfigError
 
 def validate(config: Config) -> None:
     """Cross-field checks that a type alone cannot express, then the method settings' own `check` (where
-    they have one). train.method and model.backbone are checked against the code's names by
+    they have one). train.method and model.encoder are checked against the code's names by
     imas.experiment.check_experiment."""
     # First, so that nan (which fails every comparison) and inf get the message that says what they are.
     bad_number = _first_non_finite(config, prefix="")

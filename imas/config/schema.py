@@ -46,6 +46,11 @@ class Stem(str, enum.Enum):
     standard = "standard"
 
 
+class Head(str, enum.Enum):
+    deeplabv3plus = "deeplabv3plus"  # ASPP + low-level decoder on a ResNet (method.md §7)
+    dpt = "dpt"  # four ViT layers reassembled to four scales and fused (UniMatch V2's head)
+
+
 @dataclass
 class DataConfig:
     dataset: DatasetKind = DatasetKind.voc
@@ -71,15 +76,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet101"
+    encoder: str = "resnet101"  # a name in imas.models.ENCODERS: a ResNet or a DINOv2 ViT
+    head: Head = Head.deeplabv3plus  # deeplabv3plus on a ResNet, dpt on a ViT
+    pretrained: str = ""  # path to the encoder's weights; "" = random init
+    freeze_encoder: bool = False  # train the head only (UniMatch V2's frozen-encoder table)
+    sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
+    # ResNet encoders only (a ViT refuses a value other than the default):
     output_stride: int = 16
     multi_grid: bool = False
-    aux_head: bool = False
     stem: Stem = Stem.deep
-    pretrained: str = ""  # path to backbone weights; "" = random init
-    sync_bn: bool = True  # convert BN to SyncBN when training on several CUDA devices
-    decoder_channels: int = 256  # ASPP and decoder width: 256 in method.md §7; smaller for the toy only
     backbone_width: int = 64  # channels of the ResNet's layer1 (64 in every ResNet); smaller for the toy only
+    # DeepLabv3+ only (the DPT head refuses a value other than the default):
+    aux_head: bool = False
+    decoder_channels: int = 256  # ASPP and decoder width: 256 in method.md §7; smaller for the toy only
     representation: int = 0  # channels of a representation head beside the classifier (U2PL: 256); 0 = none
 
 

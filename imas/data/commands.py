@@ -19,7 +19,7 @@ splits: labeled / unlabeled / val lists of the published protocols and a manifes
   It replaces only lists its manifest records as written by it and unchanged since; --force replaces others.
 check: everything a run of the config reads before its first iteration, all problems at once (training
   stops at the first): model.pretrained, when set, exists, is read by torch.load and fills every tensor of
-  model.backbone; a class_names.txt under data.root fits data.num_classes; the split files read; every image
+  model.encoder; a class_names.txt under data.root fits data.num_classes; the split files read; every image
   exists and decodes; every label (labeled and val) exists, decodes, is a class-index image with values in
   [0, data.num_classes) or 255 and has its image's size; no split's labels are all 255; no id is listed
   twice in a split, and no val id is in the labeled or unlabeled split; an epoch holds one batch of
@@ -124,9 +124,9 @@ def check(args: argparse.Namespace) -> int:
     with_unlabeled = bool(cfg.data.unlabeled_split)
     scan = scan_run(cfg, with_unlabeled, decode_unlabeled=True, progress=print, progress_every_s=10)
     if not cfg.model.pretrained:
-        print("model.pretrained: none set, the backbone starts from random weights")
+        print("model.pretrained: none set, the encoder starts from random weights")
     elif not any(finding.kind == PRETRAINED for finding in scan.findings):
-        print(f"model.pretrained: {cfg.model.pretrained}: fills every tensor of {cfg.model.backbone}")
+        print(f"model.pretrained: {cfg.model.pretrained}: fills every tensor of {cfg.model.encoder}")
     for split in scan.splits:
         print(f"{split.name}: {split.path}: {split.entries} entries, {split.findings} problem(s)")
     if not with_unlabeled:

@@ -47,8 +47,8 @@ from imas.data.io import check_same_size, read_image, read_label
 from imas.data.layouts import Entry, check_paths, resolve_entries
 from imas.data.splits import read_split
 from imas.errors import CheckpointError, DataError, user_message
-from imas.models import BACKBONES
-from imas.models.pretrained import match_backbone_weights, read_state_dict
+from imas.models import ENCODERS, build_encoder
+from imas.models.pretrained import match_backbone_weights, match_vit_weights, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ SHORT_EPOCH = "epoch shorter than one batch"
 
 # What to do about a pretrained file that is missing or unreadable (one that does not fit says why itself).
 PRETRAINED_HELP = (
-    "point model.pretrained at ImageNet weights for model.backbone (the repository's pretrained/README.md; "
+    "point model.pretrained at pretrained weights for model.encoder (the repository's pretrained/README.md; "
     "its tools/convert_pretrained.py checks and converts a torchvision or timm file), or set it to '' to "
     "train from random weights"
 )
@@ -185,7 +185,7 @@ def scan_run(
 
 
 def check_pretrained(model: ModelConfig) -> str | None:
-    """None when model.pretrained is "" or a file that fills every tensor of model.backbone (as training
+    """None when model.pretrained is "" or a file that fills every tensor of model.encoder (as training
     will load it), else one sentence naming the file, what is wrong and what to do."""
     if not model.pretrained:
         return None
@@ -197,14 +197,12 @@ def check_pretrained(model: ModelConfig) -> str | None:
     # Built on the CPU (on the meta device the first random init imports torch's compiler, seconds), its
     # random init drawn from a forked stream: the caller's RNG state is left as it was.
     with torch.random.fork_rng(devices=[]):
-        backbone = BACKBONES[model.backbone](
-            output_stride=model.output_stride,
-            multi_grid=model.multi_grid,
-            stem=model.stem.value,
-            width=model.backbone_width,
-        )
+        expected = build_encoder(model).state_dict()
     try:
-        match_backbone_weights(backbone.state_dict(), tensors, model.pretrained)
+        if ENCODERS[model.encoder] == "vit":
+            match_vit_weights(expected, tensors, model.pretrained, model.encoder)
+        else:
+            match_backbone_weights(expected, tensors, model.pretrained)
     except CheckpointError as exc:
         return f"model.pretrained: {user_message(exc)}"
     return None

@@ -19,6 +19,7 @@ from imas.methods.self_training import SelfTraining
 from imas.methods.supervised import SupOnly
 from imas.methods.u2pl import U2PL
 from imas.methods.unimatch import UniMatch
+from imas.methods.unimatch_v2 import UniMatchV2
 
 METHODS: dict[str, type[Method]] = {
     "supervised": SupOnly,
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
     "u2pl": U2PL,
     "self_training": SelfTraining,
     "ps_mt": PSMT,
+    "unimatch_v2": UniMatchV2,
 }
 # The settings class of every method, by name (what imas.config builds a method's section from).
 SETTINGS = {name: method.Settings for name, method in METHODS.items()}
@@ -58,6 +60,12 @@ def check_method(cfg: Config) -> None:
         raise ConfigError(
             f"model.representation {cfg.model.representation} adds a head that train.method {t.method} never "
             "trains (only u2pl reads it): set it to 0"
+        )
+    if cfg.model.head.value not in method.heads:
+        raise ConfigError(
+            f"train.method {t.method} needs model.head {' or '.join(method.heads)} (it reads a part that "
+            f"model.head {cfg.model.head.value} has not), so it cannot train model.encoder "
+            f"{cfg.model.encoder}"
         )
     names = [n.name for n in method.networks]
     if cfg.eval.model not in ("teacher", *names):

@@ -14,7 +14,9 @@ A method declares, as class attributes, what the loop must provide and keep:
   `<name>.csv` in the run directory, a `train/<name>` TensorBoard histogram and its sections of imas-report;
 - `min_batch_size`: the smallest train.batch_size its forwards work with (imas.methods.check_method checks
   it when a command loads a config);
-- `uses_features`: whether its step asks the segmentor for features (a model with model.representation).
+- `uses_features`: whether its step asks the segmentor for features (a model with model.representation);
+- `heads`: the model.head values its step works with (PS-MT's T-VAT and U2PL's representation head are
+  parts of DeepLabv3+ only).
 
 An EMA network's decay is its settings' `ema_decay`.
 
@@ -134,6 +136,7 @@ class Method:
     uses_unlabeled: ClassVar[bool] = True
     per_image: ClassVar[tuple[str, ...]] = ()
     uses_features: ClassVar[bool] = False  # its step asks the segmentor for features (model.representation)
+    heads: ClassVar[tuple[str, ...]] = ("deeplabv3plus", "dpt")
     # Images per device per step: a forward of a single image in train mode cannot normalise the ASPP's
     # pooled features (iMAS's forwards always concatenate several views, so one image is enough there).
     min_batch_size: ClassVar[int] = 2

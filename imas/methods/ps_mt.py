@@ -154,6 +154,7 @@ class PSMTSettings:
 
 
 class PSMT(Method):
+    heads = ("deeplabv3plus",)  # reads a part of DeepLabv3+ the DPT head has not
     networks = (
         Network("model", "student", noun="student", evaluated=False),
         Network(TEACHERS[0], "teacher 1", pretrained=False, evaluated=False),

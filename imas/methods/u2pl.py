@@ -90,6 +90,7 @@ class U2PLSettings:
 
 
 class U2PL(Method):
+    heads = ("deeplabv3plus",)  # reads a part of DeepLabv3+ the DPT head has not
     networks = TEACHER_STUDENT  # the teacher is reported, as released after the supervised epochs
     Settings = U2PLSettings
     uses_features = True

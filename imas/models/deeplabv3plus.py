@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imas.models.perturb import complementary_masks
 from imas.models.resnet import ResNet, init_weights
 
 
@@ -134,6 +135,7 @@ class DeepLabV3Plus(nn.Module):
         fp_dropout: float = 0.0,
         features: bool = False,
         decoder_noise: Callable[[Tensor], Tensor] | None = None,
+        comp_drop: bool = False,
     ) -> SegOutput:
         """x: [B, 3, H, W] -> SegOutput: logits [B, K, H, W]; aux logits in train mode with an aux head.
 
@@ -141,10 +143,17 @@ class DeepLabV3Plus(nn.Module):
         and layer4) with channel dropout at that rate, in the same decoder batch as the clean ones, into
         `perturbed`. features: also return the representation head's output (a model built with one).
         decoder_noise (PS-MT's T-VAT): a function of the decoder's input [B, 48 + C, H/4, W/4] whose result
-        is added to it before `decode`.
+        is added to it before `decode`. comp_drop (UniMatch V2's complementary dropout): the images are two
+        views of B/2 images; layer1's and layer4's channels get complementary masks
+        (imas.models.perturb.complementary_masks, one draw per map) and `logits` are of the dropped maps.
         """
         size = x.shape[-2:]
         low, mid, high = self.backbone(x)
+        if comp_drop:
+            low, high = (
+                f * complementary_masks(f.shape[0], f.shape[1], f.device)[:, :, None, None].to(f.dtype)
+                for f in (low, high)
+            )
         if fp_dropout > 0:
             low = torch.cat([low, F.dropout2d(low, fp_dropout, training=True)])
             high = torch.cat([high, F.dropout2d(high, fp_dropout, training=True)])
@@ -172,7 +181,8 @@ class DeepLabV3Plus(nn.Module):
         return _resize(self.classifier(self.fuse(decoder_input)), size)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, decoder parameters) for the per-group learning rates of §7."""
+        """(backbone parameters, decoder parameters) for the per-group learning rates of §7; a frozen
+        backbone's (requires_grad False) are left out."""
         backbone = list(self.backbone.parameters())
         ids = {id(p) for p in backbone}
-        return backbone, [p for p in self.parameters() if id(p) not in ids]
+        return [p for p in backbone if p.requires_grad], [p for p in self.parameters() if id(p) not in ids]

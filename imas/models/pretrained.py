@@ -1,4 +1,4 @@
-"""Strict loading of ImageNet backbone weights (method.md §7): every backbone tensor must come from the file.
+"""Strict loading of pretrained encoder weights (method.md §7): every encoder tensor must come from the file.
 
 The released code loaded with ``strict=False`` and a print, so a wrong file silently trained from scratch;
 here a file that leaves any backbone weight unloaded is refused with a hint at the likely cause.
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from imas.errors import CheckpointError
+from imas.models.vit import blocks_of, width_of
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def mismatch_hint(model_keys: Mapping[str, Tensor], ckpt: Mapping[str, Tensor]) 
         return "this looks like a deep-stem checkpoint (the released iMAS/U2PL layout); set model.stem: deep"
     if not any(k.startswith("layer1.") for k in ckpt):
         return "it holds no ResNet backbone keys (expected e.g. 'layer1.0.conv1.weight')"
-    return "check that model.backbone (resnet18/50/101) matches the network the file was saved from"
+    return "check that model.encoder (resnet18/50/101) matches the network the file was saved from"
 
 
 def match_backbone_weights(
@@ -114,7 +115,7 @@ def match_backbone_weights(
         # e.g. a ResNet-101 file into a ResNet-50: every tensor "loads" but from the wrong network.
         raise CheckpointError(
             f"pretrained backbone file {path} has {len(extra_blocks)} ResNet block tensors the model lacks "
-            f"(e.g. {extra_blocks[0]}); check that model.backbone matches the network the file was saved from"
+            f"(e.g. {extra_blocks[0]}); check that model.encoder matches the network the file was saved from"
         )
     return report
 
@@ -134,3 +135,53 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> LoadReport:
         )
     log.info("loaded %d backbone tensors from %s", len(report.loaded), path)
     return report
+
+
+# The DINOv2 file of each width, to name the file a user gave in a sentence.
+_VIT_BY_WIDTH = {384: "dinov2_vits14", 768: "dinov2_vitb14", 1024: "dinov2_vitl14", 1536: "dinov2_vitg14"}
+
+
+def match_vit_weights(
+    expected: Mapping[str, Tensor], ckpt: Mapping[str, Tensor], path: str, name: str
+) -> None:
+    """Check that `ckpt` holds exactly the tensors of the ViT `name` whose state_dict is `expected` (Meta's
+    key layout), or raise CheckpointError naming what differs: another model size, missing or extra
+    tensors, a shape."""
+    width, depth = width_of(dict(expected)), blocks_of(dict(expected))
+    got_width, got_depth = width_of(dict(ckpt)), blocks_of(dict(ckpt))
+    if got_width is None:
+        resnet = " (it looks like a ResNet's)" if any(k.startswith("layer1.") for k in ckpt) else ""
+        raise CheckpointError(
+            f"pretrained encoder file {path} holds no ViT in DINOv2's key layout{resnet} (expected e.g. "
+            f"'cls_token' and 'blocks.0.attn.qkv.weight'); model.encoder {name} needs {name}_pretrain.pth"
+        )
+    if (got_width, got_depth) != (width, depth):
+        holds = _VIT_BY_WIDTH.get(got_width, f"a ViT of width {got_width}")
+        raise CheckpointError(
+            f"pretrained encoder file {path} holds {holds} ({got_depth} blocks of width {got_width}) but "
+            f"model.encoder {name} has {depth} blocks of width {width}; give {name}'s file or set "
+            f"model.encoder to the file's model"
+        )
+    missing = [k for k in expected if k not in ckpt]
+    unexpected = [k for k in ckpt if k not in expected]
+    if missing or unexpected:
+        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which {name} does not"
+        raise CheckpointError(
+            f"pretrained encoder file {path} {what} ({len(missing)} missing, {len(unexpected)} unexpected "
+            f"tensors); a DINOv2 file without registers (dinov2_vit*14_pretrain.pth) fits"
+        )
+    shaped = [k for k in expected if ckpt[k].shape != expected[k].shape]
+    if shaped:
+        k = shaped[0]
+        raise CheckpointError(
+            f"pretrained encoder file {path} has {k} of shape {tuple(ckpt[k].shape)} but model.encoder {name} "
+            f"expects {tuple(expected[k].shape)}"
+        )
+
+
+def load_vit_weights(vit: nn.Module, path: str, name: str) -> None:
+    """Copy every tensor of a DINOv2 file in Meta's layout into `vit` (strict), or raise CheckpointError."""
+    ckpt = read_state_dict(path)
+    match_vit_weights(vit.state_dict(), ckpt, path, name)
+    vit.load_state_dict(ckpt, strict=True)
+    log.info("loaded %d encoder tensors from %s", len(ckpt), path)

@@ -13,6 +13,7 @@ layer4 instead gets ``layer4 dilation × grid[j]``, grid (2, 2, 4): os16 gives (
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
@@ -80,6 +81,18 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
+class FeatureInfo(NamedTuple):
+    """One feature map an encoder returns: its name, channels and stride (input pixels per map pixel).
+
+    The encoder contract (docs/extending.md): `encoder(x)` returns its maps in the order of its
+    `feature_info`, and `encoder.patch_size` is what input sides must be multiples of (1: any size).
+    """
+
+    name: str
+    channels: int
+    stride: int
+
+
 def _deep_stem(width: int = 64) -> nn.Sequential:
     """Three 3x3 convs; indices 0/1/3/4/6 give the released key names. Its last BN is the ResNet's ``bn1``."""
     return nn.Sequential(
@@ -139,6 +152,12 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2, dilate=True, grid=grid)
         e = block.expansion
         self.channels = (width * e, 4 * width * e, 8 * width * e)
+        self.feature_info = (
+            FeatureInfo("layer1", width * e, 4),
+            FeatureInfo("layer3", 4 * width * e, 8 if dilate3 else 16),
+            FeatureInfo("layer4", 8 * width * e, output_stride),
+        )
+        self.patch_size = 1
 
     def _make_layer(
         self,
