@@ -3,7 +3,8 @@ out, run out of memory, fail or do not fit before the deadline, and keeps going;
 first row, an existing one is only continued (--resume) or replaced (--force), and it is written atomically;
 the iMAS rows time a forced CutMix rate after warming up every shape they
 time; peaks cover the timed steps; a call the deadline cuts says how to resume, --resume finishes, and it
-refuses a JSON timed under other settings."""
+refuses a JSON timed under other settings; the DINOv2-B rows run UniMatch V2 and iMAS on a ViT with the DPT
+head, eager and under train.compile, beside the released UniMatch V2 runs."""
 
 import dataclasses
 import errno
@@ -21,7 +22,13 @@ import torch
 from tools import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = {"gpu_tests", "voc_step", "shares", "voc_eval", "cityscapes", "torchrun", "compiled"}
+SECTIONS = {"gpu_tests", "voc_step", "shares", "voc_eval", "cityscapes", "torchrun", "compiled", "vit_step"}
+VIT_ROWS = [
+    "voc DINOv2-B UniMatch V2 {b} + {b} bf16",
+    "voc DINOv2-B iMAS {b} + {b} bf16",
+    "voc DINOv2-B UniMatch V2 {b} + {b} bf16 compiled",
+    "voc DINOv2-B iMAS {b} + {b} bf16 compiled",
+]
 
 
 @pytest.mark.slow
@@ -42,14 +49,26 @@ def test_dry_run_goes_through_every_row(tmp_path):
     assert "no CUDA" in gpu_tests["notes"] and len(gpu_tests["tests"]) >= 2
     steps = [row for row in rows if row["section"] in ("voc_step", "compiled")]
     assert len(steps) == 18  # 2 methods x 2 batches x 2 precisions x channels_last on/off, and 2 compiled
-    for row in steps + [next(row for row in rows if row["name"].startswith("cityscapes iMAS"))]:
+    vit = [row for row in rows if row["section"] == "vit_step"]
+    assert [row["name"] for row in vit] == [name.format(b=2) for name in VIT_ROWS]
+    city = next(row for row in rows if row["name"].startswith("cityscapes iMAS"))
+    for row in steps + vit + [city]:
         assert row["step_s"] > 0 and row["process_rss_gib"] > 0 and "no CUDA" in row["peak_missing"]
         assert row["peak_allocated_gib"] is None and row["peak_reserved_gib"] is None
         assert set(row["timed_batches"]) <= set(row["warmed_batches"]), row
         if row["method"] == "imas":
             assert row["cutmix_how"] == "forced 0.7" and row["cutmix_rate_timed"] == pytest.approx(0.7)
-    compiled = [row for row in steps if row["compiled"]]
+    compiled = [row for row in steps + vit if row["compiled"]]
     assert all(row["dynamo_compiles"] >= 1 and row["compile_s"] >= 0 for row in compiled)
+    for row in vit:  # the dry run's stand-in for DINOv2-B: vit_toy (patch 4) at crop 48
+        assert (row["encoder"], row["head"], row["optimizer"]) == ("vit_toy", "dpt", "adamw")
+        assert (row["crop"], row["batch"], row["precision"], row["channels_last"]) == (48, 2, "bf16", False)
+        assert row["released"]["s_per_iteration"] == 1.16 and row["released"]["memory_gb_per_gpu"] == 20
+        assert row["step_s_over_released"] == pytest.approx(row["step_s"] / 1.16, abs=1e-3)
+        assert ("train.compile=true" in row["overrides"]) == row["compiled"]
+    # train.compile compiles the trained student; the EMA teacher's no-grad forward stays eager.
+    assert all(row["compiled_modules"] == ["model"] for row in vit if row["compiled"])
+    assert [row["method"] for row in vit] == ["unimatch_v2", "imas"] * 2
     shares = next(row for row in rows if row["section"] == "shares")
     assert 0 < shares["hardness_share"] < 1 and 0 < shares["ema_share"] < 1
     torchrun = next(row for row in rows if row["section"] == "torchrun")
@@ -103,6 +122,38 @@ def test_rows_that_fail_are_recorded_and_the_run_goes_on(tmp_path):
     assert json.loads(out.read_text())["rows"] == report["rows"] and not report["complete"]
     # The projection takes the fastest finished iMAS step at the single-GPU batch: 46,240 x 0.5 s
     assert report["projection"]["train_hours"] == round(46_240 * 0.5 / 3600, 2)
+
+
+def test_the_dinov2_rows_run_the_new_recipe_at_the_released_size(monkeypatch):
+    """On a GPU the DINOv2-B rows come right after the rows the projection needs (compiled: before the long
+    tail) and load as configs at the released size: dinov2_vitb14 with the DPT head at crop 518 (a multiple of
+    the patch, 14), 4 + 4, bf16, UniMatch V2's optimiser, train.compile for the compiled ones."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the Scale only names the device
+    scale = gpu_check.make_scale(dry_run=False, deadline=None)
+    names = [row.name for row in gpu_check.plan(scale)]
+    vit = [name.format(b=4) for name in VIT_ROWS]
+    first = names.index("voc iMAS 16 + 16 bf16 channels_last compiled") + 1
+    assert names[first : first + 2] == vit[:2]
+    compiled = names.index(vit[2])
+    assert names[compiled - 1 : compiled + 3] == [
+        "torchrun stop and resume",
+        *vit[2:],
+        "voc iMAS 16 + 16 fp32 channels_last",  # the long tail's first row
+    ]
+    for method, config in (("unimatch_v2", gpu_check.VOC_SUPONLY), ("imas", gpu_check.VOC_IMAS)):
+        for run_compiled in (False, True):
+            overrides = gpu_check.step_overrides(
+                scale, method, scale.vit_batch, scale.vit_crop, "bf16", False, run_compiled, vit=True
+            )
+            cfg = gpu_check.load_experiment(config, overrides)
+            m, t, o = cfg.model, cfg.train, cfg.optim
+            assert (m.encoder, m.head.value, m.pretrained) == ("dinov2_vitb14", "dpt", "")
+            assert cfg.data.crop_size == 518
+            assert (t.method, t.batch_size, t.precision.value) == (method, 4, "bf16")
+            assert (t.compile, t.channels_last) == (run_compiled, False)
+            assert (o.kind.value, o.lr, o.decoder_lr_mult, o.weight_decay) == ("adamw", 5e-6, 40.0, 0.01)
+    # A UniMatch V2 step trains the labeled images and the two strong views; its CutMix adds no image.
+    assert gpu_check.StepShapes(batch=4, base=12).student_batch(0.5) == 12
 
 
 def test_cuda_tests_are_found_and_pytest_summaries_read():

@@ -33,6 +33,13 @@ timed under two settings. Rows (the JSON's "section" of each), first those the p
               shares of the fastest iMAS 16 + 16 step
   cityscapes  the Cityscapes R50 os8 769 iMAS step at the released per-GPU batch (2 + 2), bf16; sliding-window
               evaluation of a 1024 x 2048 image (window 769), images per second
+  vit_step    the UniMatch V2 step and the iMAS step on a DINOv2-B encoder with the DPT head (no pretrained
+              file) at crop 518, the released per-GPU batch (4 + 4), bf16, with UniMatch V2's released
+              optimiser (AdamW, lr 5e-6, head x 40, weight decay 0.01): eager right after the rows the
+              projection needs, compiled (train.compile true: imas.compile.compile_nets of the trained
+              networks, as a training run compiles them) after the torchrun row; each with its peak memory
+              and, for comparison, the released UniMatch V2 runs' seconds per iteration and memory per GPU
+              ("released")
   torchrun    a 1-GPU torchrun of iMAS (bf16, 4 + 4 at 513) on generated files in the VOC layout: 10
               iterations, stopped (1 epoch), resumed to 20 (2 epochs, --resume-anyway); checks that both exit
               0, that train.log says it resumed at iteration 10 and that metrics.jsonl has iterations 10, 20
@@ -60,15 +67,17 @@ warm-up, so "peak_allocated_gib" and "peak_reserved_gib" cover the timed steps; 
 "peak_missing" says why.
 
 --dry-run runs every row on the CPU (ResNet-18 of width 8, crops of 33-49 pixels, batches 2 and 4, two
-timed steps, torch.compile with the "eager" backend), which is what the tests run; its numbers only show that
-the rows work. A torchrun of one process has no process group (imas.dist makes none at world size 1):
---torchrun-procs 2 runs two, with NCCL on two GPUs or gloo in a dry run. --only runs the rows whose name
-contains a given text. The step, evaluation and compile rows use one CUDA device.
+timed steps, torch.compile with the "eager" backend; the DINOv2-B rows on vit_toy, patch 4, at crop 48 and
+2 + 2), which is what the tests run; its numbers only show that the rows work. A torchrun of one process has
+no process group (imas.dist makes none at world size 1): --torchrun-procs 2 runs two, with NCCL on two GPUs
+or gloo in a dry run. --only runs the rows whose name contains a given text. The step, evaluation and compile
+rows use one CUDA device.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -100,11 +109,12 @@ from imas.experiment import load_experiment
 from imas.hardness import instance_hardness
 from imas.inference import inference_options, predict
 from imas.methods.imas import CutMixTrigger, TeacherStudentSettings
+from imas.methods.unimatch_v2 import UniMatchV2Settings
 from imas.models import build_model
 from imas.normalization import normalize
 from imas.precision import AUTOCAST_DTYPES, cpu_description
 from imas.rundir import read_evaluations
-from imas.train import build_trainer, train_step
+from imas.train import build_trainer, train_step, wrap_nets
 from tools import benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +131,38 @@ CITYSCAPES_VAL = 500
 # The share of CutMix groups that fire in the timed iMAS steps: a chosen value, not a VOC measurement (see the
 # module's docstring); above the toy's 0.50-0.54 late in training, so the step errs on the slow side.
 CUTMIX_RATE = 0.7
+
+# The DINOv2-B rows train with UniMatch V2's released optimiser (unimatch_v2.py: AdamW over the encoder at lr
+# and the rest at lr x lr_multi, betas (0.9, 0.999), weight decay 0.01; configs/pascal.yaml: lr 5e-6,
+# lr_multi 40). The VOC configs set multi_grid (a ResNet option a ViT refuses), hence its default back.
+VIT_RECIPE = (
+    "model.head=dpt",
+    "model.multi_grid=false",
+    "optim.kind=adamw",
+    "optim.lr=5e-6",
+    "optim.decoder_lr_mult=40",
+    "optim.weight_decay=0.01",
+    "optim.momentum=0.9",
+)
+# What the DINOv2-B rows compare with: the released UniMatch V2 VOC runs of DINOv2-B at crop 518, 4 + 4 images
+# per GPU on 4 GPUs, fp32 (the released step runs no autocast). Seconds per iteration: the wall time between
+# the logged iterations of LiheYoung/UniMatch-V2's training-logs/table01-pascal_unimatch_v2_*labels_
+# dinov2_base.log (median 1.157-1.164 s in each of the five; data loading and DDP included). The logs name no
+# GPU: the GPU and the memory are the authors' answers in that repository's GitHub discussions.
+RELEASED_UNIMATCH_V2: dict[str, Any] = {
+    "what": "UniMatch V2, DINOv2-B + DPT, VOC crop 518, 4 + 4 images per GPU x 4 GPUs, fp32, AdamW",
+    "s_per_iteration": 1.16,
+    "s_per_iteration_from": (
+        "LiheYoung/UniMatch-V2 training-logs/table01-pascal_unimatch_v2_{92,183,366,732,1464}labels_"
+        "dinov2_base.log: median 1.157-1.164 s between logged iterations, ngpus 4, batch_size 4"
+    ),
+    "gpu": "A100 (40 GB mostly, 80 GB sometimes)",
+    "gpu_from": "the authors, github.com/LiheYoung/UniMatch-V2/issues/21 and /issues/1",
+    "memory_gb_per_gpu": 20,
+    "memory_from": (
+        "the authors, github.com/LiheYoung/UniMatch-V2/issues/5: '20G/GPU x 4GPUs for DINOv2 base'"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -146,10 +188,16 @@ class Scale:
     deadline_s: float
     budget_s: dict[str, float] = field(default_factory=dict)
     cutmix_rate: float | None = CUTMIX_RATE  # None: as the method draws it
+    vit_encoder: str = "dinov2_vitb14"
+    vit_crop: int = 518  # a multiple of the encoder's patch (the config refuses others)
+    vit_batch: int = 4  # UniMatch V2's released per-GPU batch
 
-    def overrides(self, method: str, batch: int, crop: int) -> list[str]:
-        """Config overrides of every row: no pretrained file, the batch, the network's size in a dry run."""
-        out = ["model.pretrained=", f"train.batch_size={batch}", f"data.crop_size={crop}", *self.model]
+    def overrides(self, method: str, batch: int, crop: int, vit: bool = False) -> list[str]:
+        """Config overrides of every row: no pretrained file, the batch, the network's size in a dry run;
+        with `vit`, the ViT encoder with the DPT head and UniMatch V2's optimiser instead of the config's
+        ResNet."""
+        model = (f"model.encoder={self.vit_encoder}", *VIT_RECIPE) if vit else self.model
+        out = ["model.pretrained=", f"train.batch_size={batch}", f"data.crop_size={crop}", *model]
         if self.dry_run and method == "imas":
             out.append(f"imas.group_size={min(self.batches)}")
         return out
@@ -157,7 +205,8 @@ class Scale:
 
 # Seconds each kind of row may take on a GPU (estimates for an H100/H200: an R101 513 iMAS 16 + 16 step takes
 # 0.3-0.6 s in bf16 and about twice that in fp32, cuDNN autotunes each new shape once, a torch.compile of
-# R101 takes 1-2 min per graph); a row that runs past its budget is cut and recorded as "timeout".
+# R101 takes 1-2 min per graph; the DINOv2-B rows are not measured yet and share these budgets); a row that
+# runs past its budget is cut and recorded as "timeout".
 GPU_BUDGETS = {
     "gpu_tests": 150,
     "step": 90,
@@ -183,7 +232,7 @@ def make_scale(
             steps=2,
             warmup=1,
             compile_warmup=2,
-            model=("model.backbone=resnet18", "model.backbone_width=8", "model.decoder_channels=16"),
+            model=("model.encoder=resnet18", "model.backbone_width=8", "model.decoder_channels=16"),
             voc_image=(24, 32),
             city_image=(64, 128),
             window=49,
@@ -193,6 +242,9 @@ def make_scale(
             deadline_s=deadline or 300.0,
             budget_s=dict.fromkeys(GPU_BUDGETS, 120.0),
             cutmix_rate=cutmix_rate,
+            vit_encoder="vit_toy",  # patch 4, 12 x 12 tokens at crop 48 as DINOv2's 37 x 37 at 518
+            vit_crop=48,
+            vit_batch=2,
         )
     if not torch.cuda.is_available():
         raise UserError(
@@ -219,6 +271,9 @@ def make_scale(
         deadline_s=deadline or 400.0,
         budget_s=dict(GPU_BUDGETS),
         cutmix_rate=cutmix_rate,
+        vit_encoder="dinov2_vitb14",
+        vit_crop=518,
+        vit_batch=4,
     )
 
 
@@ -400,7 +455,8 @@ class StepShapes:
     The student's train forward takes labeled + weak (weak_in_batch) + intensity views, plus the CutMix images
     of the groups that fired: `base` + group_size x fired groups. Forced to `rate`, the timed steps run with
     the two whole numbers of fired groups around rate x groups, weighted so that their mix fires at `rate`;
-    as drawn (rate None), the method decides and any number from 0 to `groups` can come."""
+    as drawn (rate None), the method decides and any number from 0 to `groups` can come. Without groups
+    (UniMatch V2 pastes its CutMix boxes into the strong views), CutMix adds no image: always `base`."""
 
     batch: int
     base: int
@@ -431,12 +487,15 @@ class StepShapes:
 
     def student_batch(self, rate: float | None) -> int:
         """The student's train-forward batch of a step whose CutMix fired for `rate` of its images."""
-        return self.base + (round(rate * self.batch) if rate is not None else 0)
+        return self.base + (round(rate * self.batch) if rate is not None and self.groups else 0)
 
 
 def step_shapes(trainer: Any, batch: int, rate: float | None) -> StepShapes:
-    """The StepShapes of the trainer's method at `batch`: iMAS's CutMix groups, or one shape (SupOnly)."""
+    """The StepShapes of the trainer's method at `batch`: iMAS's CutMix groups, or one shape (SupOnly;
+    UniMatch V2: the labeled images and the two strong views)."""
     settings = trainer.method.settings
+    if isinstance(settings, UniMatchV2Settings):
+        return StepShapes(batch, 3 * batch)
     if not isinstance(settings, TeacherStudentSettings):
         return StepShapes(batch, batch)
     base = batch * (3 if settings.weak_in_batch else 2)
@@ -591,26 +650,79 @@ def timing(
     return out
 
 
+def step_overrides(
+    scale: Scale,
+    method: str,
+    batch: int,
+    crop: int,
+    precision: str,
+    channels_last: bool,
+    compiled: bool,
+    vit: bool = False,
+) -> list[str]:
+    """The config overrides of a step row: Scale.overrides, the method (the UniMatch V2 rows take a config of
+    another method), precision and memory format; a ViT row also says train.compile, which it compiles by."""
+    out = scale.overrides(method, batch, crop, vit)
+    out += [
+        f"train.method={method}",
+        f"train.precision={precision}",
+        f"train.channels_last={str(channels_last).lower()}",
+    ]
+    if vit:
+        out.append(f"train.compile={str(compiled).lower()}")
+    return out
+
+
+@contextmanager
+def compile_backend(backend: str) -> Iterator[None]:
+    """torch.compile with `backend` for the calls inside: imas.compile.compile_nets takes torch's default
+    (inductor), and a dry run compiles every row with its "eager" backend (Scale.compile_backend), which
+    traces with dynamo as a GPU run does without inductor's code generation. The backend is bound when
+    torch.compile is called, so the patch need only cover compile_nets."""
+    original = torch.compile
+    if backend != "inductor":
+        torch.compile = functools.partial(original, backend=backend)
+    try:
+        yield
+    finally:
+        torch.compile = original
+
+
 def step_row(
-    config: Path, method: str, batch: int, precision: str, channels_last: bool, compiled: bool, crop_key: str
+    config: Path,
+    method: str,
+    batch: int,
+    precision: str,
+    channels_last: bool,
+    compiled: bool,
+    crop_key: str,
+    vit: bool = False,
 ) -> Callable[[Context], dict[str, Any]]:
-    """A row timing one training step of `config` (see benchmark.method_step) at the given settings."""
+    """A row timing one training step of `config` (see benchmark.method_step) at the given settings. With
+    `vit`: on the scale's ViT encoder with the DPT head (Scale.overrides), compiled as train.compile compiles
+    a training run (imas.train.wrap_nets: the trained networks, the EMA teacher eager; the ResNet rows
+    compile every model of the method in place), and the released UniMatch V2 runs in the record for
+    comparison."""
 
     def row(ctx: Context) -> dict[str, Any]:
         scale, device = ctx.scale, ctx.scale.device
         crop = getattr(scale, crop_key)
-        overrides = scale.overrides(method, batch, crop)
-        overrides += [f"train.precision={precision}", f"train.channels_last={str(channels_last).lower()}"]
+        overrides = step_overrides(scale, method, batch, crop, precision, channels_last, compiled, vit)
         cfg = load_experiment(config, overrides)
         out: dict[str, Any] = {
             "config": config.relative_to(REPO).as_posix(),
             "method": method,
+            "encoder": cfg.model.encoder,
+            "head": cfg.model.head.value,
+            "optimizer": cfg.optim.kind.value,
             "batch": batch,
             "crop": crop,
             "precision": precision,
             "channels_last": channels_last,
             "compiled": compiled,
         }
+        if vit:
+            out["overrides"] = overrides
         labeled, unlabeled = benchmark.random_batches(
             batch, crop, cfg.data.num_classes, device, channels_last
         )
@@ -620,12 +732,18 @@ def step_row(
         if compiled:
             from torch import _dynamo
 
-            _dynamo.reset()
-            before = dynamo_counts()
-            # the student, and the EMA teacher where there is one
-            modules = list(trainer.method.models.values())
-            for module in modules:
-                module.compile(backend=scale.compile_backend)
+            if vit:
+                with compile_backend(scale.compile_backend):
+                    wrap_nets(trainer, DistInfo(0, 1, 0, device), cfg.train.compile)
+                names = list(trainer.nets)
+                before = dynamo_counts()  # compile_nets started dynamo afresh (its counters too)
+            else:
+                _dynamo.reset()
+                before = dynamo_counts()
+                # the student, and the EMA teacher where there is one
+                names = list(trainer.method.models)
+                for module in trainer.method.models.values():
+                    module.compile(backend=scale.compile_backend)
         ctx.partial |= {"call_s": []}
 
         def logged(seconds: float) -> None:
@@ -643,10 +761,11 @@ def step_row(
             compiles = after[0] - before[0]
             out |= {
                 "compile_backend": scale.compile_backend,
+                "compiled_modules": names,
                 # What the warm-up took beyond its steps: compilation, mostly.
                 "compile_s": round(max(0.0, out["warmup_s"] - out["warmup_steps"] * out["step_s"]), 1),
                 "dynamo_compiles": compiles,
-                "recompiles": compiles - len(modules),
+                "recompiles": compiles - len(names),
                 "dynamo_graphs": after[1] - before[1],
             }
             _dynamo.reset()
@@ -655,6 +774,14 @@ def step_row(
             out["notes"] += f", CutMix {out['cutmix_how']} ({out['cutmix_rate_timed']:.2f} timed)"
         if compiled:
             out["notes"] += f", compile {out['compile_s']} s, {out['recompiles']} recompiles"
+        if vit:
+            released = RELEASED_UNIMATCH_V2["s_per_iteration"]
+            out["released"] = RELEASED_UNIMATCH_V2
+            out["step_s_over_released"] = round(out["step_s"] / released, 3)
+            out["notes"] += (
+                f"; released UniMatch V2 {released} s/it, {RELEASED_UNIMATCH_V2['memory_gb_per_gpu']} GB "
+                "per GPU (4 A100s, fp32)"
+            )
         return out
 
     return row
@@ -834,7 +961,8 @@ def torchrun_row(ctx: Context) -> dict[str, Any]:
 
 def plan(scale: Scale) -> list[Row]:
     """The rows in order of importance: the deadline cuts the last ones. First what the projection needs (the
-    iMAS 16 + 16 steps that can be the fastest, the evaluation time), then correctness, then the rest."""
+    iMAS 16 + 16 steps that can be the fastest, the evaluation time), then the DINOv2-B steps, correctness,
+    the other checks, the DINOv2-B compiled steps, then the rest."""
     small, large = scale.batches
 
     def voc(method: str, batch: int, precision: str, cl: bool, compiled: bool = False) -> Row:
@@ -865,6 +993,19 @@ def plan(scale: Scale) -> list[Row]:
         voc("supervised", small, "bf16", False),
         voc("supervised", small, "fp32", True),
     ]
+
+    def vit(method: str, compiled: bool = False) -> Row:
+        """A DINOv2-B (DPT) step at the released per-GPU batch, bf16: UniMatch V2 on the SupOnly config (which
+        has no other method's section), iMAS on iMAS's; no channels_last, as released."""
+        config = VOC_IMAS if method == "imas" else VOC_SUPONLY
+        label = "iMAS" if method == "imas" else "UniMatch V2"
+        b = scale.vit_batch
+        name = f"voc DINOv2-B {label} {b} + {b} bf16" + " compiled" * compiled
+        fn = step_row(config, method, b, "bf16", False, compiled, "vit_crop", vit=True)
+        if compiled:
+            return Row(name, "vit_step", "compiled", fn, min_s=90.0 if not scale.dry_run else 10.0)
+        return Row(name, "vit_step", "step", fn)
+
     city_step = step_row(CITYSCAPES_IMAS, "imas", scale.city_batch, "bf16", False, False, "city_crop")
     return [
         voc("imas", large, "bf16", True),
@@ -873,6 +1014,10 @@ def plan(scale: Scale) -> list[Row]:
         ),
         voc("imas", large, "bf16", False),
         voc("imas", large, "bf16", True, compiled=True),
+        # The new recipe's steps next, eager; their compiles, which can take minutes, wait until the quicker
+        # checks below have run.
+        vit("unimatch_v2"),
+        vit("imas"),
         Row("gpu tests", "gpu_tests", "gpu_tests", gpu_tests),
         *second,
         Row("hardness and EMA shares", "shares", "shares", shares_row),
@@ -884,6 +1029,8 @@ def plan(scale: Scale) -> list[Row]:
             eval_row(CITYSCAPES_IMAS, "city_image", CITYSCAPES_VAL, "bf16"),
         ),
         Row("torchrun stop and resume", "torchrun", "torchrun", torchrun_row, min_s=30.0),
+        vit("unimatch_v2", compiled=True),
+        vit("imas", compiled=True),
         *rest,
         voc("supervised", large, "bf16", True, compiled=True),
     ]
@@ -1030,7 +1177,7 @@ def cut_result(row: Row, ctx: Context, budget: float, elapsed: float) -> dict[st
         "budget_s": budget,
     }
     out["notes"] = f"stopped after its {what}"
-    if row.section == "compiled":
+    if row.budget == "compiled":  # the compiled ResNet rows and the compiled ViT rows
         calls = ctx.partial.get("call_s", [])
         # The calls' seconds beyond the fastest call's are compilation; before the first call ends, all are.
         compile_s = sum(calls) - len(calls) * min(calls) if calls else elapsed
