@@ -116,6 +116,41 @@ def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch, method):
     assert "resumed from" in (resumed / "train.log").read_text()
 
 
+# The toy ViT with the DPT head in place of small_config's ResNet (its ResNet and DeepLabv3+ options set back
+# to their defaults, which a ViT requires).
+VIT_MODEL = {"encoder": "vit_toy", "head": "dpt", "backbone_width": 64, "decoder_channels": 256}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["unimatch_v2", "imas"])
+def test_a_vit_trains_under_torchrun_and_resumes_exactly(tmp_path, toy, monkeypatch, method):
+    """DDP over 2 CPU processes (gloo) on the ViT + DPT (every parameter that takes a gradient gets one in
+    every step, or DDP stops at the second); a single-process run stopped after its first epoch resumes to
+    the uninterrupted weights."""
+    sections = FEW_STEP_SECTIONS.get(method, {}) | {"model": VIT_MODEL}
+    config = small_config(tmp_path, toy, train={"method": method, "epochs": 2}, **sections)
+    run_dir = tmp_path / "ddp"
+    train = torchrun("train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu")
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    ddp = torch.load(run_dir / "latest.pth", weights_only=True)
+    assert ddp["iteration"] == 2 * 16 // (4 * 2) and kept_models(method) <= set(ddp)
+    assert {"head.scratch.output_conv.2.weight", "backbone.blocks.0.ls1.gamma"} <= set(ddp["model"])
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert train_cli.main(["--config", str(config), "--run-dir", str(full), "--device", "cpu"]) == 0
+    resume_saving = stop_after_save(
+        monkeypatch, lambda path, state: path.name == "latest.pth" and state.epoch == 1
+    )
+    assert train_cli.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 130
+    resume_saving()
+    assert train_cli.main(["--config", str(config), "--run-dir", str(resumed), "--device", "cpu"]) == 0
+    a = torch.load(full / "latest.pth", weights_only=True)
+    b = torch.load(resumed / "latest.pth", weights_only=True)
+    for name in kept_models(method):
+        for key, tensor in a[name].items():
+            assert torch.equal(tensor, b[name][key]), (name, key)
+
+
 @pytest.mark.slow
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, toy, monkeypatch, capsys):
     config = small_config(tmp_path, toy)
