@@ -168,6 +168,9 @@ COMMANDS: dict[str, Run | Mark] = {
     "time PYTHON=.venv/bin/python sh single_run.sh": TIMED_QUICK_START,
     "python tools/convert_pretrained.py FILE [--out OUT]": synopsis("FILE: a downloaded ResNet checkpoint"),
     "sh single_run.sh exps/pascal/classic/r101_92/imas.yaml 4": Mark(gpus(4, VOC)),
+    "sh single_run.sh exps/pascal/classic/dinov2_b_366/unimatch_v2.yaml 4": Mark(gpus(4, VOC)),
+    "sh single_run.sh exps/cityscapes/dinov2_b_744/unimatch_v2.yaml 4": Mark(gpus(4, CITYSCAPES)),
+    "sh single_run.sh exps/pascal/classic/dinov2_b_366/imas.yaml 4": Mark(gpus(4, VOC)),
     "sh single_run.sh CONFIG 4": synopsis("CONFIG; 4 GPUs"),
     "sh single_run.sh exps/pascal/blended/r101_1323/imas.yaml 1 train.batch_size=16": Mark(
         "needs a GPU with room for 16 + 16 images and " + VOC
@@ -272,6 +275,7 @@ COMMANDS: dict[str, Run | Mark] = {
     "python: class FixMatch(Method):": Mark(SOURCE, check=False),
     "python tools/NAME.py": synopsis("NAME"),
     "imas-st-plus-plus --nproc-per-node N": named("imas-st-plus-plus's option"),
+    "imas-eval --model teacher": named("imas-eval's --model, on a UniMatch V2 run"),
     "OMP_NUM_THREADS=1 imas-st-plus-plus --config exps/toy/st_plus_plus.yaml --seed 0 --device cpu": longer(
         "the toy's ST++ chain, 3 trainings of 3600 iterations, 13 min (the same command is run, and stopped, "
         "for docs/commands.md)",
