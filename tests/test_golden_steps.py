@@ -74,9 +74,11 @@ CASES: dict[str, list[str]] = {  # the config (SupOnly's or iMAS's toy config) f
     "ps_mt": ["train.method=ps_mt", "ps_mt.threshold=0.3"],
     "self_training": ["train.method=self_training", "self_training.pseudo_from=2"],
     "unimatch_v2": ["train.method=unimatch_v2", "unimatch_v2.threshold=0.3"],
-    # The ViT and DPT path (the ResNet options set back to their defaults, which a ViT requires).
+    # The ViT and DPT path (the ResNet options set back to their defaults, which a ViT requires; a crop the
+    # patch divides, while the step's 32-pixel inputs take the DPT's resize to a multiple and back).
     "unimatch_v2_vit": [
         "train.method=unimatch_v2",
+        "data.crop_size=30",
         "unimatch_v2.threshold=0.3",
         "model.encoder=vit_toy",
         "model.head=dpt",

@@ -60,7 +60,7 @@ def test_dry_run_goes_through_every_row(tmp_path):
             assert row["cutmix_how"] == "forced 0.7" and row["cutmix_rate_timed"] == pytest.approx(0.7)
     compiled = [row for row in steps + vit if row["compiled"]]
     assert all(row["dynamo_compiles"] >= 1 and row["compile_s"] >= 0 for row in compiled)
-    for row in vit:  # the dry run's stand-in for DINOv2-B: vit_toy (patch 4) at crop 48
+    for row in vit:  # the dry run's stand-in for DINOv2-B: vit_toy (patch 6) at crop 48
         assert (row["encoder"], row["head"], row["optimizer"]) == ("vit_toy", "dpt", "adamw")
         assert (row["crop"], row["batch"], row["precision"], row["channels_last"]) == (48, 2, "bf16", False)
         assert row["released"]["s_per_iteration"] == 1.16 and row["released"]["memory_gb_per_gpu"] == 20

@@ -631,9 +631,9 @@ def vit_config() -> dict:
 @pytest.mark.parametrize(
     "overrides,key,words",
     [
-        (["data.crop_size=50"], "data.crop_size", "patch size 4"),
+        (["data.crop_size=50"], "data.crop_size", "patch size 6"),
         (["model.encoder=dinov2_vitb14", "data.crop_size=513"], "data.crop_size", "use 518"),
-        (["eval.mode=sliding", "eval.window=50"], "eval.window", "patch size 4"),
+        (["eval.mode=sliding", "eval.window=50"], "eval.window", "patch size 6"),
         (["model.output_stride=8"], "model.output_stride", "ResNet encoders"),
         (["model.multi_grid=true"], "model.multi_grid", "ResNet encoders"),
         (["model.stem=standard"], "model.stem", "ResNet encoders"),

@@ -67,7 +67,7 @@ warm-up, so "peak_allocated_gib" and "peak_reserved_gib" cover the timed steps; 
 "peak_missing" says why.
 
 --dry-run runs every row on the CPU (ResNet-18 of width 8, crops of 33-49 pixels, batches 2 and 4, two
-timed steps, torch.compile with the "eager" backend; the DINOv2-B rows on vit_toy, patch 4, at crop 48 and
+timed steps, torch.compile with the "eager" backend; the DINOv2-B rows on vit_toy, patch 6, at crop 48 and
 2 + 2), which is what the tests run; its numbers only show that the rows work. A torchrun of one process has
 no process group (imas.dist makes none at world size 1): --torchrun-procs 2 runs two, with NCCL on two GPUs
 or gloo in a dry run. --only runs the rows whose name contains a given text. The step, evaluation and compile
@@ -242,7 +242,7 @@ def make_scale(
             deadline_s=deadline or 300.0,
             budget_s=dict.fromkeys(GPU_BUDGETS, 120.0),
             cutmix_rate=cutmix_rate,
-            vit_encoder="vit_toy",  # patch 4, 12 x 12 tokens at crop 48 as DINOv2's 37 x 37 at 518
+            vit_encoder="vit_toy",  # patch 6, 8 x 8 tokens at crop 48 (DINOv2-B: 37 x 37 at 518)
             vit_crop=48,
             vit_batch=2,
         )

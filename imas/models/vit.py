@@ -40,12 +40,13 @@ class ViTSize:
 
 # Widths, depths and heads as published (DINOv2, Table 17); the blocks the head reads and the DPT widths as
 # UniMatch V2 releases them (model/semseg/dpt.py, unimatch_v2.py `model_configs`). vit_toy is the toy's
-# small ViT (patch 4 on 48-pixel crops gives a 12 x 12 grid), pretrained by tools/toy_pretrain.py.
+# small ViT, pretrained by tools/toy_pretrain.py: patch 6 on 48-pixel crops gives an 8 x 8 grid (patch 4's
+# 12 x 12 grid made the DPT head, which decodes at 8x the grid, 2.4x slower per step on a 2-core CPU).
 VIT_SIZES = {
     "dinov2_vits14": ViTSize(384, 12, 6, 14, (2, 5, 8, 11), 37, 64, (48, 96, 192, 384)),
     "dinov2_vitb14": ViTSize(768, 12, 12, 14, (2, 5, 8, 11), 37, 128, (96, 192, 384, 768)),
     "dinov2_vitl14": ViTSize(1024, 24, 16, 14, (4, 11, 17, 23), 37, 256, (256, 512, 1024, 1024)),
-    "vit_toy": ViTSize(96, 6, 3, 4, (1, 2, 4, 5), 12, 32, (24, 48, 96, 96)),
+    "vit_toy": ViTSize(96, 6, 3, 6, (1, 2, 4, 5), 8, 32, (24, 48, 96, 96)),
 }
 
 
