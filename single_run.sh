@@ -51,7 +51,8 @@ if [ -z "$NGPU" ]; then
 fi
 # The toy data is prepared when the resolved config (overrides included) reads it; a config that cannot
 # be read prints nothing here, and train_semi.py then names the problem.
-# Printed for the toy data: "toy", then the backbone file and width the config starts from, if any.
+# Printed for the toy data: "toy", then the backbone file the config starts from, if any, and the ResNet's
+# width or the ViT's name (a DPT head is a ViT's: imas.config reads without torch, imas.models does not).
 TOY=$("$PYTHON" -c "
 import sys
 from pathlib import Path
@@ -60,15 +61,23 @@ try:
     cfg = load_config(sys.argv[1], sys.argv[2:])
 except Exception:
     sys.exit(0)
+m = cfg.model
 if Path(cfg.data.root).resolve() == Path('data/toy').resolve():
-    print('toy', *([cfg.model.pretrained, cfg.model.backbone_width] if cfg.model.pretrained else []))
+    target = m.encoder if m.head.value == 'dpt' else m.backbone_width
+    print('toy', *([m.pretrained, target] if m.pretrained else []))
 " "$CONFIG" "$@" 2>/dev/null || true)
 if [ -n "$TOY" ]; then
     "$PYTHON" -m imas.data.toy --out data/toy --ensure  # (re)writes it when missing or outdated
     BACKBONE=${TOY#toy}
     if [ -n "$BACKBONE" ]; then  # the toy's pretrained backbone, likewise
         BACKBONE=${BACKBONE# }
-        "$PYTHON" -m tools.toy_pretrain --out "${BACKBONE% *}" --width "${BACKBONE##* }" --ensure
+        TARGET=${BACKBONE##* }
+        case "$TARGET" in
+            *[!0-9]*) TARGET="--encoder $TARGET" ;;  # a ViT's name
+            *) TARGET="--width $TARGET" ;;
+        esac
+        # shellcheck disable=SC2086 # TARGET is an option and its value
+        "$PYTHON" -m tools.toy_pretrain --out "${BACKBONE% *}" $TARGET --ensure
     fi
 fi
 set -- --config "$CONFIG" $FLAGS --opt "$@"

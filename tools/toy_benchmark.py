@@ -1,5 +1,6 @@
 """Every method (SupOnly, iMAS, mean teacher, FixMatch, UniMatch, CPS, AugSeg, U2PL) and the iMAS ablations
-on the toy data, several seeds each; a markdown table of the results.
+on the toy data, and SupOnly, iMAS and UniMatch V2 on the toy's ViT with the DPT head (rows "... (ViT)"),
+several seeds each; a markdown table of the results.
 
     python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
 
@@ -39,6 +40,7 @@ from imas.cli import run_command
 from imas.config import load_config, to_dict
 from imas.errors import RunDirError, UserError
 from imas.experiment import load_experiment  # the method's settings class builds its section
+from imas.models import ENCODERS
 from imas.rundir import best_record, miou_of, read_run
 
 REPO = Path(__file__).resolve().parents[1]  # the configs' paths are relative to the checkout
@@ -53,10 +55,16 @@ CONFIGS = {  # table row -> config; the first row is the baseline the others are
     "AugSeg": "exps/toy/augseg.yaml",
     "U2PL": "exps/toy/u2pl.yaml",
     "PS-MT": "exps/toy/ps_mt.yaml",
+    "UniMatch V2": "exps/toy/unimatch_v2.yaml",
     "ST++": "exps/toy/st_plus_plus.yaml",  # a chain of three trainings (imas-st-plus-plus)
     "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
     "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
+    # The toy's ViT with the DPT head, from its own pretrained encoder: compare these rows with each other
+    # (their Δ column is against the first row, the ResNet's SupOnly).
+    "SupOnly (ViT)": "exps/toy/vit_suponly.yaml",
+    "iMAS (ViT)": "exps/toy/vit_imas.yaml",
+    "UniMatch V2 (ViT)": "exps/toy/vit_unimatch_v2.yaml",
 }
 
 
@@ -233,15 +241,16 @@ def table(rows: dict[str, list[dict]]) -> str:
 def prepare(args: argparse.Namespace) -> None:
     """The toy data and the pretrained backbones the rows start from, made once (kept when current)."""
     steps = [[sys.executable, "-m", "imas.data.toy", "--out", args.data, "--ensure"]]
-    backbones = {}
+    backbones = {}  # file -> what tools.toy_pretrain makes it from: a ViT's name, or a ResNet-18's width
     for row in args.rows:
         model = load_config(REPO / CONFIGS[row], run_options(args)).model
         if model.pretrained:
-            backbones[model.pretrained] = model.backbone_width
-    for path, width in backbones.items():
-        steps.append(
-            [sys.executable, "-m", "tools.toy_pretrain", "--out", path, "--width", str(width), "--ensure"]
-        )
+            vit = ENCODERS.get(model.encoder) == "vit"
+            backbones[model.pretrained] = (
+                ["--encoder", model.encoder] if vit else ["--width", str(model.backbone_width)]
+            )
+    for path, target in backbones.items():
+        steps.append([sys.executable, "-m", "tools.toy_pretrain", "--out", path, *target, "--ensure"])
     for command in steps:
         try:
             subprocess.check_call(command, cwd=REPO)

@@ -1,10 +1,13 @@
-"""Pretrain the toy's ResNet-18 backbone on a classification task of its own: the toy stand-in for ImageNet.
+"""Pretrain the toy's backbone (a ResNet-18, or the small ViT vit_toy) on a classification task of its own:
+the toy stand-in for ImageNet.
 
     python tools/toy_pretrain.py [--config exps/toy/imas.yaml] [--ensure]
     python tools/toy_pretrain.py --out data/toy/pretrained/resnet18_standard.pth --width 64 [--ensure]
+    python tools/toy_pretrain.py --out data/toy/pretrained/vit_toy.pth --encoder vit_toy [--ensure]
 
 `--config` (the default: exps/toy/imas.yaml) makes the backbone that config starts from: its
-`model.pretrained` file at its `model.backbone_width`; `--out` and `--width` name them instead.
+`model.pretrained` file, a ViT when its `model.encoder` is one (exps/toy/vit_*.yaml), else a ResNet-18 at its
+`model.backbone_width`; `--out` with `--width` or `--encoder` name them instead.
 
 Real semi-supervised segmentation always starts from ImageNet weights; the toy configs do the same with a
 backbone pretrained here to classify six *other* shapes (star, hexagon, ellipse, L, chevron, crescent) drawn
@@ -15,6 +18,12 @@ without native bf16: see imas.precision.precision_warning); the images are gener
 (deterministic, ``imas.data.toy.make_pretrain_sample``). The backbone's state_dict (the standard-stem key
 layout of ``model.pretrained``; the head is dropped) is written atomically, and the accuracy on held-out
 images is printed and stored in a JSON file beside it. Its run time is in docs/performance.md.
+
+A ViT (``--encoder vit_toy``, or a config whose model.encoder is a ViT) learns the same task from the same
+images, classified by a linear head on the mean of its last block's normalised patch tokens, with AdamW and
+the poly schedule like the ResNet, and its own defaults (--steps, --lr, weight decay: VIT_RECIPE). Its
+state_dict is written in Meta's DINOv2 key layout (imas.models.vit, mask_token included), which
+``imas.models.build_dpt(encoder, K, pretrained=path)`` loads with strict key checks.
 Exit status 0, or 2 with one sentence on stderr for bad input.
 """
 
@@ -37,12 +46,20 @@ from imas.config import load_config
 from imas.data.io import check_writable_file
 from imas.data.toy import PRETRAIN_CLASSES, make_pretrain_sample
 from imas.errors import UserError
+from imas.models import ENCODERS
 from imas.models.resnet import resnet18
+from imas.models.vit import VIT_SIZES, VisionTransformer, vit
 from imas.normalization import normalize
 from imas.progress import ImageProgress
 from imas.schedule import poly_lr
 
-VERSION = "2"  # bump when the recipe below changes, so --ensure retrains
+VERSION = "2"  # bump when the ResNet recipe below changes, so --ensure retrains
+RESNET = "resnet18"  # the ResNet every ResNet config's file is made with
+RESNET_RECIPE = {"steps": 400, "lr": 2e-3, "weight_decay": 1e-4}
+# The ViT's recipe and its version (its own: changing it retrains ViT files only). Measured on the toy, see
+# VIT_VERSION's record and docs/performance.md.
+VIT_VERSION = "vit-1"
+VIT_RECIPE = {"steps": 1200, "lr": 1e-3, "weight_decay": 0.05}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,11 +71,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=6000, help="training images (default 6000)")
     p.add_argument("--val-images", type=int, default=600)
     p.add_argument("--size", type=int, default=48, help="image side in pixels (default 48)")
-    p.add_argument("--steps", type=int, default=400, help="iterations of batch --batch (default 400)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help=f"iterations (default {RESNET_RECIPE['steps']}; a ViT: {VIT_RECIPE['steps']}) of --batch images",
+    )
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, help=f"default {RESNET_RECIPE['lr']} ({VIT_RECIPE['lr']} for a ViT)")
     p.add_argument(
         "--width", type=int, help="ResNet-18 layer1 channels (instead of --config's model.backbone_width)"
+    )
+    p.add_argument(
+        "--encoder",
+        choices=[RESNET, *VIT_SIZES],
+        help=f"with --out: the backbone to make (default {RESNET}; a ViT instead of --width)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensure", action="store_true", help="do nothing if --out was made with these settings")
@@ -69,21 +95,39 @@ DEFAULT_CONFIG = "exps/toy/imas.yaml"
 
 
 def resolve_target(args: argparse.Namespace) -> argparse.Namespace:
-    """--out and --width from the config's model section unless both are given; one sentence when the config
-    cannot be read or names no backbone file."""
+    """--out and --width (a ResNet) or --encoder (a ViT) from the config's model section unless given, then
+    the recipe's defaults for what is not set; one sentence when the config cannot be read or names no
+    backbone file. A ViT's args.width is None."""
     if args.config is not None and (args.out is not None or args.width is not None):
         raise UserError("give --config, or --out and --width, not both")
+    if args.config is not None and args.encoder is not None:
+        raise UserError("give --config, or --out and --encoder, not both")
     if args.width is not None and args.out is None:
         raise UserError("--width needs --out (without them both come from --config)")
+    if args.encoder is not None and args.out is None:
+        raise UserError("--encoder needs --out (without them both come from --config)")
     if args.out is not None:
-        args.width = 64 if args.width is None else args.width  # the width of the toy before it was narrowed
-        return args
-    config = args.config or DEFAULT_CONFIG
-    model = load_config(config).model
-    if not model.pretrained:
-        raise UserError(f"{config} sets no model.pretrained file for the backbone to be written to")
-    args.out, args.width = model.pretrained, model.backbone_width
+        args.encoder = args.encoder or RESNET
+        if is_vit(args) and args.width is not None:
+            raise UserError(f"--width is the ResNet's layer1 width; {args.encoder} has none: leave it out")
+        if not is_vit(args):
+            args.width = 64 if args.width is None else args.width  # the toy's width before it was narrowed
+    else:
+        config = args.config or DEFAULT_CONFIG
+        model = load_config(config).model
+        if not model.pretrained:
+            raise UserError(f"{config} sets no model.pretrained file for the backbone to be written to")
+        # Any ResNet config starts from the ResNet-18 made here (as before ViTs existed).
+        args.encoder = model.encoder if ENCODERS.get(model.encoder) == "vit" else RESNET
+        args.out, args.width = model.pretrained, None if is_vit(args) else model.backbone_width
+    recipe = VIT_RECIPE if is_vit(args) else RESNET_RECIPE
+    args.steps = recipe["steps"] if args.steps is None else args.steps
+    args.lr = recipe["lr"] if args.lr is None else args.lr
     return args
+
+
+def is_vit(args: argparse.Namespace) -> bool:
+    return args.encoder in VIT_SIZES
 
 
 class Classifier(nn.Module):
@@ -98,6 +142,70 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x)[2].mean(dim=(2, 3)))
 
 
+class ViTClassifier(nn.Module):
+    """A ViT (a key of VIT_SIZES) + the mean of its last block's patch tokens after the final LayerNorm + a
+    linear head: x [B, 3, H, W] (H, W multiples of the patch) -> logits [B, num_classes].
+
+    Why the patch tokens' mean and not the class token: segmentation reads the normalised patch tokens (the
+    DPT head, through imas.models.vit's forward), never the class token, so the classification gradient
+    reaches exactly the features the head will be given, each place in the image alike; the class token is
+    still trained, through attention, and saved."""
+
+    def __init__(self, num_classes: int, encoder: str) -> None:
+        super().__init__()
+        self.backbone = vit(encoder)
+        # The backbone's last output is its last block's (layers ends with depth - 1 in every size).
+        assert self.backbone.size.layers[-1] == self.backbone.size.depth - 1
+        self.head = nn.Linear(self.backbone.size.width, num_classes)
+        local_attention_init(self.backbone)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
+
+
+def sincos_positions(grid: int, width: int) -> torch.Tensor:
+    """2-D sine-cosine position codes [grid * grid, width], row-major like the patch tokens: a quarter of the
+    channels each for the sine and the cosine of the row and of the column, at frequencies
+    10000^(-i / (width / 4)), i = 0 .. width / 4 - 1. Neighbouring patches get similar codes."""
+    quarter = width // 4
+    frequencies = 10000.0 ** (-torch.arange(quarter, dtype=torch.float32) / quarter)  # [width / 4]
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    angles_r = rows.reshape(-1, 1).float() * frequencies  # [grid * grid, width / 4]
+    angles_c = cols.reshape(-1, 1).float() * frequencies
+    return torch.cat([angles_r.sin(), angles_r.cos(), angles_c.sin(), angles_c.cos()], dim=1)
+
+
+def local_attention_init(net: VisionTransformer, qk: float = 0.7, vo: float = 0.4) -> None:
+    """Start `net` with attention that looks at similar, and through the position codes nearby, tokens:
+    without it the toy's ViT did not learn the pretraining task (held-out accuracy at chance, 13-21 %,
+    after 400-1500 steps at lr 3e-4 to 3e-3, with or without warmup, weight decay, sine-cosine positions
+    or the class token as the feature; measured), as transformers on small data often do not.
+
+    Mimetic initialisation (Trockman and Kolter, ICML 2023): per head, W_q^T W_k is the rank-(D / heads) part
+    of qk * (Z + I) and, over all heads, W_proj W_v = vo * (Z' - I), Z and Z' with N(0, 1 / D) entries; the
+    patch tokens' position embeddings are sincos_positions and the class token's zero. Everything stays
+    trainable; only the starting point changes, and the file holds the trained weights as usual."""
+    width, heads = net.size.width, net.size.heads
+    if width % 4:
+        raise ValueError(f"sine-cosine positions need a width divisible by 4, got {width}")
+    head = width // heads
+    eye = torch.eye(width)
+    with torch.no_grad():
+        net.pos_embed[0, 0].zero_()
+        net.pos_embed[0, 1:] = sincos_positions(net.size.grid, width)
+        for block in net.blocks:
+            qkv = block.attn.qkv.weight  # [3 D, D]: the rows of q, then k, then v
+            for h in range(heads):
+                u, sigma, vh = torch.linalg.svd(qk * (torch.randn(width, width) / width**0.5 + eye))
+                root = sigma[:head].sqrt()
+                rows = slice(h * head, (h + 1) * head)
+                qkv[:width][rows] = root[:, None] * u[:, :head].T  # q = root * U^T x
+                qkv[width : 2 * width][rows] = root[:, None] * vh[:head]  # k = root * V^T x: q.k = x^T M y
+            u, sigma, vh = torch.linalg.svd(vo * (torch.randn(width, width) / width**0.5 - eye))
+            qkv[2 * width :] = sigma.sqrt()[:, None] * vh
+            block.attn.proj.weight.copy_(u * sigma.sqrt())  # W_proj W_v = U S V^T
+
+
 def make_images(seed: int, start: int, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images [N, 3, size, size] and labels [N] for sample indices start .. start + count - 1."""
     samples = [make_pretrain_sample(seed, i, size) for i in range(start, start + count)]
@@ -106,8 +214,12 @@ def make_images(seed: int, start: int, count: int, size: int) -> tuple[torch.Ten
 
 
 def settings(args: argparse.Namespace) -> dict:
-    keys = ("images", "val_images", "size", "steps", "batch", "lr", "seed", "width")
-    return {"version": VERSION} | {k: getattr(args, k) for k in keys}
+    """What the file is made from, recorded in its JSON so that --ensure keeps it only when they agree (a ViT
+    has its own version and names its encoder; a ResNet's record is as before ViTs existed)."""
+    keys = ("images", "val_images", "size", "steps", "batch", "lr", "seed")
+    if is_vit(args):
+        return {"version": VIT_VERSION, "encoder": args.encoder} | {k: getattr(args, k) for k in keys}
+    return {"version": VERSION} | {k: getattr(args, k) for k in (*keys, "width")}
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -124,8 +236,13 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 def pretrain(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
+    if is_vit(args):
+        size = VIT_SIZES[args.encoder]
+        name = f"ViT {args.encoder} (width {size.width}, {size.depth} blocks, patch {size.patch})"
+    else:
+        name = f"ResNet-18 width {args.width}"
     print(
-        f"toy backbone: pretraining ResNet-18 width {args.width} on {args.images} generated images "
+        f"toy backbone: pretraining {name} on {args.images} generated images "
         f"({args.steps} steps of {args.batch}) for {args.out}",
         flush=True,
     )
@@ -135,8 +252,14 @@ def pretrain(args: argparse.Namespace) -> dict:
         f"generated {args.images} + {args.val_images} images in {time.perf_counter() - start:.1f} s",
         flush=True,
     )
-    model = Classifier(len(PRETRAIN_CLASSES), args.width)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    if is_vit(args):
+        model: nn.Module = ViTClassifier(len(PRETRAIN_CLASSES), args.encoder)
+        weight_decay = VIT_RECIPE["weight_decay"]
+    else:
+        model, weight_decay = Classifier(len(PRETRAIN_CLASSES), args.width), RESNET_RECIPE["weight_decay"]
+    # Parameters that take no gradient (the ViT's mask_token) are left out: AdamW would still decay them.
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()
     progress = ImageProgress("pretraining", args.steps, units=("steps", "steps/s"))
@@ -171,10 +294,13 @@ def check_args(args: argparse.Namespace) -> None:
     """Sizes that cannot train are one sentence, and so is an --out that cannot be written, before the
     work."""
     for name in ("images", "val_images", "size", "steps", "batch", "width"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.lr > 0:
         raise UserError(f"--lr must be positive, got {args.lr}")
+    if is_vit(args) and args.size % VIT_SIZES[args.encoder].patch:
+        patch = VIT_SIZES[args.encoder].patch
+        raise UserError(f"--size {args.size} is not a multiple of {args.encoder}'s patch size {patch}")
     check_writable_file(Path(args.out), "--out")
 
 
