@@ -174,8 +174,8 @@ def match_vit_weights(
     if shaped:
         k = shaped[0]
         raise CheckpointError(
-            f"pretrained encoder file {path} has {k} of shape {tuple(ckpt[k].shape)} but model.encoder {name} "
-            f"expects {tuple(expected[k].shape)}"
+            f"pretrained encoder file {path} has {k} of shape {tuple(ckpt[k].shape)} but model.encoder "
+            f"{name} expects {tuple(expected[k].shape)}"
         )
 
 
