@@ -117,7 +117,7 @@ def test_resume_equals_uninterrupted(tmp_path, toy, monkeypatch, method):
 
 
 # The toy ViT with the DPT head in place of small_config's ResNet (its ResNet and DeepLabv3+ options set back
-# to their defaults, which a ViT requires).
+# to their defaults, which a ViT requires; with a crop its patch of 6 divides).
 VIT_MODEL = {"encoder": "vit_toy", "head": "dpt", "backbone_width": 64, "decoder_channels": 256}
 
 
@@ -127,7 +127,7 @@ def test_a_vit_trains_under_torchrun_and_resumes_exactly(tmp_path, toy, monkeypa
     """DDP over 2 CPU processes (gloo) on the ViT + DPT (every parameter that takes a gradient gets one in
     every step, or DDP stops at the second); a single-process run stopped after its first epoch resumes to
     the uninterrupted weights."""
-    sections = FEW_STEP_SECTIONS.get(method, {}) | {"model": VIT_MODEL}
+    sections = FEW_STEP_SECTIONS.get(method, {}) | {"model": VIT_MODEL, "data": {"crop_size": 60}}
     config = small_config(tmp_path, toy, train={"method": method, "epochs": 2}, **sections)
     run_dir = tmp_path / "ddp"
     train = torchrun("train_semi.py", "--config", str(config), "--run-dir", str(run_dir), "--device", "cpu")
