@@ -60,8 +60,8 @@ CONFIGS = {  # table row -> config; the first row is the baseline the others are
     "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
     "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
-    # The toy's ViT with the DPT head, from its own pretrained encoder: compare these rows with each other
-    # (their Δ column is against the first row, the ResNet's SupOnly).
+    # The toy's ViT with the DPT head, from random weights: compare these rows with each other (their Δ
+    # column is against the first row, the ResNet's SupOnly).
     "SupOnly (ViT)": "exps/toy/vit_suponly.yaml",
     "iMAS (ViT)": "exps/toy/vit_imas.yaml",
     "UniMatch V2 (ViT)": "exps/toy/vit_unimatch_v2.yaml",
