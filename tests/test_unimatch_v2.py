@@ -38,8 +38,14 @@ def released_unsupervised_term(
     return (ce * ((conf >= tau) & (ignore != 255))).sum() / (ignore != 255).sum()
 
 
-def test_the_step_is_the_released_loss(monkeypatch):
-    method = make("unimatch_v2", ("unimatch_v2.threshold=0.2",))
+def no_masks(batch: int, channels: int, device: torch.device) -> torch.Tensor:
+    raise AssertionError("complementary dropout drawn with unimatch_v2.comp_drop false")
+
+
+@pytest.mark.parametrize("comp_drop", [True, False])
+def test_the_step_is_the_released_loss(monkeypatch, comp_drop):
+    """As released; with unimatch_v2.comp_drop false (the ablation) the strong views are decoded plain."""
+    method = make("unimatch_v2", ("unimatch_v2.threshold=0.2", f"unimatch_v2.comp_drop={comp_drop}"))
     drawn = []
     real_view = unimatch_v2.cutmix_strong_view
 
@@ -48,7 +54,7 @@ def test_the_step_is_the_released_loss(monkeypatch):
         return drawn[-1][:3]
 
     monkeypatch.setattr(unimatch_v2, "cutmix_strong_view", recording_view)
-    monkeypatch.setattr(perturb, "complementary_masks", fixed_masks)
+    monkeypatch.setattr(perturb, "complementary_masks", fixed_masks if comp_drop else no_masks)
     labeled, unlabeled = batches()
     student, teacher = method.models["model"], method.models["model_ema"]
     with torch.no_grad():  # the teacher perturbed, so that its targets are not the student's
@@ -66,7 +72,7 @@ def test_the_step_is_the_released_loss(monkeypatch):
     conf, label = probs.max(1)
     ignore = torch.where(unlabeled["valid"], 0, 255)
     strong = torch.cat([normalize(view) for view, *_ in drawn])
-    pred_s1, pred_s2 = student(strong, comp_drop=True).logits.chunk(2)
+    pred_s1, pred_s2 = student(strong, comp_drop=comp_drop).logits.chunk(2)
     loss_x = F.cross_entropy(student(normalize(labeled["image"])).logits, labeled["mask"], ignore_index=255)
     terms = [
         released_unsupervised_term(pred, label, conf, ignore, box, 0.2)

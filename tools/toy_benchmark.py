@@ -1,6 +1,7 @@
-"""Every method (SupOnly, iMAS, mean teacher, FixMatch, UniMatch, CPS, AugSeg, U2PL) and the iMAS ablations
-on the toy data, and SupOnly, iMAS and UniMatch V2 on the toy's ViT with the DPT head (rows "... (ViT)"),
-several seeds each; a markdown table of the results.
+"""Every method (SupOnly, iMAS, mean teacher, FixMatch, UniMatch, CPS, AugSeg, U2PL, PS-MT, UniMatch V2,
+ST++), the iMAS ablations and UniMatch V2 without its complementary dropout on the toy data, and SupOnly,
+iMAS and UniMatch V2 on the toy's ViT with the DPT head (rows "... (ViT)"), several seeds each; a markdown
+table of the results.
 
     python tools/toy_benchmark.py [--seeds 0 1 2] [--jobs 2] [--out training-imas-logs/toy]
 
@@ -60,6 +61,7 @@ CONFIGS = {  # table row -> config; the first row is the baseline the others are
     "iMAS w/o loss weighting": "exps/toy/ablation_no_weighting.yaml",
     "iMAS w/o adaptive intensity": "exps/toy/ablation_no_adaptive_intensity.yaml",
     "iMAS w/ fixed-p random-pair CutMix": "exps/toy/ablation_fixed_cutmix.yaml",
+    "UniMatch V2 w/o complementary dropout": "exps/toy/ablation_unimatch_v2_no_comp_drop.yaml",
     # The toy's ViT with the DPT head, from random weights: compare these rows with each other (their Δ
     # column is against the first row, the ResNet's SupOnly).
     "SupOnly (ViT)": "exps/toy/vit_suponly.yaml",

@@ -34,6 +34,8 @@ class UniMatchV2Settings:
     threshold: float = 0.95  # tau on the teacher's confidence (the released configs: 0.95 for every dataset)
     cutmix_p: float = 0.5  # per strong view and image
     ema_decay: float = 0.996  # the teacher's decay is min(1 - 1/(t + 1), ema_decay) from iteration 0
+    # The two strong views' complementary dropout (as released); false decodes both unperturbed (an ablation).
+    comp_drop: bool = True
 
     def check(self, cfg: Config) -> None:
         check_interval("unimatch_v2.threshold", self.threshold, 0, 1, "[)")
@@ -74,7 +76,8 @@ class UniMatchV2(Method):
             with torch.no_grad():
                 teacher_logits = forward_views(self.models["model_ema"], {"weak": weak})["weak"].logits
             out_x = forward_views(net, {"labeled": labeled["image"]})["labeled"]
-            out_s = forward_views(net, {"strong_1": strong[0], "strong_2": strong[1]}, comp_drop=True)
+            strong_views = {"strong_1": strong[0], "strong_2": strong[1]}
+            out_s = forward_views(net, strong_views, comp_drop=s.comp_drop)
         confidence, label = pseudo_labels(teacher_logits)
         loss_x = self.supervised_loss(out_x, labeled["mask"])
         losses_s = []
