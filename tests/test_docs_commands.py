@@ -180,9 +180,6 @@ COMMANDS: dict[str, Run | Mark] = {
     "[--split val] [--output F] [--force]": Run(
         instead="imas-pseudo-labels --config exps/toy/imas.yaml --checkpoint runs/toy/imas/latest.pth"
     ),
-    "python tools/toy_benchmark.py --rows SupOnly iMAS AugSeg U2PL": longer(
-        "12 toy trainings of 3600 iterations, about an hour and a half on 2 cores"
-    ),
     "bash .ci/run": Mark(
         CLONE.replace("clones the checkout and runs .ci/run there", "runs .ci/run"), check=False
     ),
@@ -260,6 +257,9 @@ COMMANDS: dict[str, Run | Mark] = {
     "imas-eval --model student": named("an evaluation of a toy checkpoint no longer kept"),
     "python tools/toy_benchmark.py --rows SupOnly PS-MT --jobs 2": longer(
         "3 toy trainings of PS-MT, about 50 minutes on 2 cores"
+    ),
+    'python tools/toy_benchmark.py --rows SupOnly "mean teacher" FixMatch UniMatch --jobs 2': longer(
+        "9 toy trainings, about 30 minutes on 2 cores"
     ),
     'python tools/toy_benchmark.py --rows SupOnly "UniMatch V2" --jobs 2': longer(
         "3 toy trainings of UniMatch V2, about 40 minutes on 2 cores"
@@ -375,8 +375,10 @@ COMMANDS: dict[str, Run | Mark] = {
     # ---------------------------------------------------------------- docs/results.md
     'python tools/toy_benchmark.py --rows SupOnly iMAS "mean teacher" FixMatch UniMatch '
     "--out training-imas-logs/toy_w32_eval_neutral": longer("15 toy trainings, about an hour"),
-    "python tools/toy_benchmark.py --rows SupOnly iMAS AugSeg U2PL "
-    "--out training-imas-logs/toy_w32_methods": longer("9 toy trainings, about an hour and a half"),
+    "python tools/toy_benchmark.py --rows SupOnly iMAS AugSeg U2PL CPS PS-MT ST++ "
+    '"UniMatch V2" "mean teacher" FixMatch UniMatch --out training-imas-logs/toy_w32_methods': longer(
+        "39 toy trainings (ST++ three per seed), about four hours on 2 cores"
+    ),
     "python tools/toy_pretrain.py --width 16 --out data/toy/pretrained/resnet18_w16_standard.pth": longer(
         "pretrains a toy backbone, ~25 s"
     ),
