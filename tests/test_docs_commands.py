@@ -258,6 +258,10 @@ COMMANDS: dict[str, Run | Mark] = {
     "python tools/toy_benchmark.py --rows SupOnly PS-MT --jobs 2": longer(
         "3 toy trainings of PS-MT, about 50 minutes on 2 cores"
     ),
+    'python tools/toy_benchmark.py --rows SupOnly "UniMatch V2" "UniMatch V2 w/o complementary dropout" '
+    "--jobs 2": longer("9 toy trainings, about 30 minutes on 2 cores"),
+    'python tools/toy_benchmark.py --rows "UniMatch V2 (ViT)" --jobs 2 --opt unimatch_v2.comp_drop=false '
+    "--out training-imas-logs/toy_vit_no_comp_drop": longer("3 toy trainings, about 15 minutes on 2 cores"),
     'python tools/toy_benchmark.py --rows SupOnly "mean teacher" FixMatch UniMatch --jobs 2': longer(
         "9 toy trainings, about 30 minutes on 2 cores"
     ),
