@@ -109,8 +109,8 @@ def test_tiny_vit_pretraining_writes_meta_layout_that_build_dpt_loads_strictly(t
 
 
 def test_a_vit_config_names_the_vit_and_its_recipe(capsys, tmp_path):
-    # The toy's ViT configs start from random weights (the ViT does not learn the toy's classification
-    # task); a ViT config that names a file gets one made with the ViT's recipe.
+    # The toy's ViT configs start from random weights (model.pretrained ""); a ViT config that names a file
+    # gets one made with the ViT's recipe.
     config = tmp_path / "vit.yaml"
     config.write_text(
         Path("exps/toy/vit_imas.yaml").read_text().replace('pretrained: ""', "pretrained: out/vit_toy.pth")

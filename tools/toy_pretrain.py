@@ -56,8 +56,8 @@ from imas.schedule import poly_lr
 VERSION = "2"  # bump when the ResNet recipe below changes, so --ensure retrains
 RESNET = "resnet18"  # the ResNet every ResNet config's file is made with
 RESNET_RECIPE = {"steps": 400, "lr": 2e-3, "weight_decay": 1e-4}
-# The ViT's recipe and its version (its own: changing it retrains ViT files only). Measured on the toy, see
-# VIT_VERSION's record and docs/performance.md.
+# The ViT's recipe and its version (its own: changing it retrains ViT files only). Measured: docs/results.md,
+# "A ViT on the toy".
 VIT_VERSION = "vit-1"
 VIT_RECIPE = {"steps": 1200, "lr": 1e-3, "weight_decay": 0.05}
 
