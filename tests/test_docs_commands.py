@@ -271,8 +271,12 @@ COMMANDS: dict[str, Run | Mark] = {
     'python tools/toy_benchmark.py --rows "SupOnly (ViT)" "iMAS (ViT)" "UniMatch V2 (ViT)" --jobs 2': longer(
         "9 toy trainings on the ViT, about 35 minutes on 2 cores"
     ),
-    "python -m tools.toy_pretrain --out /tmp/vit_toy.pth --encoder vit_toy": longer(
-        "pretrains the toy ViT, about 8 minutes on 2 cores"
+    "python tools/toy_pretrain.py --out data/toy/pretrained/vit_toy.pth --encoder vit_toy": longer(
+        "pretrains the toy ViT, about 3 minutes on 2 cores"
+    ),
+    'python tools/toy_benchmark.py --rows "SupOnly (ViT)" "iMAS (ViT)" "UniMatch V2 (ViT)" --jobs 2 --opt '
+    "model.pretrained=data/toy/pretrained/vit_toy.pth --out training-imas-logs/toy_vit_pretrained": longer(
+        "9 toy trainings on the pretrained ViT, about 35 minutes on 2 cores"
     ),
     "python tools/toy_benchmark.py --rows SupOnly ST++ --jobs 1": longer(
         "3 ST++ chains of 3 toy trainings each, about 35 minutes on 2 cores"
